@@ -1,0 +1,18 @@
+"""Pure torch math of lld_probe: no transformers, no I/O. Every function validates its arguments
+and raises ValueError naming the one that does not fit."""
+
+from .advantages import (eta_for_group, group_advantages, parse_eta, pos_only, random_matched_selection,
+                         success_rate, token_advantages)
+from .ches import ches
+from .gwhes import gwhes, preference_weights
+from .interaction import interaction_scores
+from .logprobs import align_next_token, sequence_logprob, token_entropy, token_logprobs
+from .nthr import NTHRScores, nthr_select, nthr_threshold, nthr_token_scores
+from .prediction import first_order_logp_change
+
+__all__ = [
+    "NTHRScores", "align_next_token", "ches", "eta_for_group", "first_order_logp_change",
+    "group_advantages", "gwhes", "interaction_scores", "nthr_select", "nthr_threshold",
+    "nthr_token_scores", "parse_eta", "pos_only", "preference_weights", "random_matched_selection",
+    "sequence_logprob", "success_rate", "token_advantages", "token_entropy", "token_logprobs",
+]

@@ -1,0 +1,152 @@
+"""The token-interaction kernel behind NTHR, GWHES and the first-order likelihood prediction.
+
+For query tokens t and weighted source tokens k of one group it computes
+    s(t) = sum_k w_k * alpha(k, t) * <h_k, h_t>  =  g_t^T M h_t,   M = sum_k w_k g_k h_k^T,
+with g_k = e_{y_k} - pi_k (PAPER: prediction error), pi_k = softmax(W h_k / temperature) and
+alpha(k, t) = <g_k, g_t> (PAPER: token pair similarity). Restricting g to a set of vocabulary
+columns C (the paper's V*) keeps the full-vocabulary normaliser of pi (no renormalisation).
+
+Exact, and chunked over the vocabulary so that no T x T x V (nor N x V) tensor is ever built.
+Two exact evaluation orders, chosen by shape (method="auto"):
+  "outer":    M_c = G_c^T H per vocabulary chunk, then g_t^T M_c h_t   ~ (N_U + N_s + N_q) |C| d flops
+  "pairwise": sum_k w_k alpha(k, t) <h_k, h_t> with alpha expanded    ~ N_U |C| d + N_s N_q |C| flops
+(N_s sources, N_q queries, N_U their union); pairwise is cheaper when N_s N_q < (N_s + N_q) d.
+"""
+
+from __future__ import annotations
+
+import torch
+
+METHODS = ("auto", "outer", "pairwise")
+DEFAULT_BUDGET = 1 << 23  # elements of the largest temporary ([tokens x vocabulary chunk]): 32 MB in float32
+
+
+def work_dtype(hidden: torch.Tensor) -> torch.dtype:
+    """float64 stays float64 (tests); everything else is computed in float32."""
+    return torch.float64 if hidden.dtype == torch.float64 else torch.float32
+
+
+def log_normalizer(hidden_rows: torch.Tensor, unembed: torch.Tensor, *, temperature: float,
+                   budget: int = DEFAULT_BUDGET) -> torch.Tensor:
+    """logsumexp_v (W h / temperature)_v for rows of hidden [N, d], chunked over the vocabulary."""
+    n_rows = hidden_rows.shape[0]
+    dtype = hidden_rows.dtype
+    result = torch.full((n_rows,), float("-inf"), dtype=dtype, device=hidden_rows.device)
+    if n_rows == 0:
+        return result
+    chunk = max(1, budget // max(n_rows, 1))
+    for start in range(0, unembed.shape[0], chunk):
+        logits = hidden_rows @ unembed[start:start + chunk].to(dtype).T / temperature
+        result = torch.logaddexp(result, torch.logsumexp(logits, dim=1))
+    return result
+
+
+def choose_method(n_sources: int, n_queries: int, dim: int) -> str:
+    """The cheaper exact evaluation order for these sizes (see module docstring)."""
+    return "pairwise" if n_sources * n_queries < (n_sources + n_queries) * dim else "outer"
+
+
+def interaction_scores(hidden: torch.Tensor, unembed: torch.Tensor, tokens: torch.Tensor,
+                       query_mask: torch.Tensor, source_weight: torch.Tensor, *,
+                       temperature: float = 1.0, columns: torch.Tensor | None = None,
+                       token_logprobs: torch.Tensor | None = None, method: str = "auto",
+                       budget: int = DEFAULT_BUDGET) -> torch.Tensor:
+    """s(t) = g_t^T (sum_k w_k g_k h_k^T) h_t for every query token; 0 elsewhere. Returns [G, T].
+
+    hidden [G, T, d] (aligned: hidden[g, t] predicts tokens[g, t]); unembed [V, d]; tokens [G, T];
+    query_mask [G, T] bool; source_weight [G, T] float (0 = not a source).
+    columns: sorted vocabulary ids that g is restricted to (None = the full vocabulary).
+    token_logprobs: log pi(tokens) at this temperature, [G, T]; when given, the softmax normaliser is
+    read from it (logit of the sampled token minus its log-prob) instead of a pass over |V|.
+    Memory: besides the inputs, O(budget + |C_chunk| d + N_s N_q [pairwise only]) elements, where
+    |C_chunk| = budget / N_U; nothing scales with |V| x T.
+    Arguments are validated by the public callers.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    dtype = work_dtype(hidden)
+    n_groups, length = tokens.shape
+    source_mask = source_weight != 0
+    union_mask = query_mask | source_mask
+    scores = torch.zeros((n_groups, length), dtype=dtype, device=hidden.device)
+    if not bool(query_mask.any()) or not bool(source_mask.any()):
+        return scores
+
+    union_hidden = hidden[union_mask].to(dtype)                  # [N_U, d]
+    union_tokens = tokens[union_mask]                            # [N_U]
+    union_weight = source_weight[union_mask].to(dtype)           # [N_U]
+    is_source = source_mask[union_mask]
+    is_query = query_mask[union_mask]
+    source_idx = is_source.nonzero().squeeze(1)
+    query_idx = is_query.nonzero().squeeze(1)
+    n_union, dim = union_hidden.shape
+
+    # log-normaliser of pi over the FULL vocabulary (never renormalised to C)
+    if token_logprobs is not None:
+        own_logit = (union_hidden * unembed[union_tokens].to(dtype)).sum(1) / temperature
+        lse = own_logit - token_logprobs[union_mask].to(dtype)
+    else:
+        lse = log_normalizer(union_hidden, unembed, temperature=temperature, budget=budget)
+
+    if columns is None:
+        n_columns = unembed.shape[0]
+        token_column = union_tokens                                      # position of y in C
+        in_columns = torch.ones_like(union_tokens, dtype=torch.bool)
+    else:
+        n_columns = columns.numel()
+        position = torch.searchsorted(columns, union_tokens).clamp(max=max(n_columns - 1, 0))
+        in_columns = columns[position] == union_tokens
+        token_column = torch.where(in_columns, position, torch.full_like(position, -1))
+
+    if method == "auto":
+        method = choose_method(source_idx.numel(), query_idx.numel(), dim)
+    chunk = max(1, budget // max(n_union, 1))
+    query_scores = torch.zeros(query_idx.numel(), dtype=dtype, device=hidden.device)
+    prob_products = None
+    if method == "pairwise":
+        prob_products = torch.zeros((source_idx.numel(), query_idx.numel()), dtype=dtype, device=hidden.device)
+
+    for start in range(0, n_columns, chunk):
+        stop = min(start + chunk, n_columns)
+        ids = torch.arange(start, stop, device=hidden.device) if columns is None else columns[start:stop]
+        weight_chunk = unembed[ids].to(dtype)                                     # [Vc, d]
+        # pi_k(v) = exp(W_v h_k / temperature - lse_k) for v in this chunk
+        probs = torch.exp(union_hidden @ weight_chunk.T / temperature - lse[:, None])  # [N_U, Vc]
+        local = token_column - start
+        hit = (local >= 0) & (local < stop - start)
+        if method == "outer":
+            # g_k restricted to the chunk: e_{y_k} - pi_k
+            source_errors = -probs[source_idx]
+            source_hit = hit[source_idx]
+            rows = source_hit.nonzero().squeeze(1)
+            source_errors[rows, local[source_idx][rows]] += 1.0
+            # M_c = sum_k w_k g_k h_k^T  (PAPER: M+ = sum over correct tokens g_k h_k^T)
+            matrix = (source_errors * union_weight[source_idx, None]).T @ union_hidden[source_idx]  # [Vc, d]
+            projected = union_hidden[query_idx] @ matrix.T                         # [N_q, Vc] = M_c h_t
+            # s(t) += g_t^T M_c h_t = (M_c h_t)[y_t] - <pi_t, M_c h_t>
+            query_scores -= (probs[query_idx] * projected).sum(1)
+            query_hit = hit[query_idx]
+            rows = query_hit.nonzero().squeeze(1)
+            query_scores[rows] += projected[rows, local[query_idx][rows]]
+        else:
+            # sum_{v in C} pi_k(v) pi_t(v), accumulated over chunks
+            prob_products += probs[source_idx] @ probs[query_idx].T
+
+    if method == "pairwise":
+        src_hidden, qry_hidden = union_hidden[source_idx], union_hidden[query_idx]
+        src_tokens, qry_tokens = union_tokens[source_idx], union_tokens[query_idx]
+        src_in, qry_in = in_columns[source_idx], in_columns[query_idx]
+        # pi_k(y_t) (only where y_t in C) and pi_t(y_k) (only where y_k in C)
+        p_src_at_qry = torch.exp(src_hidden @ unembed[qry_tokens].to(dtype).T / temperature
+                                 - lse[source_idx, None]) * qry_in[None, :]
+        p_qry_at_src = torch.exp(qry_hidden @ unembed[src_tokens].to(dtype).T / temperature
+                                 - lse[query_idx, None]).T * src_in[:, None]
+        same = (src_tokens[:, None] == qry_tokens[None, :]) & src_in[:, None]
+        # PAPER: alpha(k,k') = 1[y_k = y_k'] - pi_k(y_k') - pi_k'(y_k) + <pi_k, pi_k'>
+        alpha = same.to(dtype) - p_src_at_qry - p_qry_at_src + prob_products
+        query_scores = ((alpha * (src_hidden @ qry_hidden.T)) * union_weight[source_idx, None]).sum(0)
+
+    flat = scores[union_mask]
+    flat[query_idx] = query_scores
+    scores[union_mask] = flat
+    return scores
