@@ -1,0 +1,58 @@
+"""`load_model(name_or_path)` -> (model, tokenizer), ready for generation and training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from . import smollm2
+from . import tiny
+from .tiny import TINY_DIR
+
+NAMED_MODELS = ("tiny", "smollm2")
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """"tiny" and "smollm2" map to their folders; anything else is a local folder or a hub id."""
+    if name_or_path == "tiny":
+        if not (TINY_DIR / "config.json").is_file():
+            raise FileNotFoundError(f"the tiny model is missing from {TINY_DIR}: regenerate it with "
+                                    "`python -m lld_probe.models.train_tiny`")
+        return str(TINY_DIR)
+    if name_or_path == "smollm2":
+        return str(smollm2.converted_dir())
+    return str(name_or_path)
+
+
+def load_model(name_or_path: str = "tiny", *, dtype: torch.dtype = torch.float32, device: str | None = None):
+    """Load a causal LM and its tokenizer by name ("tiny", "smollm2"), local folder or hub id.
+
+    The tokenizer pads on the left (for generation) and has a pad token (eos when it had none);
+    the model's generation config carries the same pad and eos ids.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_model_path(name_or_path)
+    local = Path(path).exists()
+    try:
+        tokenizer = tiny.load_tokenizer(path) if tiny.is_tiny_folder(path) else AutoTokenizer.from_pretrained(path)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    except OSError as error:
+        where = "folder" if local else "model id (is the hub reachable? HF_HUB_OFFLINE is set in tests)"
+        raise FileNotFoundError(f"could not load model {name_or_path!r} as a {where}: {error}") from error
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if model.generation_config is not None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+        if tokenizer.eos_token_id is not None:
+            model.generation_config.eos_token_id = tokenizer.eos_token_id
+    embeddings = model.get_output_embeddings()
+    if embeddings is not None and embeddings.weight.shape[0] < len(tokenizer):
+        raise ValueError(f"model {name_or_path!r} has {embeddings.weight.shape[0]} output rows but the "
+                         f"tokenizer has {len(tokenizer)} tokens")
+    if device:
+        model.to(device)
+    return model, tokenizer

