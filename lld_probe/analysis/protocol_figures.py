@@ -1,0 +1,162 @@
+"""Figures of the per-question protocol: Fig 1, Fig 4, Fig 3 (token heat map), predicted vs measured."""
+
+from __future__ import annotations
+
+import html
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib import colors as mcolors
+
+from .stats import spearman
+from .style import apply_style, color, label, save_figure
+
+
+def delta_bars(protocol: pd.DataFrame, variants, out_dir, name: str, *, title: str = "") -> list:
+    """Bars of Delta(x) per question, questions sorted by GRPO's Delta (PAPER Fig 1 / Fig 4)."""
+    apply_style()
+    variants = [v for v in variants if v in set(protocol["variant"])]
+    if "grpo" not in variants:
+        raise ValueError("delta bars need the grpo variant (questions are sorted by its Delta)")
+    wide = protocol.pivot_table(index="question_id", columns="variant", values="delta_sum")
+    order = wide["grpo"].sort_values().index
+    n = len(order)
+    width = 0.8 / len(variants)
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.28 * n + 2), 3.6))
+    x = np.arange(n)
+    for index, variant in enumerate(variants):
+        ax.bar(x + (index - (len(variants) - 1) / 2) * width, wide.loc[order, variant], width,
+               color=color(variant), label=label(variant), linewidth=0)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xlabel("question (sorted by GRPO's Δ(x))")
+    ax.set_ylabel("Δ(x): change of log π(y⁺|x)")
+    ax.set_xticks(x)
+    ax.set_xticklabels([str(i + 1) for i in range(n)], fontsize=7)
+    lazy = int((wide.loc[order, "grpo"] <= 0).sum())
+    ax.set_title(title or f"Likelihood change of correct responses after one update ({lazy}/{n} questions with Δ ≤ 0 under GRPO)",
+                 fontsize=10)
+    ax.legend(ncol=len(variants), loc="upper left")
+    return save_figure(fig, out_dir, name)
+
+
+def fig1(protocol, out_dir, **kwargs):
+    return delta_bars(protocol, ["grpo", "pos_only"], out_dir, "fig1_delta_grpo_vs_pos_only", **kwargs)
+
+
+def fig4(protocol, out_dir, **kwargs):
+    return delta_bars(protocol, ["grpo", "random", "nthr"], out_dir, "fig4_delta_grpo_random_nthr", **kwargs)
+
+
+def predicted_vs_measured(protocol: pd.DataFrame, out_dir, name: str = "predicted_vs_measured") -> list:
+    """First-order prediction (unembedding-only gradient flow) against the measured Delta(x)."""
+    apply_style()
+    fig, ax = plt.subplots(figsize=(5.2, 4.4))
+    texts = []
+    for index, (variant, group) in enumerate(protocol.groupby("variant", sort=False)):
+        ax.scatter(group["predicted_delta"], group["delta_sum"], s=22, alpha=0.8, color=color(variant, index),
+                   label=label(variant))
+        rho, _ = spearman(group["predicted_delta"], group["delta_sum"])
+        texts.append(f"{label(variant)} ρ={rho:.2f}")
+    ax.axhline(0, color="black", linewidth=0.6)
+    ax.axvline(0, color="black", linewidth=0.6)
+    ax.set_xlabel("predicted Δ(x) (first order, unembedding only)")
+    ax.set_ylabel("measured Δ(x)")
+    ax.set_title("Spearman: " + ", ".join(texts), fontsize=8)
+    ax.legend(fontsize=8)
+    return save_figure(fig, out_dir, name)
+
+
+def laziest_question(protocol: pd.DataFrame) -> str:
+    grpo = protocol[protocol["variant"] == "grpo"]
+    if grpo.empty:
+        raise ValueError("no grpo rows: the laziest question is defined by GRPO's Delta")
+    return str(grpo.sort_values("delta_sum").iloc[0]["question_id"])
+
+
+def _token_colormap(scores: pd.Series):
+    limit = float(np.nanmax(np.abs(scores))) if len(scores) else 1.0
+    return plt.get_cmap("RdBu_r"), mcolors.Normalize(vmin=-limit or -1, vmax=limit or 1)
+
+
+def _display(token: str) -> str:
+    return token.replace("\n", "⏎").replace(" ", "␣") if token.strip() == "" else token.replace("\n", "⏎")
+
+
+def token_heatmap(tokens: pd.DataFrame, question_id: str, out_dir, name: str = "fig3_token_scores",
+                  *, wrap: int = 48, max_responses: int = 8) -> list:
+    """Incorrect responses of one question, tokens coloured by NTHR score, selected ones boxed
+    (PAPER Fig 3). Also writes name.html. Returns the written paths."""
+    apply_style()
+    rows = tokens[(tokens["question_id"] == question_id) & (~tokens["correct"])]
+    if rows.empty:
+        raise ValueError(f"question {question_id!r} has no incorrect response tokens")
+    cmap, norm = _token_colormap(rows["nthr_score"])
+    responses = list(rows.groupby("response_index"))[:max_responses]
+    lines = []
+    for index, frame in responses:
+        frame = frame.sort_values("position")
+        items = list(zip(frame["token"], frame["nthr_score"], frame["selected"]))
+        for start in range(0, len(items), wrap):
+            lines.append((index if start == 0 else None, items[start:start + wrap]))
+    char_width = 0.105
+    widest = max(sum(max(1, len(_display(t))) for t, _, _ in items) for _, items in lines)
+    fig, ax = plt.subplots(figsize=(min(18, 1.2 + widest * char_width), 0.42 * len(lines) + 1.0))
+    ax.set_xlim(0, widest + 6)
+    ax.set_ylim(len(lines), -0.6)
+    ax.axis("off")
+    for line_index, (response, items) in enumerate(lines):
+        if response is not None:
+            ax.text(0, line_index + 0.5, f"#{response}", fontsize=8, va="center", family="monospace")
+        x = 4.0
+        for token, score, selected in items:
+            shown = _display(token)
+            span = max(1, len(shown))
+            ax.add_patch(plt.Rectangle((x, line_index + 0.1), span, 0.8, facecolor=cmap(norm(score)),
+                                       edgecolor="black" if selected else "none", linewidth=1.2 if selected else 0))
+            ax.text(x + span / 2, line_index + 0.5, shown, fontsize=8, ha="center", va="center", family="monospace")
+            x += span
+    mappable = plt.cm.ScalarMappable(norm=norm, cmap=cmap)
+    fig.colorbar(mappable, ax=ax, orientation="horizontal", fraction=0.05, pad=0.02, label="NTHR score (boxed: selected)")
+    ax.set_title(f"Incorrect responses of the laziest question {question_id!r}", fontsize=10)
+    paths = save_figure(fig, out_dir, name)
+    html_path = paths[0].with_suffix(".html")
+    html_path.write_text(token_heatmap_html(rows, question_id, cmap, norm), encoding="utf-8")
+    return paths + [html_path]
+
+
+def token_heatmap_html(rows: pd.DataFrame, question_id: str, cmap=None, norm=None) -> str:
+    if cmap is None:
+        cmap, norm = _token_colormap(rows["nthr_score"])
+    parts = [f"<html><head><meta charset='utf-8'><title>NTHR scores: {html.escape(question_id)}</title>",
+             "<style>body{font-family:monospace} span{padding:1px 0} .sel{outline:2px solid black}</style></head><body>",
+             f"<h3>Incorrect responses of {html.escape(question_id)}: background = NTHR score (red high, blue low), "
+             "outlined = selected</h3>"]
+    for index, frame in rows.groupby("response_index"):
+        parts.append(f"<p><b>#{index}</b> ")
+        for _, token in frame.sort_values("position").iterrows():
+            background = mcolors.to_hex(cmap(norm(token["nthr_score"])))
+            css = " class='sel'" if token["selected"] else ""
+            text = html.escape(token["token"]).replace("\n", "⏎<br>")
+            parts.append(f"<span{css} style='background:{background}' title='{token['nthr_score']:.4g}'>{text}</span>")
+        parts.append("</p>")
+    parts.append("</body></html>")
+    return "".join(parts)
+
+
+def protocol_figures(protocol: pd.DataFrame, tokens: pd.DataFrame, out_dir) -> list:
+    """Every protocol figure that the variants present allow."""
+    written = []
+    present = set(protocol["variant"])
+    if {"grpo", "pos_only"} <= present:
+        written += fig1(protocol, out_dir)
+    if {"grpo", "random", "nthr"} <= present or {"grpo", "nthr"} <= present:
+        written += delta_bars(protocol, ["grpo", "random", "nthr"], out_dir, "fig4_delta_grpo_random_nthr")
+    if protocol["predicted_delta"].notna().any():
+        written += predicted_vs_measured(protocol, out_dir)
+    if "grpo" in present and not tokens.empty:
+        question = laziest_question(protocol)
+        if not tokens[(tokens["question_id"] == question) & (~tokens["correct"])].empty:
+            written += token_heatmap(tokens, question, out_dir)
+    return written

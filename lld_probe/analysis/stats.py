@@ -1,0 +1,102 @@
+"""LLD statistics with uncertainty: rates, bootstrap intervals, paired tests, rank agreement."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from scipy import stats as scipy_stats
+
+
+def lld_rate(delta, eps: float = 0.0) -> float:
+    """Share of correct responses (or questions) whose Delta <= eps (PAPER: LLD criterion)."""
+    values = np.asarray(delta, dtype=float)
+    values = values[~np.isnan(values)]
+    return float(np.mean(values <= eps)) if values.size else math.nan
+
+
+def bootstrap_ci(values, statistic=np.median, *, n_resamples: int = 2000, confidence: float = 0.95,
+                 seed: int = 0) -> tuple[float, float, float]:
+    """(estimate, low, high): percentile bootstrap over the values (e.g. questions)."""
+    data = np.asarray(values, dtype=float)
+    data = data[~np.isnan(data)]
+    if data.size == 0:
+        return math.nan, math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    samples = rng.choice(data, size=(n_resamples, data.size), replace=True)
+    resampled = np.apply_along_axis(statistic, 1, samples)
+    tail = (1 - confidence) / 2
+    return float(statistic(data)), float(np.quantile(resampled, tail)), float(np.quantile(resampled, 1 - tail))
+
+
+def paired_wilcoxon(frame: pd.DataFrame, variant_a: str, variant_b: str, *, value: str = "delta_sum",
+                    key: str = "question_id", variant_column: str = "variant") -> dict:
+    """Wilcoxon signed-rank test of value(variant_b) - value(variant_a), paired by question."""
+    wide = frame.pivot_table(index=key, columns=variant_column, values=value)
+    if variant_a not in wide or variant_b not in wide:
+        raise ValueError(f"both variants {variant_a!r} and {variant_b!r} must be in the frame")
+    pairs = wide[[variant_a, variant_b]].dropna()
+    differences = pairs[variant_b] - pairs[variant_a]
+    if len(pairs) == 0 or (differences == 0).all():
+        return {"n": len(pairs), "median_difference": float(differences.median()) if len(pairs) else math.nan,
+                "statistic": math.nan, "p_value": math.nan}
+    result = scipy_stats.wilcoxon(pairs[variant_b], pairs[variant_a])
+    return {"n": len(pairs), "median_difference": float(differences.median()),
+            "statistic": float(result.statistic), "p_value": float(result.pvalue)}
+
+
+def spearman(x, y) -> tuple[float, float]:
+    """(rho, p-value) of the Spearman rank correlation, NaN pairs dropped."""
+    frame = pd.DataFrame({"x": x, "y": y}).dropna()
+    if len(frame) < 3:
+        return math.nan, math.nan
+    result = scipy_stats.spearmanr(frame["x"], frame["y"])
+    return float(result.statistic), float(result.pvalue)
+
+
+def top_k_overlap(scores_a, scores_b, k: int, *, descending_a: bool = True, descending_b: bool = True) -> float:
+    """|top-K by a  ∩  top-K by b| / K for two scores over the same items (PAPER Table 1).
+    A random ranking overlaps K/N in expectation."""
+    a = pd.Series(np.asarray(scores_a, dtype=float))
+    b = pd.Series(np.asarray(scores_b, dtype=float))
+    if len(a) != len(b):
+        raise ValueError(f"scores_a has {len(a)} items but scores_b has {len(b)}")
+    if not 0 < k <= len(a):
+        raise ValueError(f"k must be in 1..{len(a)}, got {k}")
+    top_a = set(a.sort_values(ascending=not descending_a, kind="stable").index[:k])
+    top_b = set(b.sort_values(ascending=not descending_b, kind="stable").index[:k])
+    return len(top_a & top_b) / k
+
+
+def table1(frame: pd.DataFrame, ks=(5, 10, 15), *, variant: str = "grpo") -> pd.DataFrame:
+    """Top-K overlap between ranking questions by GWHES (descending: laziest predicted first) and by
+    ascending Delta(x) under `variant`, next to the random baseline K/N and the first-order
+    prediction's own overlap."""
+    rows = frame[frame["variant"] == variant].dropna(subset=["gwhes", "delta_sum"])
+    n = len(rows)
+    out = []
+    for k in ks:
+        if k > n:
+            continue
+        out.append({"K": k, "N": n,
+                    "gwhes_overlap": top_k_overlap(rows["gwhes"], rows["delta_sum"], k, descending_b=False),
+                    "predicted_overlap": top_k_overlap(rows["predicted_delta"], rows["delta_sum"], k,
+                                                       descending_a=False, descending_b=False),
+                    "random_baseline": k / n})
+    return pd.DataFrame(out, columns=["K", "N", "gwhes_overlap", "predicted_overlap", "random_baseline"])
+
+
+def variant_summary(frame: pd.DataFrame, *, eps: float = 0.0, seed: int = 0) -> pd.DataFrame:
+    """Per variant: questions, share with Delta(x) <= eps, median Delta with a bootstrap interval,
+    fresh-sample pass rate before and after."""
+    rows = []
+    for variant, group in frame.groupby("variant", sort=False):
+        median, low, high = bootstrap_ci(group["delta_sum"], seed=seed)
+        rows.append({"variant": variant, "questions": len(group), "lld_share": lld_rate(group["delta_sum"], eps),
+                     "median_delta": median, "ci_low": low, "ci_high": high,
+                     "median_delta_per_token": float(group["delta_mean"].median()),
+                     "mean_delta_incorrect": float(group["delta_incorrect_sum"].mean()),
+                     "pass_rate_before": float(group["pass_rate_before"].mean()),
+                     "pass_rate_after": float(group["pass_rate_after"].mean())})
+    return pd.DataFrame(rows)

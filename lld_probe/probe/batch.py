@@ -1,0 +1,54 @@
+"""Group batches: prompt + completion token ids laid out for scoring, with the response layout of
+DESIGN.md ([G, T] response tokens, padded) and the map between the two."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class GroupBatch:
+    input_ids: torch.Tensor        # [B, L] prompt + completion, right-padded
+    attention_mask: torch.Tensor   # [B, L]
+    prompt_lengths: torch.Tensor   # [B]
+    tokens: torch.Tensor           # [B, T] completion tokens, padded with 0
+    mask: torch.Tensor             # [B, T] bool, True on completion tokens
+
+    @property
+    def size(self) -> int:
+        return self.input_ids.shape[0]
+
+    def response_view(self, states: torch.Tensor) -> torch.Tensor:
+        """From full-sequence model outputs [B, L, ...] take, for completion token j of row b, the
+        output at position prompt_length + j - 1 (the one that predicts it): [B, T, ...]."""
+        length = self.tokens.shape[1]
+        offsets = torch.arange(length, device=states.device)[None, :] + self.prompt_lengths[:, None].to(states.device) - 1
+        offsets = offsets.clamp(max=states.shape[1] - 1)
+        index = offsets.view(*offsets.shape, *([1] * (states.dim() - 2))).expand(-1, -1, *states.shape[2:])
+        return states.gather(1, index)
+
+
+def build_group_batch(prompt_ids: list[list[int]], completion_ids: list[list[int]], pad_id: int) -> GroupBatch:
+    """Lay out (prompt, completion) pairs; every prompt must be non-empty."""
+    if len(prompt_ids) != len(completion_ids):
+        raise ValueError(f"prompt_ids has {len(prompt_ids)} rows but completion_ids has {len(completion_ids)}")
+    if not prompt_ids:
+        raise ValueError("empty group: no responses to score")
+    if any(len(p) == 0 for p in prompt_ids):
+        raise ValueError("prompt_ids contains an empty prompt: the first completion token needs a context")
+    rows = [list(p) + list(c) for p, c in zip(prompt_ids, completion_ids)]
+    width = max(len(r) for r in rows)
+    completion_width = max(1, max(len(c) for c in completion_ids))
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    tokens = torch.zeros((len(rows), completion_width), dtype=torch.long)
+    mask = torch.zeros((len(rows), completion_width), dtype=torch.bool)
+    for row, (prompt, completion) in enumerate(zip(prompt_ids, completion_ids)):
+        input_ids[row, : len(prompt) + len(completion)] = torch.tensor(list(prompt) + list(completion), dtype=torch.long)
+        attention_mask[row, : len(prompt) + len(completion)] = 1
+        tokens[row, : len(completion)] = torch.tensor(list(completion), dtype=torch.long)
+        mask[row, : len(completion)] = True
+    prompt_lengths = torch.tensor([len(p) for p in prompt_ids], dtype=torch.long)
+    return GroupBatch(input_ids, attention_mask, prompt_lengths, tokens, mask)

@@ -1,0 +1,30 @@
+"""Capture of the final hidden states: the input of the output embedding (lm_head), i.e. the state
+after the final norm that the unconstrained-features analysis calls h."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+
+@contextmanager
+def capture_final_hidden(model):
+    """Record lm_head's input on every forward inside the block: yields a dict whose "hidden" entry
+    holds the last captured tensor [B, L, d] (detached). Works on any transformers causal LM."""
+    head = model.get_output_embeddings()
+    if head is None:
+        raise ValueError("model has no output embedding (get_output_embeddings() is None)")
+    captured: dict = {}
+
+    def hook(module, args):
+        captured["hidden"] = args[0].detach()
+
+    handle = head.register_forward_pre_hook(hook)
+    try:
+        yield captured
+    finally:
+        handle.remove()
+
+
+def output_embedding_weight(model):
+    """The unembedding matrix W [V, d] (lm_head weight; tied to the input embedding in many models)."""
+    return model.get_output_embeddings().weight

@@ -1,0 +1,229 @@
+"""The paper's per-question LLD protocol (PAPER Sec. 3 and 5.3).
+
+For each question: sample G responses from the base model, keep mixed groups, and for each variant
+restore the base parameters exactly, apply ONE update on the group's GRPO loss, and measure on the
+same responses the change of log-likelihood (Delta), next to the first-order prediction, NTHR
+selection, GWHES, and a fresh-sample pass rate before vs after the update.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from dataclasses import asdict, dataclass, field
+
+import pandas as pd
+import torch
+
+from ..core import (first_order_logp_change, group_advantages, gwhes, nthr_select, nthr_threshold,
+                    nthr_token_scores, sequence_logprob, success_rate)
+from ..models import load_model, sample_groups
+from ..models.survey import max_new_tokens_for
+from ..probe import build_group_batch, forward_logps, output_embedding_weight, score_group
+from ..tasks import format_prompt, get_task
+from .loss import clipped_surrogate_loss
+from .variants import check_variants, variant_token_advantages
+
+OPTIMIZERS = ("sgd", "adamw")
+DEFAULT_LR = {"sgd": 0.05, "adamw": 1e-6}
+
+
+@dataclass
+class ProtocolConfig:
+    model: str = "tiny"
+    task: str = "arithmetic"
+    questions: int = 32
+    seed: int = 0
+    group_size: int = 8
+    temperature: float = 1.0
+    max_new_tokens: int | None = None          # None: the model's default (tiny 24, smollm2 48)
+    variants: list = field(default_factory=lambda: ["grpo", "pos_only", "random", "nthr"])
+    optimizer: str = "sgd"
+    lr: float | None = None                    # None: DEFAULT_LR[optimizer]
+    beta: float = 1.0
+    eta: object = "zero"
+    clip_eps: float = 0.2
+    std: str = "sample"
+    std_eps: float = 1e-4
+    vocab: str = "full"
+    anchor_self: bool = True
+    fresh_samples: int | None = None           # None: group_size; 0 disables the fresh-sample check
+    autocast_bf16: bool = False                # bf16 autocast for the update forward (log-likelihoods stay float32)
+
+    def resolved(self) -> "ProtocolConfig":
+        check_variants(self.variants)
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.group_size < 2:
+            raise ValueError(f"group_size must be at least 2, got {self.group_size}")
+        if self.questions < 1:
+            raise ValueError(f"questions must be at least 1, got {self.questions}")
+        values = asdict(self)
+        values["lr"] = self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
+        values["max_new_tokens"] = max_new_tokens_for(self.model, self.max_new_tokens)
+        values["fresh_samples"] = self.group_size if self.fresh_samples is None else self.fresh_samples
+        return ProtocolConfig(**values)
+
+
+@dataclass
+class ProtocolResult:
+    protocol: pd.DataFrame        # one row per (question, variant)
+    responses: pd.DataFrame       # one row per (question, variant, response)
+    tokens: pd.DataFrame          # one row per response token of each kept group
+    questions: pd.DataFrame       # one row per sampled question (kept or dropped)
+    config: ProtocolConfig
+
+
+def _question_seed(seed: int, question_id: str, salt: str) -> int:
+    digest = hashlib.sha256(f"{seed}|{question_id}|{salt}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def _make_optimizer(name: str, parameters, lr: float):
+    if name == "sgd":
+        return torch.optim.SGD(parameters, lr=lr)
+    return torch.optim.AdamW(parameters, lr=lr, weight_decay=0.0)
+
+
+def _pass_rate(model, tokenizer, task, prompt, answer, config, seed) -> float:
+    if config.fresh_samples == 0:
+        return math.nan
+    group = sample_groups(model, tokenizer, [prompt], group_size=config.fresh_samples, temperature=config.temperature,
+                          max_new_tokens=config.max_new_tokens, seed=seed)[0]
+    return sum(task.reward(c.text, answer).reward for c in group) / len(group)
+
+
+def run_protocol(config: ProtocolConfig, *, model=None, tokenizer=None, progress: bool = True) -> ProtocolResult:
+    """Run the protocol; pass model/tokenizer to reuse a loaded model (its parameters are restored)."""
+    config = config.resolved()
+    torch.manual_seed(config.seed)
+    if model is None:
+        model, tokenizer = load_model(config.model)
+    task = get_task(config.task)
+    questions = task.questions(config.questions, seed=config.seed)
+    if not questions:
+        raise ValueError(f"task {config.task!r} gave no questions")
+    base_state = {name: value.detach().clone() for name, value in model.state_dict().items()}
+    protocol_rows, response_rows, token_rows, question_rows = [], [], [], []
+    from tqdm.auto import tqdm
+    bar = tqdm(questions, desc="protocol", unit="question", disable=not progress)
+    for question in bar:
+        prompt = format_prompt(tokenizer, question.prompt)
+        group = sample_groups(model, tokenizer, [prompt], group_size=config.group_size, temperature=config.temperature,
+                              max_new_tokens=config.max_new_tokens,
+                              seed=_question_seed(config.seed, question.question_id, "group"))[0]
+        rewards = [task.reward(c.text, question.answer) for c in group]
+        correct = torch.tensor([r.reward == 1.0 for r in rewards])
+        n_correct = int(correct.sum())
+        mixed = 0 < n_correct < config.group_size
+        question_rows.append({"question_id": question.question_id, "n_correct": n_correct,
+                              "group_size": config.group_size, "kept": mixed})
+        if not mixed:
+            continue
+        batch = build_group_batch([c.prompt_ids for c in group], [c.completion_ids for c in group],
+                                  tokenizer.pad_token_id)
+        old = score_group(model, batch, temperature=config.temperature, with_hidden=True, with_entropy=True)
+        unembed = output_embedding_weight(model).detach()
+        scores = nthr_token_scores(old.hidden, unembed, batch.tokens, batch.mask, correct,
+                                   temperature=config.temperature, vocab=config.vocab,
+                                   anchor_self=config.anchor_self, token_logprobs=old.token_logps)
+        selected = nthr_select(scores.scores, batch.mask, correct, scores.anchors, beta=config.beta)
+        tau = nthr_threshold(scores.anchors, correct, config.beta)
+        gwhes_per_response = gwhes(old.hidden, unembed, batch.tokens, batch.mask, correct,
+                                   temperature=config.temperature, token_logprobs=old.token_logps)
+        question_gwhes = float(gwhes_per_response[correct].mean())
+        advantages = group_advantages(correct.float(), config.group_size, std=config.std, eps=config.std_eps)
+        logp_before = sequence_logprob(old.token_logps, batch.mask)
+        lengths = batch.mask.sum(1)
+        fresh_seed = _question_seed(config.seed, question.question_id, "fresh")
+        pass_before = _pass_rate(model, tokenizer, task, prompt, question.answer, config, fresh_seed)
+        negatives = batch.mask & ~correct[:, None]
+        nthr_fraction = float(selected[negatives].float().mean()) if negatives.any() else 0.0
+        for variant in config.variants:
+            model.load_state_dict(base_state)
+            per_token, scaled = variant_token_advantages(
+                variant, advantages, batch.mask, correct, selected, config.eta,
+                seed=_question_seed(config.seed, question.question_id, "random"))
+            predicted = first_order_logp_change(old.hidden, unembed, batch.tokens, batch.mask, per_token,
+                                                lr=config.lr, temperature=config.temperature,
+                                                token_logprobs=old.token_logps)
+            model.eval()          # deterministic forward (no dropout) with gradients
+            optimizer = _make_optimizer(config.optimizer, model.parameters(), config.lr)
+            current = forward_logps(model, batch, temperature=config.temperature,
+                                    autocast_dtype=torch.bfloat16 if config.autocast_bf16 else None)
+            loss = clipped_surrogate_loss(current.token_logps, old.token_logps, per_token, batch.mask,
+                                          clip_eps=config.clip_eps)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            del optimizer, current
+            after = score_group(model, batch, temperature=config.temperature)
+            logp_after = sequence_logprob(after.token_logps, batch.mask)
+            delta = logp_after.double() - logp_before.double()   # float64: delta_sum equals the stored difference
+            delta_mean = delta / lengths.clamp(min=1)
+            pass_after = _pass_rate(model, tokenizer, task, prompt, question.answer, config, fresh_seed)
+            selected_fraction = (scaled.sum(1).float() / lengths.clamp(min=1)).masked_fill(correct, 0.0)
+            protocol_rows.append({
+                "question_id": question.question_id, "variant": variant, "group_size": config.group_size,
+                "n_correct": n_correct, "p": success_rate(correct),
+                # PAPER: Delta(x) = mean over correct y+ of log pi_theta'(y+|x) - log pi_theta(y+|x)
+                "delta_sum": float(delta[correct].mean()), "delta_mean": float(delta_mean[correct].mean()),
+                "delta_incorrect_sum": float(delta[~correct].mean()),
+                "predicted_delta": float(predicted[correct].mean()),
+                "predicted_delta_incorrect": float(predicted[~correct].mean()),
+                "gwhes": question_gwhes, "tau": tau,
+                "selected_fraction": float(scaled[negatives].float().mean()) if negatives.any() else 0.0,
+                "nthr_selected_fraction": nthr_fraction,
+                "pass_rate_before": pass_before, "pass_rate_after": pass_after, "loss": float(loss.detach()),
+            })
+            for index, completion in enumerate(group):
+                response_rows.append({
+                    "question_id": question.question_id, "variant": variant, "response_index": index,
+                    "correct": bool(correct[index]), "reward": rewards[index].reward, "parsed": rewards[index].parsed,
+                    "advantage": float(advantages[index]), "completion": completion.text,
+                    "n_tokens": int(lengths[index]), "logp_before": float(logp_before[index]),
+                    "logp_after": float(logp_after[index]), "predicted_delta": float(predicted[index]),
+                    "gwhes": float(gwhes_per_response[index]), "nthr_anchor": float(scores.anchors[index]),
+                    "selected_fraction": float(selected_fraction[index]),
+                })
+        model.load_state_dict(base_state)
+        for index in range(config.group_size):
+            for position in range(int(lengths[index])):
+                token_id = int(batch.tokens[index, position])
+                token_rows.append({
+                    "question_id": question.question_id, "response_index": index, "position": position,
+                    "token_id": token_id, "token": tokenizer.decode([token_id]), "correct": bool(correct[index]),
+                    "logp_before": float(old.token_logps[index, position]),
+                    "entropy": float(old.entropy[index, position]),
+                    "nthr_score": float(scores.scores[index, position]),
+                    "selected": bool(selected[index, position]),
+                })
+        if progress:
+            bar.set_postfix(kept=sum(r["kept"] for r in question_rows), refresh=False)
+    model.load_state_dict(base_state)
+    return ProtocolResult(pd.DataFrame(protocol_rows, columns=PROTOCOL_COLUMNS), pd.DataFrame(response_rows),
+                          pd.DataFrame(token_rows), pd.DataFrame(question_rows), config)
+
+
+PROTOCOL_COLUMNS = ["question_id", "variant", "group_size", "n_correct", "p", "delta_sum", "delta_mean",
+                    "delta_incorrect_sum", "predicted_delta", "predicted_delta_incorrect", "gwhes", "tau",
+                    "selected_fraction", "nthr_selected_fraction", "pass_rate_before", "pass_rate_after", "loss"]
+
+
+def save_protocol(result: ProtocolResult, out_dir) -> dict:
+    """Write protocol.parquet, responses.parquet, tokens.parquet, questions.parquet and meta.json."""
+    from pathlib import Path
+
+    from ..store import provenance, write_json, write_parquet
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name in ("protocol", "responses", "tokens", "questions"):
+        paths[name] = write_parquet(getattr(result, name), out / f"{name}.parquet")
+    kept = int(result.questions["kept"].sum()) if len(result.questions) else 0
+    meta = {"kind": "protocol", "settings": asdict(result.config), **provenance(),
+            "questions_sampled": len(result.questions), "questions_kept": kept,
+            "questions_dropped": len(result.questions) - kept}
+    paths["meta"] = write_json(meta, out / "meta.json")
+    return paths

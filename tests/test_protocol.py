@@ -1,0 +1,129 @@
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from lld_probe.analysis.protocol_report import write_protocol_report
+from lld_probe.models import load_model
+from lld_probe.trainers import protocol as protocol_module
+from lld_probe.trainers.protocol import PROTOCOL_COLUMNS, ProtocolConfig, run_protocol, save_protocol
+from lld_probe.trainers.variants import variant_token_advantages
+
+CONFIG = ProtocolConfig(model="tiny", questions=6, seed=0, max_new_tokens=16)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_model("tiny")
+
+
+@pytest.fixture(scope="module")
+def run(tiny, tmp_path_factory):
+    model, tokenizer = tiny
+    checksums = []
+    real = protocol_module._make_optimizer
+
+    def recording(name, parameters, lr):
+        parameters = list(parameters)
+        checksums.append(float(sum(p.detach().double().sum() for p in parameters)))
+        return real(name, parameters, lr)
+
+    protocol_module._make_optimizer = recording
+    base = float(sum(p.detach().double().sum() for p in model.parameters()))
+    try:
+        result = run_protocol(CONFIG, model=model, tokenizer=tokenizer, progress=False)
+    finally:
+        protocol_module._make_optimizer = real
+    out = tmp_path_factory.mktemp("protocol")
+    save_protocol(result, out)
+    return result, out, checksums, base
+
+
+def test_file_contract(run):
+    result, out, _, _ = run
+    protocol = pd.read_parquet(out / "protocol.parquet")
+    assert list(protocol.columns) == PROTOCOL_COLUMNS
+    kept = int(result.questions["kept"].sum())
+    assert kept >= 3 and len(protocol) == 4 * kept
+    assert set(protocol["variant"]) == {"grpo", "pos_only", "random", "nthr"}
+    responses = pd.read_parquet(out / "responses.parquet")
+    assert len(responses) == 4 * kept * 8
+    for column in ("question_id", "variant", "response_index", "correct", "n_tokens", "logp_before",
+                   "logp_after", "selected_fraction"):
+        assert column in responses
+    tokens = pd.read_parquet(out / "tokens.parquet")
+    assert {"nthr_score", "selected", "token_id", "position"} <= set(tokens.columns)
+    assert len(tokens) == responses[responses["variant"] == "grpo"]["n_tokens"].sum()
+    assert not tokens[tokens["correct"]]["selected"].any()          # selections touch incorrect responses only
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["settings"]["lr"] == 0.05 and meta["questions_kept"] == kept
+    assert meta["versions"]["torch"]
+
+
+def test_every_variant_starts_from_the_base_parameters(run, tiny):
+    _, _, checksums, base = run
+    assert len(checksums) == 4 * int(run[0].questions["kept"].sum())
+    assert all(value == base for value in checksums)
+    model, _ = tiny
+    assert float(sum(p.detach().double().sum() for p in model.parameters())) == base
+
+
+def test_delta_is_the_mean_over_correct_responses(run):
+    _, out, _, _ = run
+    protocol = pd.read_parquet(out / "protocol.parquet")
+    responses = pd.read_parquet(out / "responses.parquet")
+    for _, row in protocol.iterrows():
+        group = responses[(responses["question_id"] == row["question_id"]) & (responses["variant"] == row["variant"])]
+        correct = group[group["correct"]]
+        assert row["delta_sum"] == pytest.approx((correct["logp_after"] - correct["logp_before"]).mean(), abs=1e-9)
+        assert row["n_correct"] == len(correct)
+        assert row["delta_mean"] == pytest.approx(((correct["logp_after"] - correct["logp_before"]) / correct["n_tokens"]).mean(), abs=1e-9)
+
+
+def test_random_matches_nthr_counts_and_grpo_pos_only_select_nothing(run):
+    _, out, _, _ = run
+    responses = pd.read_parquet(out / "responses.parquet")
+    wide = responses.pivot_table(index=["question_id", "response_index"], columns="variant", values="selected_fraction")
+    assert (wide["random"] - wide["nthr"]).abs().max() < 1e-12
+    assert (wide["grpo"] == 0).all() and (wide["pos_only"] == 0).all()
+
+
+def test_variant_advantages():
+    advantages = torch.tensor([1.0, -0.5, -0.5])
+    mask = torch.ones(3, 4, dtype=torch.bool)
+    correct = torch.tensor([True, False, False])
+    selected = torch.zeros(3, 4, dtype=torch.bool)
+    selected[1, :2] = True
+    pos, _ = variant_token_advantages("pos_only", advantages, mask, correct, selected, "zero")
+    assert (pos >= 0).all() and (pos[1:] == 0).all()
+    nthr, scaled = variant_token_advantages("nthr", advantages, mask, correct, selected, "zero")
+    assert nthr[1].tolist() == [0, 0, -0.5, -0.5] and scaled.equal(selected)
+    random, scaled = variant_token_advantages("random", advantages, mask, correct, selected, 0.5, seed=1)
+    assert scaled.sum(1).tolist() == [0, 2, 0]
+    assert sorted(random[1].tolist()) == [-0.5, -0.5, -0.25, -0.25]
+
+
+def test_same_seed_gives_identical_protocol(run, tiny):
+    model, tokenizer = tiny
+    again = run_protocol(CONFIG, model=model, tokenizer=tokenizer, progress=False)
+    pd.testing.assert_frame_equal(again.protocol, run[0].protocol)
+
+
+def test_report_and_figures(run):
+    _, out, _, _ = run
+    written = write_protocol_report(out)
+    names = {p.name for p in written}
+    assert {"summary.md", "table1.md", "fig1_delta_grpo_vs_pos_only.png", "fig4_delta_grpo_random_nthr.pdf",
+            "predicted_vs_measured.png", "fig3_token_scores.png", "fig3_token_scores.html"} <= names
+    assert all(p.stat().st_size > 0 for p in written)
+    assert "Table 1" in (out / "summary.md").read_text()
+
+
+def test_bad_settings_are_clear_errors():
+    with pytest.raises(ValueError, match="variants"):
+        ProtocolConfig(variants=["grpo", "dpo"]).resolved()
+    with pytest.raises(ValueError, match="optimizer"):
+        ProtocolConfig(optimizer="lion").resolved()
+    with pytest.raises(ValueError, match="group_size"):
+        ProtocolConfig(group_size=1).resolved()
