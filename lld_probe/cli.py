@@ -28,7 +28,7 @@ def _protocol(args) -> int:
                             max_new_tokens=args.max_new_tokens, variants=args.variants.split(","),
                             optimizer=args.optimizer, lr=args.lr, beta=args.beta, eta=parse_eta(args.eta),
                             vocab=args.vocab, anchor_self=not args.anchor_exclude_self,
-                            fresh_samples=args.fresh_samples, autocast_bf16=args.bf16)
+                            fresh_samples=args.fresh_samples, bf16=args.bf16)
     out = Path(args.out) if args.out else _default_out("protocol")
     result = run_protocol(config)
     save_protocol(result, out)
@@ -72,13 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     protocol.add_argument("--max-new-tokens", type=int, default=None)
     protocol.add_argument("--variants", default="grpo,pos_only,random,nthr")
     protocol.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd")
-    protocol.add_argument("--lr", type=float, default=None, help="default: 0.05 for sgd, 1e-6 for adamw")
+    protocol.add_argument("--lr", type=float, default=None, help="default: 1e-3 for sgd, 1e-6 for adamw")
     protocol.add_argument("--beta", type=float, default=1.0, help="NTHR threshold factor (-inf: every incorrect token)")
     protocol.add_argument("--eta", default="zero", help="paper | zero | p | 1-p | a number in [0, 1]")
     protocol.add_argument("--vocab", choices=["full", "group"], default="full")
     protocol.add_argument("--anchor-exclude-self", action="store_true")
     protocol.add_argument("--fresh-samples", type=int, default=None, help="default: group size; 0 disables")
-    protocol.add_argument("--bf16", action="store_true", help="bf16 autocast for the update forward")
+    protocol.add_argument("--bf16", action="store_true", help="bf16 copy for sampling and the update gradient (float32 parameters and log-likelihoods)")
     protocol.add_argument("--out", default=None)
     protocol.set_defaults(func=_protocol)
 

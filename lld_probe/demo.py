@@ -19,7 +19,7 @@ def run_demo(*, quick: bool = False, out: Path) -> Path:
     settings = DEMO_SETTINGS[quick]
     start = time.time()
     print(f"lld-probe demo on {settings['model']!r}: per-question LLD protocol on {settings['questions']} questions")
-    config = ProtocolConfig(model=settings["model"], questions=settings["questions"], autocast_bf16=not quick)
+    config = ProtocolConfig(model=settings["model"], questions=settings["questions"], bf16=not quick)
     result = run_protocol(config)
     protocol_dir = out / "protocol"
     save_protocol(result, protocol_dir)

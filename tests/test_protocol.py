@@ -57,7 +57,7 @@ def test_file_contract(run):
     assert len(tokens) == responses[responses["variant"] == "grpo"]["n_tokens"].sum()
     assert not tokens[tokens["correct"]]["selected"].any()          # selections touch incorrect responses only
     meta = json.loads((out / "meta.json").read_text())
-    assert meta["settings"]["lr"] == 0.05 and meta["questions_kept"] == kept
+    assert meta["settings"]["lr"] == 1e-3 and meta["questions_kept"] == kept
     assert meta["versions"]["torch"]
 
 

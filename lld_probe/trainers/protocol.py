@@ -23,10 +23,11 @@ from ..models.survey import max_new_tokens_for
 from ..probe import build_group_batch, forward_logps, output_embedding_weight, score_group
 from ..tasks import format_prompt, get_task
 from .loss import clipped_surrogate_loss
+from .precision import ComputeCopy
 from .variants import check_variants, variant_token_advantages
 
 OPTIMIZERS = ("sgd", "adamw")
-DEFAULT_LR = {"sgd": 0.05, "adamw": 1e-6}
+DEFAULT_LR = {"sgd": 1e-3, "adamw": 1e-6}   # sgd 0.05 collapsed the tiny model's pass rate (0.58 -> 0.33)
 
 
 @dataclass
@@ -49,7 +50,8 @@ class ProtocolConfig:
     vocab: str = "full"
     anchor_self: bool = True
     fresh_samples: int | None = None           # None: group_size; 0 disables the fresh-sample check
-    autocast_bf16: bool = False                # bf16 autocast for the update forward (log-likelihoods stay float32)
+    bf16: bool = False                         # bf16 copy samples and computes the update's gradient;
+                                               # parameters, optimizer and log-likelihoods stay float32
 
     def resolved(self) -> "ProtocolConfig":
         check_variants(self.variants)
@@ -86,12 +88,17 @@ def _make_optimizer(name: str, parameters, lr: float):
     return torch.optim.AdamW(parameters, lr=lr, weight_decay=0.0)
 
 
-def _pass_rate(model, tokenizer, task, prompt, answer, config, seed) -> float:
-    if config.fresh_samples == 0:
+def _pass_rate(task, completions, answer) -> float:
+    if not completions:
         return math.nan
-    group = sample_groups(model, tokenizer, [prompt], group_size=config.fresh_samples, temperature=config.temperature,
-                          max_new_tokens=config.max_new_tokens, seed=seed)[0]
-    return sum(task.reward(c.text, answer).reward for c in group) / len(group)
+    return sum(task.reward(c.text, answer).reward for c in completions) / len(completions)
+
+
+def _sample(model, tokenizer, prompt, count, config, seed):
+    if count == 0:
+        return []
+    return sample_groups(model, tokenizer, [prompt], group_size=count, temperature=config.temperature,
+                         max_new_tokens=config.max_new_tokens, seed=seed)[0]
 
 
 def run_protocol(config: ProtocolConfig, *, model=None, tokenizer=None, progress: bool = True) -> ProtocolResult:
@@ -105,14 +112,14 @@ def run_protocol(config: ProtocolConfig, *, model=None, tokenizer=None, progress
     if not questions:
         raise ValueError(f"task {config.task!r} gave no questions")
     base_state = {name: value.detach().clone() for name, value in model.state_dict().items()}
+    copies = ComputeCopy(model, bf16=config.bf16)
     protocol_rows, response_rows, token_rows, question_rows = [], [], [], []
     from tqdm.auto import tqdm
     bar = tqdm(questions, desc="protocol", unit="question", disable=not progress)
     for question in bar:
         prompt = format_prompt(tokenizer, question.prompt)
-        group = sample_groups(model, tokenizer, [prompt], group_size=config.group_size, temperature=config.temperature,
-                              max_new_tokens=config.max_new_tokens,
-                              seed=_question_seed(config.seed, question.question_id, "group"))[0]
+        group = _sample(copies.compute, tokenizer, prompt, config.group_size, config,
+                        _question_seed(config.seed, question.question_id, "group"))
         rewards = [task.reward(c.text, question.answer) for c in group]
         correct = torch.tensor([r.reward == 1.0 for r in rewards])
         n_correct = int(correct.sum())
@@ -137,32 +144,37 @@ def run_protocol(config: ProtocolConfig, *, model=None, tokenizer=None, progress
         logp_before = sequence_logprob(old.token_logps, batch.mask)
         lengths = batch.mask.sum(1)
         fresh_seed = _question_seed(config.seed, question.question_id, "fresh")
-        pass_before = _pass_rate(model, tokenizer, task, prompt, question.answer, config, fresh_seed)
+        # fresh samples before and after share one seed (common random numbers: a paired pass-rate change)
+        pass_before = _pass_rate(task, _sample(copies.compute, tokenizer, prompt, config.fresh_samples, config,
+                                               fresh_seed), question.answer)
         negatives = batch.mask & ~correct[:, None]
         nthr_fraction = float(selected[negatives].float().mean()) if negatives.any() else 0.0
         for variant in config.variants:
             model.load_state_dict(base_state)
+            copies.sync()
             per_token, scaled = variant_token_advantages(
                 variant, advantages, batch.mask, correct, selected, config.eta,
                 seed=_question_seed(config.seed, question.question_id, "random"))
             predicted = first_order_logp_change(old.hidden, unembed, batch.tokens, batch.mask, per_token,
                                                 lr=config.lr, temperature=config.temperature,
                                                 token_logprobs=old.token_logps)
-            model.eval()          # deterministic forward (no dropout) with gradients
+            copies.compute.eval()          # deterministic forward (no dropout) with gradients
             optimizer = _make_optimizer(config.optimizer, model.parameters(), config.lr)
-            current = forward_logps(model, batch, temperature=config.temperature,
-                                    autocast_dtype=torch.bfloat16 if config.autocast_bf16 else None)
+            optimizer.zero_grad(set_to_none=True)
+            current = forward_logps(copies.compute, batch, temperature=config.temperature)
             loss = clipped_surrogate_loss(current.token_logps, old.token_logps, per_token, batch.mask,
                                           clip_eps=config.clip_eps)
-            optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            copies.gradients_to_master()
             optimizer.step()
             del optimizer, current
+            copies.sync()
             after = score_group(model, batch, temperature=config.temperature)
             logp_after = sequence_logprob(after.token_logps, batch.mask)
             delta = logp_after.double() - logp_before.double()   # float64: delta_sum equals the stored difference
             delta_mean = delta / lengths.clamp(min=1)
-            pass_after = _pass_rate(model, tokenizer, task, prompt, question.answer, config, fresh_seed)
+            pass_after = _pass_rate(task, _sample(copies.compute, tokenizer, prompt, config.fresh_samples, config,
+                                                  fresh_seed), question.answer)
             selected_fraction = (scaled.sum(1).float() / lengths.clamp(min=1)).masked_fill(correct, 0.0)
             protocol_rows.append({
                 "question_id": question.question_id, "variant": variant, "group_size": config.group_size,
@@ -188,6 +200,7 @@ def run_protocol(config: ProtocolConfig, *, model=None, tokenizer=None, progress
                     "selected_fraction": float(selected_fraction[index]),
                 })
         model.load_state_dict(base_state)
+        copies.sync()
         for index in range(config.group_size):
             for position in range(int(lengths[index])):
                 token_id = int(batch.tokens[index, position])
@@ -202,6 +215,7 @@ def run_protocol(config: ProtocolConfig, *, model=None, tokenizer=None, progress
         if progress:
             bar.set_postfix(kept=sum(r["kept"] for r in question_rows), refresh=False)
     model.load_state_dict(base_state)
+    model.zero_grad(set_to_none=True)
     return ProtocolResult(pd.DataFrame(protocol_rows, columns=PROTOCOL_COLUMNS), pd.DataFrame(response_rows),
                           pd.DataFrame(token_rows), pd.DataFrame(question_rows), config)
 
