@@ -19,6 +19,13 @@ def _bench(args) -> int:
     return 0
 
 
+def _bench_probes(args) -> int:
+    from .bench_probes import run_probe_overhead
+    run_probe_overhead(model=args.model, steps=args.steps, prompts_per_step=args.prompts_per_step,
+                       repeats=args.repeats, method=args.method, out=args.json)
+    return 0
+
+
 def _protocol(args) -> int:
     from .analysis.protocol_report import write_protocol_report
     from .core import parse_eta
@@ -42,6 +49,73 @@ def _protocol(args) -> int:
     return 0
 
 
+def _train_settings(args, out: str):
+    from .trainers.train import TrainSettings
+    return TrainSettings(out=out, method=getattr(args, "method", "nthr"), model=args.model, task=args.task,
+                         steps=args.steps, prompts_per_step=args.prompts_per_step, group_size=args.group_size,
+                         learning_rate=args.lr, temperature=args.temperature,
+                         max_completion_length=args.max_completion_length, seed=getattr(args, "seed", 0),
+                         eval_every=args.eval_every, nthr_beta=args.beta, nthr_eta=args.eta, nthr_vocab=args.vocab,
+                         probe_set_size=args.probe_set_size, probe_every=args.probe_every,
+                         probe_response_fraction=args.probe_fraction, bf16=args.bf16,
+                         save_steps=args.save_steps, resume=getattr(args, "resume", False))
+
+
+def _train(args) -> int:
+    from .trainers.train import run_training
+    out = args.out or str(_default_out(f"train-{args.method}"))
+    trainer = run_training(_train_settings(args, out))
+    print(f"run store: {out}  ({trainer.state.global_step} steps in {trainer.train_seconds:.0f} s)")
+    return 0
+
+
+def _compare(args) -> int:
+    from .analysis.report import write_report
+    from .trainers.train import run_compare
+    out = args.out or str(_default_out("compare"))
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    folders = run_compare(_train_settings(args, out), methods, seeds, out=out)
+    write_report(folders, Path(out) / "report")
+    print(f"{len(folders)} runs under {out}; report: {Path(out) / 'report' / 'summary.md'}")
+    return 0
+
+
+def _report(args) -> int:
+    from .analysis.report import write_report
+    path = write_report(args.runs, Path(args.out))
+    print(f"report: {path}")
+    return 0
+
+
+def _figures(args) -> int:
+    from .analysis.report import write_figures
+    written = write_figures(args.runs, Path(args.out))
+    print(f"{len(written)} figures in {args.out}")
+    return 0
+
+
+def _add_training_arguments(parser) -> None:
+    parser.add_argument("--model", default="tiny", help="tiny | smollm2 | a model folder or hub id")
+    parser.add_argument("--task", default="arithmetic")
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--prompts-per-step", type=int, default=4)
+    parser.add_argument("--group-size", type=int, default=8)
+    parser.add_argument("--lr", type=float, default=None, help="default: per model (tiny 2e-4, smollm2 5e-6)")
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--max-completion-length", type=int, default=None)
+    parser.add_argument("--eval-every", type=int, default=10, help="held-out greedy accuracy every k steps (0: never)")
+    parser.add_argument("--beta", type=float, default=1.0, help="NTHR threshold factor")
+    parser.add_argument("--eta", default="paper", help="paper | zero | p | 1-p | a number")
+    parser.add_argument("--vocab", choices=["full", "group"], default="group")
+    parser.add_argument("--probe-set-size", type=int, default=16)
+    parser.add_argument("--probe-every", type=int, default=5)
+    parser.add_argument("--probe-fraction", type=float, default=1.0, help="share of responses re-scored after each step")
+    parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--save-steps", type=int, default=0, help="checkpoint every k steps (for --resume)")
+    parser.add_argument("--out", default=None)
+
+
 def _demo(args) -> int:
     from .demo import run_demo
     run_demo(quick=args.quick, out=Path(args.out) if args.out else _default_out("demo"))
@@ -61,6 +135,14 @@ def build_parser() -> argparse.ArgumentParser:
     nthr.add_argument("--repeats", type=int, default=3)
     nthr.add_argument("--json", default=None, help="also write the rows to this JSON file")
     nthr.set_defaults(func=_bench)
+    probes = bench_kinds.add_parser("probes", help="probe overhead: the trainer with probes vs plain GRPOTrainer")
+    probes.add_argument("--model", default="tiny")
+    probes.add_argument("--method", default="nthr", choices=["grpo", "pos_only", "random", "nthr"])
+    probes.add_argument("--steps", type=int, default=10)
+    probes.add_argument("--prompts-per-step", type=int, default=4)
+    probes.add_argument("--repeats", type=int, default=2)
+    probes.add_argument("--json", default=None)
+    probes.set_defaults(func=_bench_probes)
 
     protocol = commands.add_parser("protocol", help="the paper's per-question one-step LLD protocol")
     protocol.add_argument("--model", default="tiny", help="tiny | smollm2 | a model folder or hub id")
@@ -81,6 +163,29 @@ def build_parser() -> argparse.ArgumentParser:
     protocol.add_argument("--bf16", action="store_true", help="bf16 copy for sampling and the update gradient (float32 parameters and log-likelihoods)")
     protocol.add_argument("--out", default=None)
     protocol.set_defaults(func=_protocol)
+
+    train = commands.add_parser("train", help="one GRPO / NTHR / Pos Only / Random training run with probes")
+    train.add_argument("--method", default="nthr", choices=["grpo", "pos_only", "random", "nthr"])
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    _add_training_arguments(train)
+    train.set_defaults(func=_train)
+
+    compare = commands.add_parser("compare", help="one run per method and seed, then a comparison report")
+    compare.add_argument("--methods", default="grpo,nthr,pos_only")
+    compare.add_argument("--seeds", default="0,1,2")
+    _add_training_arguments(compare)
+    compare.set_defaults(func=_compare)
+
+    report = commands.add_parser("report", help="markdown summary with tables and figures for runs")
+    report.add_argument("runs", nargs="+", help="run stores, protocol folders, TRL output dirs or verl dumps")
+    report.add_argument("--out", required=True)
+    report.set_defaults(func=_report)
+
+    figures = commands.add_parser("figures", help="paper-style figures (PNG and PDF) for runs")
+    figures.add_argument("runs", nargs="+")
+    figures.add_argument("--out", required=True)
+    figures.set_defaults(func=_figures)
 
     demo = commands.add_parser("demo", help="the main job: protocol + short training comparison + report")
     demo.add_argument("--quick", action="store_true", help="the same on the tiny model in about 2 minutes")

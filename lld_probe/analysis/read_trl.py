@@ -1,0 +1,89 @@
+"""Reader for a TRL GRPOTrainer output_dir: completions/completions_NNNNN.parquet (written with
+log_completions=True: step, prompt, completion, one column per reward function, advantage) and
+trainer_state.json (log_history -> scalars)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from .load import Run, numeric_reward
+
+NON_REWARD = {"step", "prompt", "completion", "advantage", "image", "images"}
+
+
+def _trainer_state(path: Path) -> Path | None:
+    direct = path / "trainer_state.json"
+    if direct.is_file():
+        return direct
+    checkpoints = sorted(path.glob("checkpoint-*/trainer_state.json"),
+                         key=lambda f: int(re.sub(r"\D", "", f.parent.name) or 0))
+    return checkpoints[-1] if checkpoints else None
+
+
+def read_scalars(state_file: Path) -> pd.DataFrame:
+    try:
+        state = json.loads(state_file.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{state_file}:{error.lineno}: malformed JSON ({error.msg})") from error
+    rows = []
+    for entry in state.get("log_history", []):
+        step = entry.get("step")
+        for name, value in entry.items():
+            if name != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                rows.append({"step": int(step), "name": name, "value": float(value)})
+    return pd.DataFrame(rows, columns=["step", "name", "value"])
+
+
+def _text(value) -> str:
+    """Conversational prompts/completions (lists of messages) -> their text."""
+    if isinstance(value, str):
+        return value
+    try:
+        return "\n".join(str(m["content"]) for m in value)
+    except (TypeError, KeyError, IndexError):
+        return str(value)
+
+
+def read_trl_output(path: Path) -> Run:
+    files = sorted((path / "completions").glob("completions_*.parquet")) if (path / "completions").is_dir() else []
+    warnings, frames = [], []
+    for index, file in enumerate(files):
+        try:
+            frame = pd.read_parquet(file)
+        except Exception as error:
+            if index == len(files) - 1:     # a live run may be writing its last file
+                warnings.append(f"{file.name}: unreadable last step skipped ({error})")
+                continue
+            raise ValueError(f"{file}: not a readable Parquet file ({error})") from error
+        missing = [c for c in ("step", "prompt", "completion") if c not in frame.columns]
+        if missing:
+            raise ValueError(f"{file}: missing columns {missing} (is this a TRL completions log?)")
+        reward_columns = [c for c in frame.columns if c not in NON_REWARD and pd.api.types.is_numeric_dtype(frame[c])]
+        if not reward_columns:
+            raise ValueError(f"{file}: no numeric reward column")
+        # reward functions' own columns become reward_<name> (a function may be called "correct" or "reward")
+        frame = frame.rename(columns={c: f"reward_{c}" for c in reward_columns})
+        reward_columns = [f"reward_{c}" for c in reward_columns]
+        frame["prompt"] = frame["prompt"].map(_text)
+        frame["completion"] = frame["completion"].map(_text)
+        frame["reward"] = numeric_reward(frame[reward_columns].sum(axis=1, min_count=1), file)
+        # groups: identical prompts of one step (TRL logs a generation batch in sampler order)
+        order = {prompt: i for i, prompt in enumerate(dict.fromkeys(frame["prompt"]))}
+        frame["group_id"] = frame["step"].astype(str) + ":" + frame["prompt"].map(order).astype(str)
+        frame["response_index"] = frame.groupby("group_id").cumcount()
+        frames.append(frame)
+    if not frames:
+        if not files and _trainer_state(path) is None:
+            raise ValueError(f"{path}: TRL output_dir without completions/ or trainer_state.json")
+        warnings.append("no completions logged (run GRPOTrainer with log_completions=True for per-response data)")
+        responses = pd.DataFrame(columns=["step", "group_id", "prompt", "completion", "reward"])
+    else:
+        responses = pd.concat(frames, ignore_index=True)
+    state_file = _trainer_state(path)
+    scalars = read_scalars(state_file) if state_file else pd.DataFrame(columns=["step", "name", "value"])
+    meta = {"method": "trl", "source": "trl"}
+    return Run("trl", path, responses, meta, scalars, warnings=warnings)

@@ -1,0 +1,45 @@
+"""Reader for verl rollout dumps: a folder of {step}.jsonl, one JSON object per line with input,
+output, score, step (and optionally gts, acc, ...). Groups are rebuilt from identical inputs within
+a step. A truncated last line of the newest file (a live run) skips that step with a warning."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from .load import Run, numeric_reward, read_jsonl
+
+REQUIRED_KEYS = ("input", "output", "score")
+
+
+def read_verl_dumps(path: Path) -> Run:
+    files = sorted((f for f in path.glob("*.jsonl") if re.fullmatch(r"\d+", f.stem)), key=lambda f: int(f.stem))
+    warnings, frames = [], []
+    for index, file in enumerate(files):
+        is_last = index == len(files) - 1
+        rows, truncated = read_jsonl(file, allow_truncated_tail=is_last)
+        if truncated:
+            warnings.append(f"{file.name}: truncated last line (run still writing?): step {file.stem} skipped")
+            continue
+        for number, row in enumerate(rows, start=1):
+            missing = [k for k in REQUIRED_KEYS if k not in row]
+            if missing:
+                raise ValueError(f"{file}:{number}: missing keys {missing} (verl dumps have input, output, score)")
+        if not rows:
+            continue
+        frame = pd.DataFrame(rows)
+        frame["step"] = frame["step"].astype(int) if "step" in frame.columns else int(file.stem)
+        frame["reward"] = numeric_reward(frame["score"], file, "score")
+        frame = frame.rename(columns={"input": "prompt", "output": "completion"})
+        order = {prompt: i for i, prompt in enumerate(dict.fromkeys(frame["prompt"]))}
+        frame["group_id"] = frame["step"].astype(str) + ":" + frame["prompt"].map(order).astype(str)
+        frame["response_index"] = frame.groupby("group_id").cumcount()
+        frames.append(frame)
+    if not frames:
+        raise ValueError(f"{path}: no complete verl dump ({{step}}.jsonl) to read")
+    responses = pd.concat(frames, ignore_index=True)
+    if "acc" in responses.columns and "correct" not in responses.columns:
+        responses["correct"] = responses["acc"].astype(float) == 1.0
+    return Run("verl", path, responses, {"method": "verl", "source": "verl"}, warnings=warnings)

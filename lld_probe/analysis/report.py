@@ -1,0 +1,85 @@
+"""`lld-probe report` / `lld-probe figures`: any mix of runs (our stores, protocol folders, TRL
+output_dirs, verl dumps) -> figures (PNG + PDF) and a markdown summary with tables."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from ..store import write_text
+from .load import Run, load
+from .protocol_report import _markdown, protocol_summary
+from .training import accuracy_curves, final_accuracy_table, lld_rate_by_step
+
+
+def _load_all(paths) -> list[Run]:
+    runs = [path if isinstance(path, Run) else load(path) for path in paths]
+    if not runs:
+        raise ValueError("no runs given")
+    return runs
+
+
+def write_figures(paths, out_dir) -> list[Path]:
+    """Every figure the runs support into out_dir; returns the written files."""
+    from .protocol_figures import protocol_figures
+    from .training_figures import training_figures
+    runs = _load_all(paths)
+    written = []
+    for run in runs:
+        if run.kind == "protocol":
+            written += protocol_figures(run.extra["protocol"], run.tokens, Path(out_dir) / run.name)
+    training = [run for run in runs if run.kind != "protocol"]
+    if training:
+        written += training_figures(training, out_dir)
+    return written
+
+
+def lld_table(runs) -> pd.DataFrame:
+    """Per run: responses, share correct, LLD rate over all measured correct responses, mean Delta."""
+    rows = []
+    for run in runs:
+        row = {"run": run.name, "method": run.method, "steps": run.responses["step"].nunique(),
+               "responses": len(run.responses)}
+        correct = run.responses["correct"]
+        row["share_correct"] = float(correct.astype(float).mean()) if not correct.isna().any() else math.nan
+        if "logp_after" in run.responses.columns and run.responses["logp_after"].notna().any():
+            per_step = lld_rate_by_step(run.responses)
+            delta = run.responses["logp_after"] - run.responses["logp_before"]
+            measured_correct = run.responses["correct"].astype(bool) & delta.notna()
+            row["lld_rate"] = float((delta[measured_correct] <= 0).mean())
+            row["lld_rate_last10"] = float(per_step.tail(10)["lld_rate"].mean())
+            row["delta_correct"] = float(delta[measured_correct].mean())
+            row["delta_incorrect"] = float(delta[~run.responses["correct"].astype(bool) & delta.notna()].mean())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def training_summary(runs) -> str:
+    lines = ["# Training runs", "", "## Per run", "", _markdown(lld_table(runs)), ""]
+    curves = accuracy_curves(runs)
+    if not curves.empty:
+        lines += ["## Held-out greedy accuracy (mean and 95% t-interval across seeds; change = last - first, paired by seed)",
+                  "", _markdown(final_accuracy_table(curves)), ""]
+    warnings = [f"- {run.name}: {w}" for run in runs for w in run.warnings]
+    if warnings:
+        lines += ["## Warnings", ""] + warnings + [""]
+    return "\n".join(lines)
+
+
+def write_report(paths, out_dir) -> Path:
+    """summary.md (+ figures/) for the runs; returns the summary path."""
+    runs = _load_all(paths)
+    out = Path(out_dir)
+    figures = write_figures(runs, out / "figures")
+    sections = []
+    for run in runs:
+        if run.kind == "protocol":
+            sections.append(protocol_summary(run.extra["protocol"], run.extra["questions"], run.meta))
+    training = [run for run in runs if run.kind != "protocol"]
+    if training:
+        sections.append(training_summary(training))
+    pngs = [f for f in figures if f.suffix == ".png"]
+    sections.append("## Figures\n\n" + "\n".join(f"![{f.stem}]({f.relative_to(out).as_posix()})" for f in pngs) + "\n")
+    return write_text("\n\n".join(sections), out / "summary.md")

@@ -1,0 +1,51 @@
+"""`lld-probe bench probes`: the probes' overhead, measured in one process against the same trainer
+without probes (TRL's plain GRPOTrainer, same settings and seed).
+
+Runs are alternated (plain, probed, plain, probed, ...) and the median wall time of each kind is
+reported, with the probed trainer's own account of the time spent in the probes.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import tempfile
+import time
+from dataclasses import replace
+
+
+def _timed_run(settings) -> tuple[float, float]:
+    from .models import load_model
+    from .trainers.train import make_trainer
+    model, tokenizer = load_model(settings.model)
+    trainer, _ = make_trainer(settings, model=model, tokenizer=tokenizer)
+    start = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - start
+    return seconds, getattr(trainer, "probe_seconds", 0.0)
+
+
+def run_probe_overhead(model: str = "tiny", steps: int = 10, prompts_per_step: int = 4, repeats: int = 2,
+                       method: str = "nthr", out=None) -> dict:
+    from .trainers.train import TrainSettings
+    plain_times, probed_times, probe_seconds = [], [], []
+    with tempfile.TemporaryDirectory() as folder:
+        base = TrainSettings(out=folder, model=model, method=method, steps=steps, prompts_per_step=prompts_per_step,
+                             eval_every=0, progress=False)
+        for repeat in range(repeats):
+            plain_times.append(_timed_run(replace(base, probes=False, out=f"{folder}/plain{repeat}"))[0])
+            seconds, in_probes = _timed_run(replace(base, out=f"{folder}/probed{repeat}"))
+            probed_times.append(seconds)
+            probe_seconds.append(in_probes)
+    plain, probed = statistics.median(plain_times), statistics.median(probed_times)
+    result = {"model": model, "method": method, "steps": steps, "prompts_per_step": prompts_per_step,
+              "plain_s": plain, "probed_s": probed, "overhead": probed / plain - 1,
+              "probe_share_of_probed": statistics.median(probe_seconds) / probed,
+              "plain_runs_s": plain_times, "probed_runs_s": probed_times}
+    print(f"{model} {method}: {steps} steps x {prompts_per_step} prompts x G=8 | plain GRPOTrainer {plain:.1f} s | "
+          f"with probes {probed:.1f} s | overhead {100 * result['overhead']:+.1f}% | time inside the probes "
+          f"{100 * result['probe_share_of_probed']:.1f}% of the probed run")
+    if out:
+        with open(out, "w") as handle:
+            json.dump(result, handle, indent=1)
+    return result

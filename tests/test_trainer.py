@@ -1,0 +1,166 @@
+"""LLDGRPOTrainer on the tiny model: advantage variants, probes, run store, kill and resume."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import TrainerCallback
+
+from lld_probe.models import load_model
+from lld_probe.probe import score_group
+from lld_probe.core import sequence_logprob
+from lld_probe.store.run_store import read_run_store
+from lld_probe.trainers.train import TrainSettings, make_trainer, run_training
+
+
+def _settings(tmp_path, method, **kwargs):
+    values = dict(out=str(tmp_path / method), method=method, steps=2, prompts_per_step=4, group_size=8,
+                  eval_every=0, probe_set_size=6, probe_every=1, progress=False)
+    values.update(kwargs)
+    return TrainSettings(**values)
+
+
+def _generation_batch(trainer, seed=0):
+    """One generation batch through the trainer's own _generate_and_score_completions, seeded."""
+    trainer.model.train()
+    raw = next(iter(trainer.get_train_dataloader()))
+    torch.manual_seed(seed)
+    return raw, trainer._generate_and_score_completions(raw)
+
+
+@pytest.fixture(scope="module")
+def nthr_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("nthr")
+    trainer = run_training(_settings(tmp, "nthr", steps=3))
+    return trainer, read_run_store(tmp / "nthr")
+
+
+def test_store_has_every_step_and_selection_touches_only_incorrect_tokens(nthr_run):
+    trainer, store = nthr_run
+    assert sorted(store.responses["step"].unique()) == [1, 2, 3]
+    assert len(store.responses) == 3 * 4 * 8
+    assert store.responses.groupby(["step", "group_id"]).size().eq(8).all()
+    tokens = store.tokens.merge(store.responses[["step", "group_id", "response_index", "correct"]],
+                                on=["step", "group_id", "response_index"])
+    assert len(tokens) == int(store.responses["n_tokens"].sum())
+    assert not tokens.loc[tokens["correct"], "selected"].any()
+    assert not tokens.loc[tokens["correct"], "nthr_selected"].any()
+    assert tokens["selected"].equals(tokens["nthr_selected"])          # nthr scales exactly its selection
+    assert store.meta["method"] == "nthr" and store.meta["group_size"] == 8
+    names = set(store.scalars["name"])
+    assert {"lld/rate", "lld/delta_correct", "loss", "reward"} <= names
+
+
+def test_logp_after_matches_an_independent_rescoring(nthr_run):
+    trainer, store = nthr_run
+    pending = trainer.last_probed               # the last step's generation batch
+    last = store.responses[store.responses["step"] == 3].reset_index(drop=True)
+    scored = score_group(trainer.model, pending.batch)          # the final model = the model after step 3
+    recomputed = sequence_logprob(scored.token_logps, pending.batch.mask).double().numpy()
+    assert recomputed == pytest.approx(last["logp_after"].to_numpy(), abs=1e-4)
+    # logp_before is the sum of the per-token rows, and the stored token ids are the batch's
+    step_tokens = store.tokens[store.tokens["step"] == 3]
+    sums = step_tokens.groupby(["group_id", "response_index"], sort=True)["logp_before"].sum()
+    by_row = last.set_index(["group_id", "response_index"])["logp_before"].sort_index()
+    assert sums.to_numpy() == pytest.approx(by_row.to_numpy(), abs=1e-4)
+    first = step_tokens[(step_tokens["group_id"] == last["group_id"][0]) & (step_tokens["response_index"] == 0)]
+    assert first.sort_values("position")["token_id"].tolist() == \
+        pending.batch.tokens[0, : int(pending.batch.mask[0].sum())].tolist()
+
+
+def test_probe_set_and_scalars_go_through_trl_metrics(nthr_run):
+    trainer, store = nthr_run
+    probes = store.probe_set
+    assert set(probes["step"]) == {0, 1, 2, 3}
+    assert set(probes["kind"]) <= {"correct", "near_miss"}
+    assert probes.groupby("step").size().nunique() == 1
+    logged = [entry for entry in trainer.state.log_history if "lld/rate" in entry]
+    assert len(logged) == 3
+
+
+def test_pos_only_has_no_negative_advantage(tmp_path):
+    trainer, _ = make_trainer(_settings(tmp_path, "pos_only"))
+    _, output = _generation_batch(trainer)
+    assert output["advantages"].dim() == 1
+    assert (output["advantages"] >= 0).all()
+
+
+def test_random_scales_as_many_tokens_per_response_as_nthr(tmp_path):
+    trainer, _ = make_trainer(_settings(tmp_path, "random"))
+    _, output = _generation_batch(trainer)
+    pending = trainer._pending
+    assert output["advantages"].shape == output["completion_ids"].shape
+    assert torch.equal(pending.scaled.sum(1), pending.selected.sum(1))
+    assert not pending.scaled[pending.correct].any()
+    if pending.selected.any():
+        assert not torch.equal(pending.scaled, pending.selected) or pending.selected.sum() == pending.batch.mask[~pending.correct].sum()
+
+
+def test_nthr_token_advantages_follow_eta_on_the_selection(tmp_path):
+    trainer, _ = make_trainer(_settings(tmp_path, "nthr", nthr_eta="0.25"))
+    _, output = _generation_batch(trainer)
+    pending = trainer._pending
+    width = pending.batch.tokens.shape[1]
+    per_token = output["advantages"][:, :width]
+    expected = pending.advantages[:, None].expand_as(per_token) * torch.where(pending.scaled, 0.25, 1.0)
+    assert torch.allclose(per_token[pending.batch.mask], expected[pending.batch.mask].to(per_token.dtype))
+    assert (output["advantages"][:, width:] == 0).all()
+
+
+def test_grpo_loss_equals_plain_grpo_trainer(tmp_path):
+    from trl import GRPOTrainer
+    model, tokenizer = load_model("tiny")
+    ours, _ = make_trainer(_settings(tmp_path, "grpo"), model=model, tokenizer=tokenizer)
+    plain, _ = make_trainer(_settings(tmp_path, "grpo", probes=False, out=str(tmp_path / "plain")),
+                            model=model, tokenizer=tokenizer)
+    assert type(plain) is GRPOTrainer
+    raw, ours_inputs = _generation_batch(ours, seed=3)
+    plain.model.train()
+    torch.manual_seed(3)
+    plain_inputs = plain._generate_and_score_completions(raw)
+    assert torch.equal(ours_inputs["completion_ids"], plain_inputs["completion_ids"])
+    assert torch.equal(ours_inputs["advantages"], plain_inputs["advantages"])
+    ours.current_gradient_accumulation_steps = plain.current_gradient_accumulation_steps = 1   # set by train()
+    loss_ours = ours.compute_loss(model, ours_inputs)
+    loss_plain = plain.compute_loss(model, plain_inputs)
+    assert float(loss_ours) == float(loss_plain)
+
+
+class _Kill(TrainerCallback):
+    def __init__(self, at):
+        self.at = at
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.at:
+            raise KeyboardInterrupt("killed for the test")
+
+
+def test_killed_run_loads_and_resume_continues(tmp_path):
+    settings = _settings(tmp_path, "grpo", steps=3, save_steps=1)
+    trainer, _ = make_trainer(settings)
+    trainer.add_callback(_Kill(2))
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    store = read_run_store(settings.out)
+    assert sorted(store.responses["step"].unique()) == [1, 2]
+    resumed = run_training(TrainSettings(**{**settings.__dict__, "resume": True}))
+    assert resumed.state.global_step == 3
+    store = read_run_store(settings.out)
+    assert sorted(store.responses["step"].unique()) == [1, 2, 3]
+    assert not store.scalars.duplicated(["step", "name"]).any()
+    assert store.meta["restarts"] == 1
+
+
+def test_non_binary_rewards_are_refused(tmp_path):
+    trainer, _ = make_trainer(_settings(tmp_path, "nthr"))
+    trainer.reward_funcs = [lambda completions, **kw: [0.5] * len(completions)]
+    trainer.reward_func_names = ["half"]
+    with pytest.raises(ValueError, match="binary"):
+        _generation_batch(trainer)
+
+
+def test_multi_process_runs_are_refused(tmp_path, monkeypatch):
+    from accelerate import Accelerator
+    monkeypatch.setattr(Accelerator, "num_processes", property(lambda self: 2))
+    with pytest.raises(ValueError, match="whole groups"):
+        make_trainer(_settings(tmp_path, "nthr"))

@@ -1,0 +1,39 @@
+"""The TRL internals LikelihoodProbeMixin and LLDGRPOTrainer rely on. When TRL changes them, this
+fails first, with a message that says what moved (pyproject pins trl>=1.0,<1.17)."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import trl
+from trl import GRPOTrainer
+
+PINNED = {
+    "_calculate_rewards": ["self", "inputs", "prompts", "completions", "completion_ids_list"],
+    "_generate_and_score_completions": ["self", "inputs"],
+    "log": ["self", "logs", "start_time"],
+    "_compute_loss": ["self", "model", "inputs"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(PINNED))
+def test_overridden_trl_methods_keep_their_signature(name):
+    method = getattr(GRPOTrainer, name, None)
+    assert method is not None, f"TRL {trl.__version__} GRPOTrainer has no {name}: update lld_probe.trainers.probes"
+    params = list(inspect.signature(method).parameters)
+    assert params == PINNED[name], (f"TRL {trl.__version__} changed GRPOTrainer.{name}{params}; lld_probe expects "
+                                    f"{PINNED[name]}: update lld_probe.trainers.probes")
+
+
+def test_trl_loss_accepts_per_token_advantages():
+    source = inspect.getsource(GRPOTrainer._compute_loss)
+    assert "advantages.dim() == 1" in source, ("TRL's _compute_loss no longer special-cases [B] advantages; "
+                                               "check that [B, T] per-token advantages still work (NTHR needs them)")
+
+
+def test_repeat_sampler_keeps_groups_consecutive():
+    from trl.trainer.utils import RepeatSampler
+    indices = list(RepeatSampler(list(range(6)), mini_repeat_count=4, batch_size=3, repeat_count=1, shuffle=False))
+    assert indices[:4] == [0, 0, 0, 0] and indices[4:8] == [1, 1, 1, 1], \
+        "TRL's RepeatSampler no longer puts a prompt's G samples next to each other; the probes assume it"
