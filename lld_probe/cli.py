@@ -55,7 +55,7 @@ def _train_settings(args, out: str):
                          steps=args.steps, prompts_per_step=args.prompts_per_step, group_size=args.group_size,
                          learning_rate=args.lr, temperature=args.temperature,
                          max_completion_length=args.max_completion_length, seed=getattr(args, "seed", 0),
-                         eval_every=args.eval_every, nthr_beta=args.beta, nthr_eta=args.eta, nthr_vocab=args.vocab,
+                         eval_every=args.eval_every, eval_questions=args.eval_questions, nthr_beta=args.beta, nthr_eta=args.eta, nthr_vocab=args.vocab,
                          probe_set_size=args.probe_set_size, probe_every=args.probe_every,
                          probe_response_fraction=args.probe_fraction, bf16=args.bf16,
                          save_steps=args.save_steps, resume=getattr(args, "resume", False))
@@ -101,10 +101,11 @@ def _add_training_arguments(parser) -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--prompts-per-step", type=int, default=4)
     parser.add_argument("--group-size", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=None, help="default: per model (tiny 2e-4, smollm2 5e-6)")
+    parser.add_argument("--lr", type=float, default=None, help="default: per model (tiny 1e-4, smollm2 5e-6)")
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--max-completion-length", type=int, default=None)
     parser.add_argument("--eval-every", type=int, default=10, help="held-out greedy accuracy every k steps (0: never)")
+    parser.add_argument("--eval-questions", type=int, default=None, help="first N held-out questions (default: all)")
     parser.add_argument("--beta", type=float, default=1.0, help="NTHR threshold factor")
     parser.add_argument("--eta", default="paper", help="paper | zero | p | 1-p | a number")
     parser.add_argument("--vocab", choices=["full", "group"], default="group")
@@ -198,7 +199,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, ImportError) as error:
+    except (ValueError, FileNotFoundError, FileExistsError, ImportError) as error:
         print(f"lld-probe: error: {error}", file=sys.stderr)
         return 2
 

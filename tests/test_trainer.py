@@ -164,3 +164,12 @@ def test_multi_process_runs_are_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(Accelerator, "num_processes", property(lambda self: 2))
     with pytest.raises(ValueError, match="whole groups"):
         make_trainer(_settings(tmp_path, "nthr"))
+
+
+def test_a_new_run_refuses_an_existing_store(tmp_path):
+    settings = _settings(tmp_path, "grpo", steps=1, probe_set_size=0)
+    run_training(settings)
+    with pytest.raises(FileExistsError, match="already holds a run store"):
+        run_training(settings)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        run_training(TrainSettings(**{**settings.__dict__, "resume": True}))

@@ -37,7 +37,7 @@ def delta_bars(protocol: pd.DataFrame, variants, out_dir, name: str, *, title: s
     lazy = int((wide.loc[order, "grpo"] <= 0).sum())
     ax.set_title(title or f"Likelihood change of correct responses after one update ({lazy}/{n} questions with Δ ≤ 0 under GRPO)",
                  fontsize=10)
-    ax.legend(ncol=len(variants), loc="upper left")
+    ax.legend(ncol=len(variants), loc="upper center", bbox_to_anchor=(0.5, -0.2))   # below the axes: never over bars
     return save_figure(fig, out_dir, name)
 
 

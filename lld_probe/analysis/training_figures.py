@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 import pandas as pd
 
 from .style import apply_style, color, label, save_figure
@@ -17,6 +18,7 @@ def _methods(runs) -> list[str]:
 
 
 def _band(ax, frame, method, index, ylabel_value="mean"):
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))      # steps are whole numbers
     frame = frame.sort_values("step")
     ax.plot(frame["step"], frame[ylabel_value], marker="o", markersize=3, color=color(method, index),
             label=label(method))
@@ -38,12 +40,13 @@ def fig5_accuracy(runs, out_dir, name: str = "fig5_accuracy") -> list:
     seeds = curves.groupby("method")["seed"].nunique().max()
     ax.set_xlabel("training step")
     ax.set_ylabel("held-out greedy accuracy")
-    ax.set_title(f"Accuracy during training (mean, 95% interval over {seeds} seeds)", fontsize=10)
+    spread = f"mean, 95% interval over {seeds} seeds" if seeds > 1 else "one seed: no interval"
+    ax.set_title(f"Accuracy during training ({spread})", fontsize=10)
     ax.legend()
     return save_figure(fig, out_dir, name)
 
 
-def _per_run_lines(runs, out_dir, name, compute, value, ylabel, title, *, zero_line=False) -> list:
+def _per_run_lines(runs, out_dir, name, compute, value, ylabel, title, *, zero_line=False, rate=False) -> list:
     apply_style()
     fig, ax = plt.subplots(figsize=(5.2, 3.6))
     methods = _methods(runs)
@@ -63,6 +66,8 @@ def _per_run_lines(runs, out_dir, name, compute, value, ylabel, title, *, zero_l
         _band(ax, summary, method, index)
     if zero_line:
         ax.axhline(0, color="black", linewidth=0.8)
+    if rate:       # a share: keep 0 at the bottom of the axis
+        ax.set_ylim(-0.02, max(0.25, float(data[value].max()) + 0.05 if data[value].notna().any() else 0.25))
     ax.set_xlabel("training step")
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
@@ -78,7 +83,7 @@ def lld_rate_over_training(runs, out_dir, name: str = "lld_rate_over_training", 
         frame["lld_rate"] = frame["lld_rate"].rolling(window, min_periods=1).mean()
         return frame
     return _per_run_lines(runs, out_dir, name, compute, "lld_rate", "LLD rate (correct responses with Δ ≤ 0)",
-                          f"Lazy likelihood displacement during training ({window}-step rolling mean)")
+                          f"Lazy likelihood displacement during training ({window}-step rolling mean)", rate=True)
 
 
 def fig6_length(runs, out_dir, name: str = "fig6_response_length") -> list:
@@ -103,6 +108,7 @@ def probe_trajectory_figure(run, out_dir, name: str = "probe_trajectories") -> l
                 label=f"{kind.replace('_', ' ')} (n={int(frame['n'].max())})")
         ax.fill_between(frame["step"], frame["q25"], frame["q75"], color=color_value, alpha=0.18, linewidth=0)
     ax.axhline(0, color="black", linewidth=0.8)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("training step")
     ax.set_ylabel("log π(y|x) − log π₀(y|x)")
     ax.set_title(f"Probe-set likelihood trajectories ({label(run.method)})", fontsize=10)

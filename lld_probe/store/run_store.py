@@ -83,6 +83,9 @@ class RunStoreWriter:
         self._probe_set = rows if self._probe_set.empty else pd.concat([self._probe_set, rows], ignore_index=True)
         write_parquet(self._probe_set, self.path / "probe_set.parquet")
 
+    def has_probe_rows(self) -> bool:
+        return not self._probe_set.empty
+
     def truncate_after(self, step: int) -> None:
         """Drop everything recorded after `step` (resuming from a checkpoint at that step)."""
         for folder in ("responses", "tokens"):

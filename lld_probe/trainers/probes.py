@@ -273,8 +273,10 @@ class LikelihoodProbeMixin:
         metrics = self._metrics["train"]
         measured = ~torch.isnan(delta)
         correct_measured = pending.correct & measured
+        lld_value = math.nan
         if correct_measured.any():
-            metrics["lld/rate"].append(float((delta[correct_measured] <= 0).double().mean()))
+            lld_value = float((delta[correct_measured] <= 0).double().mean())
+            metrics["lld/rate"].append(lld_value)
             metrics["lld/delta_correct"].append(float(delta[correct_measured].mean()))
         incorrect_measured = ~pending.correct & measured
         if incorrect_measured.any():
@@ -284,18 +286,29 @@ class LikelihoodProbeMixin:
         if finite_taus:
             metrics["lld/tau"].append(float(np.mean(finite_taus)))
         metrics["lld/mean_length"].append(float(lengths.float().mean()))
-        if self._probe_items is None and self.probe_settings.probe_set_size:
+        if not self._probe_items and self.probe_settings.probe_set_size:
+            # drawn from the first step with a mixed group; its "before" scores are the state before that step
             self._probe_items = self._draw_probe_set(pending)
-            self._score_probe_set(0, before=pending)
+            if self._probe_items:
+                self._score_probe_set(step - 1, before=pending)
         if self._probe_items and step % self.probe_settings.probe_every == 0:
             self._score_probe_set(step)
         if self.probe_settings.eval_every and step % self.probe_settings.eval_every == 0:
             metrics["eval/accuracy"].append(self.eval_accuracy())
+        self._show_progress(float(pending.rewards.mean()), lld_value)
         self.probe_seconds += time.perf_counter() - start
+
+    def _show_progress(self, reward: float, lld_rate: float) -> None:
+        """reward and LLD rate of the step on TRL's progress bar."""
+        from transformers.trainer_callback import ProgressCallback
+        for callback in self.callback_handler.callbacks:
+            bar = getattr(callback, "training_bar", None) if isinstance(callback, ProgressCallback) else None
+            if bar is not None:
+                bar.set_postfix(reward=f"{reward:.2f}", lld_rate=f"{lld_rate:.2f}", refresh=False)
 
     def _draw_probe_set(self, pending: _Pending) -> list[dict]:
         """Half correct responses, half near misses (incorrect responses of mixed groups), distinct, taken
-        round-robin over the mixed groups of the first step."""
+        round-robin over the mixed groups of the step; empty when the step has no mixed group."""
         size = self.probe_settings.probe_set_size
         batch = pending.batch
         seen, per_kind = set(), {"correct": [], "near_miss": []}
@@ -321,7 +334,8 @@ class LikelihoodProbeMixin:
             items.append({"probe_id": probe_id, "kind": kind, "question_id": pending.question_ids[i],
                           "prompt_ids": batch.input_ids[i, : int(batch.prompt_lengths[i])].tolist(),
                           "completion_ids": batch.tokens[i, : int(batch.mask[i].sum())].tolist(), "row": i})
-        write_json(items, self.store.path / "probe_items.json")   # a resumed run re-scores the same set
+        if items:
+            write_json(items, self.store.path / "probe_items.json")   # a resumed run re-scores the same set
         return items
 
     def _score_probe_set(self, step: int, before: _Pending | None = None) -> None:
@@ -355,10 +369,13 @@ class LikelihoodProbeMixin:
 
     def _lld_train_begin(self) -> None:
         step = self.state.global_step
+        if step == 0 and any((self.store.path / "responses").glob("step=*.parquet")):
+            raise FileExistsError(f"{self.store.path} already holds a run store: resume it (--resume, with "
+                                  f"checkpoints from --save-steps) or write to a new folder")
         if step > 0:                 # resumed from a checkpoint: forget what came after it
             self.store.truncate_after(step)
             items = self.store.path / "probe_items.json"
-            if items.is_file():
+            if items.is_file() and self.store.has_probe_rows():
                 self._probe_items = json.loads(items.read_text())
         meta = {**provenance(), "method": self._lld_method(), "probe": asdict(self.probe_settings),
                 "group_size": self.num_generations, "temperature": self.temperature, "seed": self.args.seed,

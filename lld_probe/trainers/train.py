@@ -12,7 +12,7 @@ from .variants import VARIANTS
 
 # per-model defaults measured on this repository's models (README: training comparisons)
 MODEL_DEFAULTS = {
-    "tiny": {"learning_rate": 2e-4, "max_completion_length": 24},
+    "tiny": {"learning_rate": 1e-4, "max_completion_length": 24},
     "smollm2": {"learning_rate": 5e-6, "max_completion_length": 48},
 }
 
@@ -129,8 +129,11 @@ def make_trainer(settings: TrainSettings, *, model=None, tokenizer=None):
 
 def run_training(settings: TrainSettings, *, model=None, tokenizer=None):
     """Train one run; returns the trainer (its run store is settings.out)."""
+    if settings.resume and not any(Path(settings.out).glob("checkpoint-*")):
+        raise FileNotFoundError(f"--resume: no checkpoint-* folder in {settings.out} to continue from "
+                                f"(checkpoints are written with --save-steps K)")
     trainer, settings = make_trainer(settings, model=model, tokenizer=tokenizer)
-    resume = settings.resume and any(Path(settings.out).glob("checkpoint-*"))
+    resume = settings.resume
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=True if resume else None)
     trainer.train_seconds = time.perf_counter() - start
