@@ -127,3 +127,16 @@ def test_bad_settings_are_clear_errors():
         ProtocolConfig(optimizer="lion").resolved()
     with pytest.raises(ValueError, match="group_size"):
         ProtocolConfig(group_size=1).resolved()
+
+
+def test_bf16_compute_copy_keeps_a_float32_master(tiny):
+    from dataclasses import replace
+    model, tokenizer = tiny
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    result = run_protocol(replace(CONFIG, bf16=True, variants=["grpo", "nthr"], fresh_samples=0), model=model,
+                          tokenizer=tokenizer, progress=False)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert all(torch.equal(before[name], value) for name, value in model.state_dict().items())
+    assert len(result.protocol) and result.protocol["delta_sum"].notna().all()
+    assert (result.protocol["delta_sum"] != 0).all()          # the bf16 gradient reached the float32 master
+    assert result.config.bf16
