@@ -52,6 +52,13 @@ def test_trl_output_dir(trl_output_dir):
     assert {"loss", "reward"} <= set(run.scalars["name"])
 
 
+def test_report_on_a_trl_output_dir(trl_output_dir, tmp_path):
+    from lld_probe.analysis import write_report
+    summary = write_report([trl_output_dir], tmp_path)
+    assert "share_correct" in summary.read_text()
+    assert (tmp_path / "figures" / "fig6_response_length.png").stat().st_size > 1000
+
+
 def _verl_rows(step, prompts, rng):
     rows = []
     for prompt in prompts:

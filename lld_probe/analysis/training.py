@@ -71,10 +71,13 @@ def selected_fraction_vs_p(responses: pd.DataFrame, column: str = "nthr_selected
     return summary.rename(columns={"mean": "selected_fraction", "count": "n"})
 
 
-def response_length_by_step(responses: pd.DataFrame) -> pd.DataFrame:
-    """Mean response length (tokens when known, else characters) per step (PAPER Fig 6)."""
+def response_length_by_step(responses: pd.DataFrame, unit: str = "tokens") -> pd.DataFrame:
+    """Mean response length per step (PAPER Fig 6), in tokens when the log has them, else characters."""
     frame = responses.copy()
-    frame["length"] = frame["n_tokens"] if "n_tokens" in frame.columns else frame["completion"].str.len()
+    if unit == "tokens" and "n_tokens" in frame.columns:
+        frame["length"] = frame["n_tokens"]
+    else:
+        frame["length"] = frame["completion"].astype(str).str.len()
     return frame.groupby("step")["length"].mean().reset_index()
 
 

@@ -88,8 +88,9 @@ def lld_rate_over_training(runs, out_dir, name: str = "lld_rate_over_training", 
 
 def fig6_length(runs, out_dir, name: str = "fig6_response_length") -> list:
     """Mean response length per step (PAPER Fig 6; band: min-max over seeds)."""
-    return _per_run_lines(runs, out_dir, name, lambda run: response_length_by_step(run.responses), "length",
-                          "mean response length (tokens)", "Response length during training")
+    unit = "tokens" if all("n_tokens" in run.responses.columns for run in runs) else "characters"
+    return _per_run_lines(runs, out_dir, name, lambda run: response_length_by_step(run.responses, unit), "length",
+                          f"mean response length ({unit})", "Response length during training")
 
 
 def probe_trajectory_figure(run, out_dir, name: str = "probe_trajectories") -> list:
