@@ -20,7 +20,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
+from ..core import group_advantages
 from ..store.run_store import is_run_store, read_run_store
 
 REQUIRED = ["step", "group_id", "prompt", "completion", "reward", "correct", "advantage"]
@@ -53,13 +55,28 @@ class Run:
 
 
 def group_advantages_frame(responses: pd.DataFrame, *, std: str = "sample", eps: float = 1e-4) -> pd.Series:
-    """The GRPO group convention (PAPER: advantage) per group_id: (r - mean) / (std + eps), std over G-1."""
-    grouped = responses.groupby("group_id", sort=False)["reward"]
-    mean = grouped.transform("mean")
-    if std == "none":
-        return responses["reward"] - mean
-    spread = grouped.transform(lambda r: r.std(ddof=1 if std == "sample" else 0) if len(r) > 1 else 0.0)
-    return (responses["reward"] - mean) / (spread.fillna(0.0) + eps)
+    """lld_probe.core.group_advantages per group_id (PAPER: advantage; groups may differ in size);
+    a response alone in its group gets 0."""
+    advantages = pd.Series(0.0, index=responses.index)
+    for rows in responses.groupby("group_id", sort=False).groups.values():
+        if len(rows) > 1:
+            rewards = torch.tensor(responses.loc[rows, "reward"].to_numpy(dtype=float))
+            advantages.loc[rows] = group_advantages(rewards, len(rows), std=std, eps=eps).numpy()
+    return advantages
+
+
+def assign_groups(frame: pd.DataFrame) -> pd.DataFrame:
+    """group_id and response_index for one step's rows: a group is the responses to one prompt, in
+    the order the log holds them (TRL and verl log a generation batch in sampler order)."""
+    order = {prompt: i for i, prompt in enumerate(dict.fromkeys(frame["prompt"]))}
+    frame["group_id"] = frame["step"].astype(str) + ":" + frame["prompt"].map(order).astype(str)
+    frame["response_index"] = frame.groupby("group_id").cumcount()
+    return frame
+
+
+def step_jsonl_files(path: Path) -> list[Path]:
+    """The {step}.jsonl files of a verl dump folder, by step."""
+    return sorted((f for f in path.glob("*.jsonl") if re.fullmatch(r"\d+", f.stem)), key=lambda f: int(f.stem))
 
 
 def correctness_column(reward: pd.Series, threshold: float | None) -> pd.Series:
@@ -102,17 +119,13 @@ def load(path, *, correct_threshold: float | None = None) -> Run:
             any(path.glob("checkpoint-*/trainer_state.json")):
         from .read_trl import read_trl_output
         run = read_trl_output(path)
-    elif any(_is_step_jsonl(f) for f in path.glob("*.jsonl")):
+    elif step_jsonl_files(path):
         from .read_verl import read_verl_dumps
         run = read_verl_dumps(path)
     else:
         raise ValueError(f"{path}: not a run store, protocol folder, TRL output_dir (completions/ or "
                          f"trainer_state.json) or verl dump folder ({{step}}.jsonl files)")
     return _finish(run, correct_threshold)
-
-
-def _is_step_jsonl(file: Path) -> bool:
-    return bool(re.fullmatch(r"\d+", file.stem))
 
 
 def _load_store(path: Path) -> Run:

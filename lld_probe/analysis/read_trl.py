@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .load import Run, numeric_reward
+from ..store.run_store import read_parquet_files
+from .load import Run, assign_groups, numeric_reward
 
 NON_REWARD = {"step", "prompt", "completion", "advantage", "image", "images"}
 
@@ -51,14 +52,7 @@ def _text(value) -> str:
 def read_trl_output(path: Path) -> Run:
     files = sorted((path / "completions").glob("completions_*.parquet")) if (path / "completions").is_dir() else []
     warnings, frames = [], []
-    for index, file in enumerate(files):
-        try:
-            frame = pd.read_parquet(file)
-        except Exception as error:
-            if index == len(files) - 1:     # a live run may be writing its last file
-                warnings.append(f"{file.name}: unreadable last step skipped ({error})")
-                continue
-            raise ValueError(f"{file}: not a readable Parquet file ({error})") from error
+    for file, frame in zip(files, read_parquet_files(files, warnings)):
         missing = [c for c in ("step", "prompt", "completion") if c not in frame.columns]
         if missing:
             raise ValueError(f"{file}: missing columns {missing} (is this a TRL completions log?)")
@@ -71,11 +65,7 @@ def read_trl_output(path: Path) -> Run:
         frame["prompt"] = frame["prompt"].map(_text)
         frame["completion"] = frame["completion"].map(_text)
         frame["reward"] = numeric_reward(frame[reward_columns].sum(axis=1, min_count=1), file)
-        # groups: identical prompts of one step (TRL logs a generation batch in sampler order)
-        order = {prompt: i for i, prompt in enumerate(dict.fromkeys(frame["prompt"]))}
-        frame["group_id"] = frame["step"].astype(str) + ":" + frame["prompt"].map(order).astype(str)
-        frame["response_index"] = frame.groupby("group_id").cumcount()
-        frames.append(frame)
+        frames.append(assign_groups(frame))
     if not frames:
         if not files and _trainer_state(path) is None:
             raise ValueError(f"{path}: TRL output_dir without completions/ or trainer_state.json")

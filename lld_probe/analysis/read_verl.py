@@ -4,18 +4,17 @@ a step. A truncated last line of the newest file (a live run) skips that step wi
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pandas as pd
 
-from .load import Run, numeric_reward, read_jsonl
+from .load import Run, assign_groups, numeric_reward, read_jsonl, step_jsonl_files
 
 REQUIRED_KEYS = ("input", "output", "score")
 
 
 def read_verl_dumps(path: Path) -> Run:
-    files = sorted((f for f in path.glob("*.jsonl") if re.fullmatch(r"\d+", f.stem)), key=lambda f: int(f.stem))
+    files = step_jsonl_files(path)
     warnings, frames = [], []
     for index, file in enumerate(files):
         is_last = index == len(files) - 1
@@ -33,10 +32,7 @@ def read_verl_dumps(path: Path) -> Run:
         frame["step"] = frame["step"].astype(int) if "step" in frame.columns else int(file.stem)
         frame["reward"] = numeric_reward(frame["score"], file, "score")
         frame = frame.rename(columns={"input": "prompt", "output": "completion"})
-        order = {prompt: i for i, prompt in enumerate(dict.fromkeys(frame["prompt"]))}
-        frame["group_id"] = frame["step"].astype(str) + ":" + frame["prompt"].map(order).astype(str)
-        frame["response_index"] = frame.groupby("group_id").cumcount()
-        frames.append(frame)
+        frames.append(assign_groups(frame))
     if not frames:
         raise ValueError(f"{path}: no complete verl dump ({{step}}.jsonl) to read")
     responses = pd.concat(frames, ignore_index=True)

@@ -11,7 +11,7 @@ import pandas as pd
 from ..store import write_text
 from .load import Run, load
 from .protocol_report import _markdown, protocol_summary
-from .training import accuracy_curves, final_accuracy_table, lld_rate_by_step
+from .training import accuracy_curves, final_accuracy_table, lld_rate_by_step, with_delta
 
 
 def _load_all(paths) -> list[Run]:
@@ -45,13 +45,12 @@ def lld_table(runs) -> pd.DataFrame:
         correct = run.responses["correct"]
         row["share_correct"] = float(correct.astype(float).mean()) if not correct.isna().any() else math.nan
         if "logp_after" in run.responses.columns and run.responses["logp_after"].notna().any():
-            per_step = lld_rate_by_step(run.responses)
-            delta = run.responses["logp_after"] - run.responses["logp_before"]
-            measured_correct = run.responses["correct"].astype(bool) & delta.notna()
-            row["lld_rate"] = float((delta[measured_correct] <= 0).mean())
-            row["lld_rate_last10"] = float(per_step.tail(10)["lld_rate"].mean())
-            row["delta_correct"] = float(delta[measured_correct].mean())
-            row["delta_incorrect"] = float(delta[~run.responses["correct"].astype(bool) & delta.notna()].mean())
+            measured = with_delta(run.responses).dropna(subset=["delta"])
+            correct, incorrect = measured[measured["correct"]], measured[~measured["correct"]]
+            row["lld_rate"] = float((correct["delta"] <= 0).mean())
+            row["lld_rate_last10"] = float(lld_rate_by_step(run.responses).tail(10)["lld_rate"].mean())
+            row["delta_correct"] = float(correct["delta"].mean())
+            row["delta_incorrect"] = float(incorrect["delta"].mean())
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -20,6 +20,11 @@ class GroupBatch:
     def size(self) -> int:
         return self.input_ids.shape[0]
 
+    def select(self, rows: torch.Tensor) -> "GroupBatch":
+        """The batch restricted to some rows (an index tensor or a bool mask)."""
+        return GroupBatch(self.input_ids[rows], self.attention_mask[rows], self.prompt_lengths[rows],
+                          self.tokens[rows], self.mask[rows])
+
     def response_view(self, states: torch.Tensor) -> torch.Tensor:
         """From full-sequence model outputs [B, L, ...] take, for completion token j of row b, the
         output at position prompt_length + j - 1 (the one that predicts it): [B, T, ...]."""

@@ -111,17 +111,25 @@ class RunStore:
     warnings: list[str] = field(default_factory=list)
 
 
-def _read_steps(folder: Path, columns: list[str], warnings: list[str]) -> pd.DataFrame:
+def read_parquet_files(files, warnings: list[str]) -> list[pd.DataFrame]:
+    """Read step files in order. An unreadable file raises naming it, except the last one (a live
+    run may be writing it), which is skipped with a message appended to `warnings`."""
+    files = list(files)
     frames = []
-    files = sorted(f for f in folder.glob("step=*.parquet") if STEP_FILE.match(f.name)) if folder.is_dir() else []
     for index, file in enumerate(files):
         try:
             frames.append(pd.read_parquet(file))
         except Exception as error:
-            if index == len(files) - 1:   # a live run's last step may be mid-copy: skip it, say so
+            if index == len(files) - 1:
                 warnings.append(f"{file}: unreadable last step skipped ({error})")
                 continue
             raise ValueError(f"{file}: not a readable Parquet file ({error})") from error
+    return frames
+
+
+def _read_steps(folder: Path, columns: list[str], warnings: list[str]) -> pd.DataFrame:
+    files = sorted(f for f in folder.glob("step=*.parquet") if STEP_FILE.match(f.name)) if folder.is_dir() else []
+    frames = read_parquet_files(files, warnings)
     if not frames:
         return pd.DataFrame(columns=columns)
     return pd.concat(frames, ignore_index=True)

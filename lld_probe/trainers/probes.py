@@ -168,6 +168,10 @@ class LikelihoodProbeMixin:
             self.store.append_scalars(self.state.global_step, self.state.log_history[-1])
 
     # --- the probes ----------------------------------------------------------------------------------
+    def _pad_id(self) -> int:
+        pad = self.processing_class.pad_token_id
+        return pad if pad is not None else 0
+
     def _lld_model(self):
         return self.accelerator.unwrap_model(self.model)
 
@@ -188,9 +192,8 @@ class LikelihoodProbeMixin:
         rewards = (self._lld_rewards * weights[None, :]).nansum(dim=1).float().cpu()
         correct = correctness(rewards, settings.correct_threshold)
         tokenizer = self.processing_class
-        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         batch = trl_rows_to_batch(output["prompt_ids"].cpu(), output["prompt_mask"].cpu(),
-                                  output["completion_ids"].cpu(), output["completion_mask"].cpu(), pad_id)
+                                  output["completion_ids"].cpu(), output["completion_mask"].cpu(), self._pad_id())
         model = self._lld_model()
         scored = score_group(model, batch, temperature=self.temperature, with_hidden=True, with_entropy=True)
         unembed = output_embedding_weight(model).detach().float()
@@ -235,7 +238,7 @@ class LikelihoodProbeMixin:
         logp_after = torch.full((batch.size,), math.nan, dtype=torch.float64)
         token_logps_after = torch.full(batch.mask.shape, math.nan)
         if len(kept):
-            sub = _rows(batch, kept)
+            sub = batch.select(kept)
             after = score_group(self._lld_model(), sub, temperature=self.temperature)
             token_logps_after[kept] = after.token_logps.float().cpu()
             logp_after[kept] = sequence_logprob(after.token_logps, sub.mask).double().cpu()
@@ -345,9 +348,8 @@ class LikelihoodProbeMixin:
         if before is not None:    # step 0: the old policy's scores of the first batch
             logps = [float(before.logp_before[item["row"]]) for item in items]
         else:
-            tokenizer = self.processing_class
             batch = build_group_batch([it["prompt_ids"] for it in items], [it["completion_ids"] for it in items],
-                                      tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
+                                      self._pad_id())
             scored = score_group(self._lld_model(), batch, temperature=self.temperature)
             logps = sequence_logprob(scored.token_logps, batch.mask).tolist()
         rows = pd.DataFrame({"step": step, "probe_id": [it["probe_id"] for it in items],
@@ -387,12 +389,6 @@ class LikelihoodProbeMixin:
         self.store.write_meta(meta)
         if step == 0 and self.probe_settings.eval_every:
             self.store.append_scalars(0, {"eval/accuracy": self.eval_accuracy()})
-
-
-def _rows(batch, index):
-    from ..probe.batch import GroupBatch
-    return GroupBatch(batch.input_ids[index], batch.attention_mask[index], batch.prompt_lengths[index],
-                      batch.tokens[index], batch.mask[index])
 
 
 class _ProbeCallback(TrainerCallback):
