@@ -83,14 +83,14 @@ def _compare(args) -> int:
 
 def _report(args) -> int:
     from .analysis.report import write_report
-    path = write_report(args.runs, Path(args.out))
+    path = write_report(args.runs, Path(args.out), correct_threshold=args.correct_threshold)
     print(f"report: {path}")
     return 0
 
 
 def _figures(args) -> int:
     from .analysis.report import write_figures
-    written = write_figures(args.runs, Path(args.out))
+    written = write_figures(args.runs, Path(args.out), correct_threshold=args.correct_threshold)
     print(f"{len(written)} figures in {args.out}")
     return 0
 
@@ -181,11 +181,15 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="markdown summary with tables and figures for runs")
     report.add_argument("runs", nargs="+", help="run stores, protocol folders, TRL output dirs or verl dumps")
     report.add_argument("--out", required=True)
+    report.add_argument("--correct-threshold", type=float, default=None,
+                        help="non-binary rewards: correct means reward >= this (default: rewards must be 0/1)")
     report.set_defaults(func=_report)
 
     figures = commands.add_parser("figures", help="paper-style figures (PNG and PDF) for runs")
     figures.add_argument("runs", nargs="+")
     figures.add_argument("--out", required=True)
+    figures.add_argument("--correct-threshold", type=float, default=None,
+                        help="non-binary rewards: correct means reward >= this (default: rewards must be 0/1)")
     figures.set_defaults(func=_figures)
 
     demo = commands.add_parser("demo", help="the main job: protocol + short training comparison + report")

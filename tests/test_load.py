@@ -187,3 +187,15 @@ def test_protocol_folder(tmp_path):
     assert run.responses["group_id"].nunique() == 2 * kept
     assert len(run.extra["protocol"]) == 2 * kept
     assert (run.responses["step"] == 0).all()
+
+
+def test_cli_report_names_bad_input_and_takes_a_threshold(tmp_path, capsys):
+    from lld_probe.cli import main
+    dumps = tmp_path / "dumps"
+    dumps.mkdir()
+    _write_jsonl(dumps / "1.jsonl", [{"input": "q", "output": "1", "score": 0.7}, {"input": "q", "output": "2", "score": 0.2}])
+    assert main(["report", str(dumps), "--out", str(tmp_path / "r"), "--correct-threshold", "0.5"]) == 0
+    assert "| dumps | verl | 1 | 2 | 0.5 |" in (tmp_path / "r" / "summary.md").read_text()
+    (dumps / "1.jsonl").write_text('{"input": "q", "output": "1", "score": 1}\n{"input": "q", "score": oops}\n')
+    assert main(["report", str(dumps), "--out", str(tmp_path / "r2")]) == 2
+    assert "1.jsonl:2: malformed JSON" in capsys.readouterr().err

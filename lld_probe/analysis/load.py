@@ -96,7 +96,7 @@ def _finish(run: Run, threshold: float | None) -> Run:
     if "advantage" not in responses.columns:
         responses["advantage"] = group_advantages_frame(responses)
     if responses["correct"].isna().any():
-        run.warnings.append("rewards are not binary: `correct` is NA (pass correct_threshold= to load())")
+        run.warnings.append("rewards are not binary: `correct` is NA (pass correct_threshold= to load(), or --correct-threshold)")
     missing = [c for c in REQUIRED if c not in responses.columns]
     if missing:
         raise ValueError(f"{run.path}: the {run.kind} reader produced no columns {missing}")

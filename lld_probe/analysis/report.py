@@ -14,18 +14,18 @@ from .protocol_report import _markdown, protocol_summary
 from .training import accuracy_curves, final_accuracy_table, lld_rate_by_step, with_delta
 
 
-def _load_all(paths) -> list[Run]:
-    runs = [path if isinstance(path, Run) else load(path) for path in paths]
+def _load_all(paths, correct_threshold: float | None = None) -> list[Run]:
+    runs = [path if isinstance(path, Run) else load(path, correct_threshold=correct_threshold) for path in paths]
     if not runs:
         raise ValueError("no runs given")
     return runs
 
 
-def write_figures(paths, out_dir) -> list[Path]:
+def write_figures(paths, out_dir, *, correct_threshold: float | None = None) -> list[Path]:
     """Every figure the runs support into out_dir; returns the written files."""
     from .protocol_figures import protocol_figures
     from .training_figures import training_figures
-    runs = _load_all(paths)
+    runs = _load_all(paths, correct_threshold)
     written = []
     for run in runs:
         if run.kind == "protocol":
@@ -67,9 +67,10 @@ def training_summary(runs) -> str:
     return "\n".join(lines)
 
 
-def write_report(paths, out_dir) -> Path:
-    """summary.md (+ figures/) for the runs; returns the summary path."""
-    runs = _load_all(paths)
+def write_report(paths, out_dir, *, correct_threshold: float | None = None) -> Path:
+    """summary.md (+ figures/) for the runs; returns the summary path. correct_threshold turns
+    non-binary rewards into correct (reward >= threshold) / incorrect."""
+    runs = _load_all(paths, correct_threshold)
     out = Path(out_dir)
     figures = write_figures(runs, out / "figures")
     sections = []
