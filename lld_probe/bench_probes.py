@@ -26,7 +26,7 @@ def _timed_run(settings) -> tuple[float, float]:
 
 
 def run_probe_overhead(model: str = "tiny", steps: int = 10, prompts_per_step: int = 4, repeats: int = 2,
-                       method: str = "nthr", out=None) -> dict:
+                       method: str = "grpo", out=None) -> dict:
     from .trainers.train import TrainSettings
     plain_times, probed_times, probe_seconds = [], [], []
     with tempfile.TemporaryDirectory() as folder:

@@ -35,7 +35,7 @@ def _protocol(args) -> int:
                             max_new_tokens=args.max_new_tokens, variants=args.variants.split(","),
                             optimizer=args.optimizer, lr=args.lr, beta=args.beta, eta=parse_eta(args.eta),
                             vocab=args.vocab, anchor_self=not args.anchor_exclude_self,
-                            fresh_samples=args.fresh_samples, bf16=args.bf16)
+                            fresh_samples=args.fresh_samples, bf16=args.bf16, sampling_chunk=args.sampling_chunk)
     out = Path(args.out) if args.out else _default_out("protocol")
     result = run_protocol(config)
     save_protocol(result, out)
@@ -138,7 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     nthr.set_defaults(func=_bench)
     probes = bench_kinds.add_parser("probes", help="probe overhead: the trainer with probes vs plain GRPOTrainer")
     probes.add_argument("--model", default="tiny")
-    probes.add_argument("--method", default="nthr", choices=["grpo", "pos_only", "random", "nthr"])
+    probes.add_argument("--method", default="grpo", choices=["grpo", "pos_only", "random", "nthr"],
+                        help="grpo (default): the probed run trains exactly like the plain one, so the difference "
+                             "is the probes alone; NTHR's selection is computed and logged either way")
     probes.add_argument("--steps", type=int, default=10)
     probes.add_argument("--prompts-per-step", type=int, default=4)
     probes.add_argument("--repeats", type=int, default=2)
@@ -162,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     protocol.add_argument("--anchor-exclude-self", action="store_true")
     protocol.add_argument("--fresh-samples", type=int, default=None, help="default: group size; 0 disables")
     protocol.add_argument("--bf16", action="store_true", help="bf16 copy for sampling and the update gradient (float32 parameters and log-likelihoods)")
+    protocol.add_argument("--sampling-chunk", type=int, default=8,
+                          help="questions whose groups are sampled in one generate call")
     protocol.add_argument("--out", default=None)
     protocol.set_defaults(func=_protocol)
 

@@ -37,3 +37,29 @@ def test_empty_group_and_prompt_are_errors():
         build_group_batch([], [], 0)
     with pytest.raises(ValueError, match="empty prompt"):
         build_group_batch([[]], [[1]], 0)
+
+
+def test_shared_prompt_forward_equals_full_rows_in_values_hidden_states_and_gradients():
+    from lld_probe.probe import forward_logps
+    model, tokenizer = load_model("tiny")
+    model.eval()
+    prompt = [5, 6, 7, 8, 9]
+    completions = [[20, 21, 22], [30], [40, 41, 42, 43], [50, 51]]
+    batch = build_group_batch([prompt] * 4, completions, tokenizer.pad_token_id)
+    results = {}
+    for share in (True, False):
+        model.zero_grad(set_to_none=True)
+        scored = forward_logps(model, batch, with_hidden=True, with_entropy=True, share_prompt=share)
+        (scored.token_logps * torch.arange(1.0, 5.0)[:, None]).sum().backward()
+        results[share] = (scored, {name: p.grad.clone() for name, p in model.named_parameters()})
+    (shared, shared_grads), (full, full_grads) = results[True], results[False]
+    torch.testing.assert_close(shared.token_logps, full.token_logps, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(shared.hidden[batch.mask], full.hidden[batch.mask], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(shared.entropy, full.entropy, rtol=1e-5, atol=1e-5)
+    for name, grad in full_grads.items():     # the prompt's states get the gradient of every row through the cache
+        torch.testing.assert_close(shared_grads[name], grad, rtol=1e-4, atol=1e-5 * float(grad.abs().max()), msg=name)
+    # the first completion token is predicted by the last prompt token's state
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([prompt])).logits[0, -1]
+    expected = torch.log_softmax(logits, -1)[completions[0][0]]
+    torch.testing.assert_close(shared.token_logps[0, 0].detach(), expected, rtol=1e-5, atol=1e-5)

@@ -21,11 +21,15 @@ def _settings(tmp_path, method, **kwargs):
 
 
 def _generation_batch(trainer, seed=0):
-    """One generation batch through the trainer's own _generate_and_score_completions, seeded."""
+    """One generation batch through the trainer's own _generate_and_score_completions, seeded, then through
+    its loss (where the old policy is scored when it reuses TRL's training forward)."""
     trainer.model.train()
     raw = next(iter(trainer.get_train_dataloader()))
     torch.manual_seed(seed)
-    return raw, trainer._generate_and_score_completions(raw)
+    output = trainer._generate_and_score_completions(raw)
+    trainer.current_gradient_accumulation_steps = 1      # set by train()
+    trainer.compute_loss(trainer.model, output)
+    return raw, output
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +80,45 @@ def test_probe_set_and_scalars_go_through_trl_metrics(nthr_run):
     assert probes.groupby("step").size().nunique() == 1
     logged = [entry for entry in trainer.state.log_history if "lld/rate" in entry]
     assert len(logged) == 3
+
+
+def test_old_policy_from_trl_loss_forward_equals_a_separate_forward(tmp_path):
+    model, tokenizer = load_model("tiny")
+    reused, _ = make_trainer(_settings(tmp_path, "nthr"), model=model, tokenizer=tokenizer)
+    separate, _ = make_trainer(_settings(tmp_path, "nthr", out=str(tmp_path / "separate"),
+                                         extra={"probe_reuse_training_forward": False}), model=model, tokenizer=tokenizer)
+    assert reused.old_policy_source == "training_forward" and separate.old_policy_source == "separate_forward"
+    from trl.trainer.utils import shuffle_sequence_dict
+    reused.model.train()
+    raw = next(iter(reused.get_train_dataloader()))
+    torch.manual_seed(5)
+    shuffled = shuffle_sequence_dict(reused._generate_and_score_completions(raw))    # as TRL's _prepare_inputs
+    assert not torch.equal(shuffled["lld_row"], torch.arange(len(shuffled["lld_row"])))
+    reused.current_gradient_accumulation_steps = 1
+    reused.compute_loss(reused.model, shuffled)
+    torch.manual_seed(5)
+    in_order = separate._generate_and_score_completions(raw)
+    a, b = reused._pending, separate._pending
+    assert torch.equal(a.batch.tokens, b.batch.tokens)
+    # TRL's forward (left-padded prompts, fused head) and ours (right-padded): the same numbers up to rounding
+    assert torch.allclose(a.token_logps_before, b.token_logps_before, atol=1e-5)
+    assert torch.allclose(a.entropy, b.entropy, atol=1e-5)
+    assert torch.allclose(a.scores, b.scores, atol=1e-4)
+    assert torch.equal(a.selected, b.selected) and a.selected.any()
+    rows = shuffled["lld_row"]            # generation-order row of each shuffled row
+    assert torch.equal(shuffled["completion_ids"], in_order["completion_ids"][rows])
+    assert torch.allclose(shuffled["advantages"], in_order["advantages"][rows])
+
+
+def test_old_policy_needs_a_separate_forward_when_the_loss_forward_is_not_at_the_old_policy(tmp_path):
+    trainer, _ = make_trainer(_settings(tmp_path, "nthr", extra={"steps_per_generation": 2,
+                                                                 "gradient_accumulation_steps": 2}))
+    assert trainer.old_policy_source == "separate_forward"
+    trainer.model.config.attention_dropout = 0.1
+    trainer.args.steps_per_generation = trainer.args.gradient_accumulation_steps = 1
+    assert trainer._lld_old_policy_source() == "separate_forward"
+    trainer.model.config.attention_dropout = 0.0
+    assert trainer._lld_old_policy_source() == "training_forward"
 
 
 def test_pos_only_has_no_negative_advantage(tmp_path):

@@ -37,3 +37,18 @@ def test_repeat_sampler_keeps_groups_consecutive():
     indices = list(RepeatSampler(list(range(6)), mini_repeat_count=4, batch_size=3, repeat_count=1, shuffle=False))
     assert indices[:4] == [0, 0, 0, 0] and indices[4:8] == [1, 1, 1, 1], \
         "TRL's RepeatSampler no longer puts a prompt's G samples next to each other; the probes assume it"
+
+
+def test_loss_scores_the_policy_before_it_reads_the_advantages():
+    """The probes take the old policy's scores from the first _get_per_token_logps_and_entropies call of
+    _compute_loss and replace inputs["advantages"] there: TRL must read them afterwards."""
+    params = list(inspect.signature(GRPOTrainer._get_per_token_logps_and_entropies).parameters)
+    assert params[:5] == ["self", "model", "input_ids", "attention_mask", "logits_to_keep"], \
+        f"TRL {trl.__version__} changed _get_per_token_logps_and_entropies{params}: update lld_probe.trainers.probes"
+    source = inspect.getsource(GRPOTrainer._compute_loss)
+    scored = source.find("self._get_per_token_logps_and_entropies(")
+    read = source.find('inputs["advantages"]')
+    assert 0 <= scored < read, (f"TRL {trl.__version__}'s _compute_loss no longer scores the policy before reading "
+                                f"the advantages: set reuse_training_forward=False and update lld_probe.trainers.probes")
+    forward = inspect.getsource(GRPOTrainer._get_per_token_logps_and_entropies)
+    assert "compute_entropy" in forward and "logits_to_keep" in forward

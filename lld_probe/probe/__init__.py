@@ -1,8 +1,8 @@
 """Probes: hidden-state capture, group scoring, likelihood tracking."""
 
 from .batch import GroupBatch, build_group_batch
-from .hidden import capture_final_hidden, output_embedding_weight
+from .hidden import capture_backbone_hidden, capture_final_hidden, output_embedding_weight
 from .scoring import ScoredGroup, forward_logps, score_group
 
-__all__ = ["GroupBatch", "ScoredGroup", "build_group_batch", "capture_final_hidden", "forward_logps",
+__all__ = ["GroupBatch", "ScoredGroup", "build_group_batch", "capture_backbone_hidden", "capture_final_hidden", "forward_logps",
            "output_embedding_weight", "score_group"]

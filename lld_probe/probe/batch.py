@@ -25,14 +25,21 @@ class GroupBatch:
         return GroupBatch(self.input_ids[rows], self.attention_mask[rows], self.prompt_lengths[rows],
                           self.tokens[rows], self.mask[rows])
 
-    def response_view(self, states: torch.Tensor) -> torch.Tensor:
-        """From full-sequence model outputs [B, L, ...] take, for completion token j of row b, the
-        output at position prompt_length + j - 1 (the one that predicts it): [B, T, ...]."""
+    def response_view(self, states: torch.Tensor, first_position: int = 0) -> torch.Tensor:
+        """From model outputs [B, L - first_position, ...] (positions first_position.. of the sequence)
+        take, for completion token j of row b, the output at position prompt_length + j - 1 (the one
+        that predicts it): [B, T, ...]."""
         length = self.tokens.shape[1]
-        offsets = torch.arange(length, device=states.device)[None, :] + self.prompt_lengths[:, None].to(states.device) - 1
+        offsets = (torch.arange(length, device=states.device)[None, :]
+                   + self.prompt_lengths[:, None].to(states.device) - 1 - first_position)
         offsets = offsets.clamp(max=states.shape[1] - 1)
         index = offsets.view(*offsets.shape, *([1] * (states.dim() - 2))).expand(-1, -1, *states.shape[2:])
         return states.gather(1, index)
+
+    def first_predicting_position(self) -> int:
+        """The first sequence position whose output predicts a completion token (logits before it are
+        never used: a forward can skip the output layer there)."""
+        return int(self.prompt_lengths.min()) - 1
 
 
 def build_group_batch(prompt_ids: list[list[int]], completion_ids: list[list[int]], pad_id: int) -> GroupBatch:

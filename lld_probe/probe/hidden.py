@@ -28,3 +28,24 @@ def capture_final_hidden(model):
 def output_embedding_weight(model):
     """The unembedding matrix W [V, d] (lm_head weight; tied to the input embedding in many models)."""
     return model.get_output_embeddings().weight
+
+
+@contextmanager
+def capture_backbone_hidden(model):
+    """Record the backbone's last_hidden_state [B, L, d] (after the final norm, i.e. the lm_head input) on
+    every forward inside the block. Unlike capture_final_hidden it also sees forwards that never call
+    lm_head as a module, such as TRL's fused LM head (which runs model.base_model, then tiles lm_head)."""
+    backbone = getattr(model, "base_model", None)
+    if backbone is None or backbone is model:
+        raise ValueError(f"{type(model).__name__} exposes no separate backbone (model.base_model) to hook")
+    captured: dict = {}
+
+    def hook(module, args, output):
+        state = getattr(output, "last_hidden_state", None)
+        captured["hidden"] = (state if state is not None else output[0]).detach()
+
+    handle = backbone.register_forward_hook(hook)
+    try:
+        yield captured
+    finally:
+        handle.remove()

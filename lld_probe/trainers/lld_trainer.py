@@ -33,6 +33,8 @@ class LLDConfig(GRPOConfig):
     probe_token_rows: bool = field(default=True)
     probe_set_size: int = field(default=16)
     probe_every: int = field(default=5)
+    probe_reuse_training_forward: bool = field(default=True, metadata={
+        "help": "old-policy scores from TRL's loss forward when it runs at the old policy (else a separate forward)"})
     lld_eval_every: int = field(default=0, metadata={"help": "greedy eval accuracy every k steps (0: never)"})
     correct_threshold: float | None = field(default=None, metadata={"help": "None: rewards must be binary"})
 
@@ -48,7 +50,8 @@ class LLDConfig(GRPOConfig):
                              nthr_vocab=self.nthr_vocab, nthr_anchor_self=self.nthr_anchor_self,
                              nthr_beta=self.nthr_beta, probe_set_size=self.probe_set_size,
                              probe_every=self.probe_every, eval_every=self.lld_eval_every,
-                             correct_threshold=self.correct_threshold, **extra)
+                             correct_threshold=self.correct_threshold,
+                             reuse_training_forward=self.probe_reuse_training_forward, **extra)
 
 
 class LLDGRPOTrainer(LikelihoodProbeMixin, GRPOTrainer):

@@ -1,15 +1,18 @@
 """Likelihood probes for TRL's GRPOTrainer, as a mixin: `class MyTrainer(LikelihoodProbeMixin, GRPOTrainer)`.
 
-For every generation batch the mixin scores the old policy once (a no-grad forward with a pre-hook on
-the output embedding: log-probs, entropy, final hidden states), computes NTHR scores per group, lets
-a subclass replace the advantages (lld_probe.trainers.LLDGRPOTrainer does NTHR, Pos Only, Random),
+For every generation batch the mixin takes the old policy's log-probs, entropy and final hidden states
+from TRL's own loss forward when that forward runs at the old policy (one optimizer step per generation
+batch, no autocast, no dropout: the default here), or else from a separate no-grad forward; computes
+NTHR scores per group, lets a subclass replace the advantages (lld_probe.trainers.LLDGRPOTrainer does NTHR, Pos Only, Random),
 re-scores the kept responses after the optimizer step (logp_after), scores a fixed probe set every
 k steps, and writes all of it to the run store of DESIGN.md. Scalars (LLD rate, mean Delta of correct
 and incorrect responses, selected fraction, tau, eval accuracy) go through TRL's metrics, so they
 reach TensorBoard or W&B through report_to.
 
 TRL methods this relies on (pinned by tests/test_trl_pins.py): _calculate_rewards,
-_generate_and_score_completions, log, and the generation batch layout (G consecutive rows per prompt).
+_generate_and_score_completions, _compute_loss (which calls _get_per_token_logps_and_entropies on the
+policy before it reads inputs["advantages"]), log, and the generation batch layout (G consecutive rows
+per prompt).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from transformers import TrainerCallback
 
 from ..core import nthr_select, nthr_token_scores, sequence_logprob
 from ..core.nthr import nthr_threshold
-from ..probe import build_group_batch, output_embedding_weight, score_group
+from ..probe import build_group_batch, capture_backbone_hidden, output_embedding_weight, score_group
 from ..store.provenance import provenance
 from ..store.atomic import write_json
 from ..store.run_store import RunStoreWriter
@@ -46,6 +49,9 @@ class ProbeSettings:
     eval_max_new_tokens: int | None = None
     correct_threshold: float | None = None   # None: rewards must be binary {0, 1}
     store_dir: str | None = None        # None: the trainer's output_dir
+    reuse_training_forward: bool = True  # old-policy log-probs, entropy and hidden states from TRL's own loss
+                                        # forward when it runs at the old policy (see old_policy_source);
+                                        # False: always a separate no-grad forward
     extra_meta: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -59,16 +65,10 @@ class ProbeSettings:
 
 @dataclass
 class _Pending:
-    """One generation batch between its sampling and the optimizer step that used it."""
+    """One generation batch between its sampling and the optimizer step that used it. The old-policy
+    fields (logp_before .. taus) are filled by _lld_fill_old_policy, before the loss uses the batch."""
     step: int
     batch: object
-    logp_before: torch.Tensor        # [B] sequence sums, old policy
-    token_logps_before: torch.Tensor  # [B, T]
-    entropy: torch.Tensor            # [B, T]
-    scores: torch.Tensor             # [B, T] NTHR scores
-    selected: torch.Tensor           # [B, T] NTHR selection (incorrect responses only)
-    scaled: torch.Tensor             # [B, T] tokens whose advantage the method scaled
-    taus: list
     rewards: torch.Tensor
     correct: torch.Tensor
     advantages: torch.Tensor         # [B] sequence advantages as TRL computed them
@@ -77,6 +77,13 @@ class _Pending:
     question_ids: list
     kept: torch.Tensor               # [B] bool: re-scored after the step
     group_size: int
+    logp_before: torch.Tensor | None = None        # [B] sequence sums, old policy
+    token_logps_before: torch.Tensor | None = None  # [B, T]
+    entropy: torch.Tensor | None = None            # [B, T]
+    scores: torch.Tensor | None = None             # [B, T] NTHR scores
+    selected: torch.Tensor | None = None           # [B, T] NTHR selection (incorrect responses only)
+    scaled: torch.Tensor | None = None             # [B, T] tokens whose advantage the method scaled
+    taus: list | None = None
 
 
 def correctness(rewards: torch.Tensor, threshold: float | None) -> torch.Tensor:
@@ -91,6 +98,15 @@ def correctness(rewards: torch.Tensor, threshold: float | None) -> torch.Tensor:
                              f"values {values}; set correct_threshold to turn them into correct/incorrect")
         return rewards == 1
     return rewards >= threshold
+
+
+def _has_dropout(model) -> bool:
+    """Whether a training-mode forward of the model is stochastic (a dropout probability above 0)."""
+    config = getattr(model, "config", None)
+    rates = [value for key, value in (vars(config).items() if config is not None else ())
+             if "dropout" in key and isinstance(value, (int, float)) and not isinstance(value, bool)]
+    modules = [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    return any(rate > 0 for rate in rates + modules)
 
 
 def trl_rows_to_batch(prompt_ids, prompt_mask, completion_ids, completion_mask, pad_id: int):
@@ -129,6 +145,8 @@ class LikelihoodProbeMixin:
         self._probe_rng = np.random.default_rng(int(self.args.seed))
         self.store = RunStoreWriter(self.probe_settings.store_dir or self.args.output_dir)
         self.probe_seconds = 0.0    # time spent in the probes (for the overhead figure)
+        self.old_policy_source = self._lld_old_policy_source()
+        self._lld_loss_inputs = None
         self.last_probed: _Pending | None = None    # the last generation batch measured after its step
         self.add_callback(_ProbeCallback(self))
 
@@ -154,13 +172,43 @@ class LikelihoodProbeMixin:
         if not self.model.training:
             return output
         start = time.perf_counter()
-        pending = self._lld_score_old_policy(inputs, output)
-        advantages, pending.scaled = self._lld_advantages(pending, output["advantages"],
-                                                          output["completion_ids"].shape[1])
-        output["advantages"] = advantages
+        pending = self._lld_new_pending(inputs, output)
+        if self.old_policy_source == "training_forward":
+            # scored by TRL's loss forward (_compute_loss); the row index survives TRL's shuffle
+            output["lld_row"] = torch.arange(pending.batch.size, device=output["advantages"].device)
+        else:
+            scored = score_group(self._lld_model(), pending.batch, temperature=self.temperature, with_hidden=True,
+                                 with_entropy=True)
+            self._lld_fill_old_policy(pending, scored.token_logps, scored.entropy, scored.hidden)
+            output["advantages"], pending.scaled = self._lld_advantages(pending, output["advantages"],
+                                                                        output["completion_ids"].shape[1])
         self._pending = pending
         self.probe_seconds += time.perf_counter() - start
         return output
+
+    def _compute_loss(self, model, inputs):
+        pending = self._pending
+        if pending is not None and pending.logp_before is None and "lld_row" in inputs:
+            self._lld_loss_inputs = inputs      # picked up by the policy forward below
+        try:
+            return super()._compute_loss(model, inputs)
+        finally:
+            self._lld_loss_inputs = None
+
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
+        inputs, self._lld_loss_inputs = self._lld_loss_inputs, None
+        if inputs is None:
+            return super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep,
+                                                              *args, **kwargs)
+        with capture_backbone_hidden(self.accelerator.unwrap_model(model)) as captured:
+            logps, entropies, *rest = super()._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, logits_to_keep, *args, **{**kwargs, "compute_entropy": True})
+        start = time.perf_counter()
+        # the state at position t-1 predicts token t: completion token j is predicted at L - logits_to_keep - 1 + j
+        hidden = captured["hidden"][:, -logits_to_keep - 1:-1]
+        self._lld_old_policy_from_loss(inputs, logps.detach(), entropies.detach(), hidden, logits_to_keep)
+        self.probe_seconds += time.perf_counter() - start
+        return (logps, entropies, *rest)
 
     def log(self, logs, start_time=None):
         super().log(logs, start_time)
@@ -175,7 +223,20 @@ class LikelihoodProbeMixin:
     def _lld_model(self):
         return self.accelerator.unwrap_model(self.model)
 
-    def _lld_score_old_policy(self, inputs, output) -> _Pending:
+    def _lld_old_policy_source(self) -> str:
+        """"training_forward" when TRL's loss forward runs at the old policy on whole groups and computes what
+        a separate scoring would (one optimizer step per generation batch, all of it in one micro-batch, no
+        autocast, no dropout); otherwise "separate_forward", a no-grad forward before the update."""
+        args = self.args
+        if not self.probe_settings.reuse_training_forward:
+            return "separate_forward"
+        if (args.steps_per_generation != 1 or self.num_iterations != 1 or args.gradient_accumulation_steps != 1
+                or args.bf16 or args.fp16 or _has_dropout(self._lld_model())):
+            return "separate_forward"
+        return "training_forward"
+
+    def _lld_new_pending(self, inputs, output) -> _Pending:
+        """The generation batch as the probes keep it: groups checked, rewards -> correct, token layout."""
         settings = self.probe_settings
         group_size = self.num_generations
         count = output["completion_ids"].shape[0]
@@ -191,45 +252,70 @@ class LikelihoodProbeMixin:
         weights = self.reward_weights.to(self._lld_rewards.device)
         rewards = (self._lld_rewards * weights[None, :]).nansum(dim=1).float().cpu()
         correct = correctness(rewards, settings.correct_threshold)
-        tokenizer = self.processing_class
         batch = trl_rows_to_batch(output["prompt_ids"].cpu(), output["prompt_mask"].cpu(),
                                   output["completion_ids"].cpu(), output["completion_mask"].cpu(), self._pad_id())
-        model = self._lld_model()
-        scored = score_group(model, batch, temperature=self.temperature, with_hidden=True, with_entropy=True)
-        unembed = output_embedding_weight(model).detach().float()
-        scores = torch.zeros_like(scored.token_logps)
-        selected = torch.zeros_like(batch.mask)
-        taus = []
-        for start in range(0, count, group_size):
-            rows = slice(start, start + group_size)
-            group = nthr_token_scores(scored.hidden[rows], unembed, batch.tokens[rows], batch.mask[rows],
-                                      correct[rows], temperature=self.temperature, vocab=settings.nthr_vocab,
-                                      anchor_self=settings.nthr_anchor_self,
-                                      token_logprobs=scored.token_logps[rows])
-            scores[rows] = group.scores
-            selected[rows] = nthr_select(group.scores, batch.mask[rows], correct[rows], group.anchors,
-                                         beta=settings.nthr_beta)
-            taus.append(nthr_threshold(group.anchors, correct[rows], settings.nthr_beta))
         kept = torch.ones(count, dtype=torch.bool)
         if settings.response_fraction < 1.0:
             kept = torch.from_numpy(self._probe_rng.random(count) < settings.response_fraction)
-        completions = tokenizer.batch_decode([batch.tokens[i, : int(batch.mask[i].sum())].tolist()
-                                              for i in range(count)], skip_special_tokens=True)
-        return _Pending(step=self.state.global_step + 1, batch=batch,
-                        logp_before=sequence_logprob(scored.token_logps, batch.mask),
-                        token_logps_before=scored.token_logps, entropy=scored.entropy, scores=scores,
-                        selected=selected, scaled=torch.zeros_like(selected), taus=taus, rewards=rewards,
-                        correct=correct, advantages=output["advantages"].detach().float().cpu().clone(),
+        completions = self.processing_class.batch_decode(
+            [batch.tokens[i, : int(batch.mask[i].sum())].tolist() for i in range(count)], skip_special_tokens=True)
+        return _Pending(step=self.state.global_step + 1, batch=batch, rewards=rewards, correct=correct,
+                        advantages=output["advantages"].detach().float().cpu().clone(),
                         prompts=[str(p) for p in prompts], completions=completions,
                         question_ids=[str(x.get("question_id", start // group_size))
                                       for start, x in enumerate(inputs)],
                         kept=kept, group_size=group_size)
+
+    def _lld_fill_old_policy(self, pending: _Pending, token_logps, entropy, hidden) -> None:
+        """The old policy's per-token log-probs, entropy and final hidden states [B, T(, d)] in generation
+        order -> logp_before and the NTHR scores and selection of every group."""
+        settings, batch, size = self.probe_settings, pending.batch, pending.group_size
+        token_logps = token_logps.float().cpu().masked_fill(~batch.mask, 0.0)
+        unembed = output_embedding_weight(self._lld_model()).detach().float()
+        hidden = hidden.float().to(unembed.device)
+        scores = torch.zeros_like(token_logps)
+        selected = torch.zeros_like(batch.mask)
+        taus = []
+        for start in range(0, batch.size, size):
+            rows = slice(start, start + size)
+            group = nthr_token_scores(hidden[rows], unembed, batch.tokens[rows], batch.mask[rows],
+                                      pending.correct[rows], temperature=self.temperature, vocab=settings.nthr_vocab,
+                                      anchor_self=settings.nthr_anchor_self, token_logprobs=token_logps[rows])
+            scores[rows] = group.scores.cpu()
+            selected[rows] = nthr_select(group.scores, batch.mask[rows], pending.correct[rows], group.anchors,
+                                         beta=settings.nthr_beta).cpu()
+            taus.append(nthr_threshold(group.anchors, pending.correct[rows], settings.nthr_beta))
+        pending.token_logps_before = token_logps
+        pending.logp_before = sequence_logprob(token_logps, batch.mask)
+        pending.entropy = entropy.float().cpu().masked_fill(~batch.mask, 0.0)
+        pending.scores, pending.selected, pending.taus = scores, selected, taus
+        pending.scaled = torch.zeros_like(selected)
+
+    def _lld_old_policy_from_loss(self, inputs, logps, entropies, hidden, completion_width: int) -> None:
+        """TRL's loss forward of the whole generation batch (rows in TRL's shuffled order) -> the pending
+        batch's old-policy fields, and the method's advantages written into inputs before TRL reads them."""
+        pending = self._pending
+        rows = inputs["lld_row"].cpu()
+        if not torch.equal(rows.sort().values, torch.arange(pending.batch.size)):
+            raise RuntimeError(f"the loss forward holds {len(rows)} of the generation batch's {pending.batch.size} "
+                               f"rows: old-policy scores need the whole batch in one micro-batch")
+        order = rows.argsort()           # shuffled position of each generation-order row
+        width = pending.batch.tokens.shape[1]
+        if completion_width < width:
+            raise RuntimeError(f"TRL scored {completion_width} completion positions, the batch has {width}")
+        self._lld_fill_old_policy(pending, logps[order][:, :width], entropies[order][:, :width],
+                                  hidden[order][:, :width])
+        advantages, pending.scaled = self._lld_advantages(pending, inputs["advantages"][order], completion_width)
+        inputs["advantages"] = advantages[rows.to(advantages.device)]
 
     def _lld_after_step(self) -> None:
         """After the optimizer step that used the pending generation batch: logp_after, store, metrics."""
         pending, self._pending = self._pending, None
         if pending is None:
             return
+        if pending.logp_before is None:
+            raise RuntimeError(f"the generation batch of step {pending.step} was never scored by the old policy: "
+                               f"TRL's loss did not run on it (set reuse_training_forward=False)")
         self.last_probed = pending
         start = time.perf_counter()
         step = self.state.global_step
@@ -237,11 +323,13 @@ class LikelihoodProbeMixin:
         kept = pending.kept.nonzero().flatten()
         logp_after = torch.full((batch.size,), math.nan, dtype=torch.float64)
         token_logps_after = torch.full(batch.mask.shape, math.nan)
-        if len(kept):
-            sub = batch.select(kept)
-            after = score_group(self._lld_model(), sub, temperature=self.temperature)
-            token_logps_after[kept] = after.token_logps.float().cpu()
-            logp_after[kept] = sequence_logprob(after.token_logps, sub.mask).double().cpu()
+        for first in range(0, batch.size, pending.group_size):     # per group: its prompt is computed once
+            rows = kept[(kept >= first) & (kept < first + pending.group_size)]
+            if len(rows):
+                sub = batch.select(rows)
+                after = score_group(self._lld_model(), sub, temperature=self.temperature)
+                token_logps_after[rows] = after.token_logps.float().cpu()
+                logp_after[rows] = sequence_logprob(after.token_logps, sub.mask).double().cpu()
         lengths = batch.mask.sum(1)
         delta = logp_after - pending.logp_before.double()
         scaled_fraction = pending.scaled.sum(1).float() / lengths.clamp(min=1)
@@ -384,7 +472,8 @@ class LikelihoodProbeMixin:
                 "learning_rate": self.args.learning_rate, "loss_type": self.loss_type, "kl_beta": self.beta,
                 "epsilon_low": self.epsilon_low, "epsilon_high": self.epsilon_high,
                 "max_completion_length": self.args.max_completion_length,
-                "scale_rewards": self.scale_rewards, "start_time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "scale_rewards": self.scale_rewards, "old_policy_source": self.old_policy_source,
+                "start_time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 **self._lld_meta(), **self.probe_settings.extra_meta}
         self.store.write_meta(meta)
         if step == 0 and self.probe_settings.eval_every:

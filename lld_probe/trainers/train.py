@@ -106,7 +106,8 @@ def make_trainer(settings: TrainSettings, *, model=None, tokenizer=None):
         beta=settings.kl_beta, seed=settings.seed, data_seed=settings.seed, use_cpu=True, bf16=settings.bf16,
         gradient_checkpointing=False, logging_steps=1, report_to=[], disable_tqdm=not settings.progress,
         save_strategy="steps" if settings.save_steps else "no", save_steps=settings.save_steps or 500,
-        save_only_model=False, dataloader_num_workers=0, top_k=0, top_p=1.0, **settings.extra)
+        save_only_model=False, dataloader_num_workers=0, top_k=0, top_p=1.0)
+    common.update(settings.extra)     # the user's GRPOConfig fields win
     reward = reward_function(task)
     if not settings.probes:
         trainer = GRPOTrainer(model=model, args=GRPOConfig(**common), reward_funcs=[reward],
