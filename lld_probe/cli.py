@@ -35,12 +35,16 @@ def _protocol(args) -> int:
                             max_new_tokens=args.max_new_tokens, variants=args.variants.split(","),
                             optimizer=args.optimizer, lr=args.lr, beta=args.beta, eta=parse_eta(args.eta),
                             vocab=args.vocab, anchor_self=not args.anchor_exclude_self,
-                            fresh_samples=args.fresh_samples, bf16=args.bf16, sampling_chunk=args.sampling_chunk)
+                            fresh_samples=args.fresh_samples, bf16=args.bf16, sampling_chunk=args.sampling_chunk,
+                            mixed=args.mixed)
     out = Path(args.out) if args.out else _default_out("protocol")
     result = run_protocol(config)
     save_protocol(result, out)
     kept = int(result.questions["kept"].sum())
     print(f"kept {kept} of {len(result.questions)} questions (mixed groups); dropped {len(result.questions) - kept}")
+    if args.mixed is not None and kept < args.mixed:
+        print(f"warning: only {kept} mixed groups among {args.questions} questions (--mixed {args.mixed}): "
+              f"raise --questions", file=sys.stderr)
     if kept:
         write_protocol_report(out)
         print(f"report: {out / 'summary.md'}  figures: {out / 'figures'}")
@@ -164,7 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     protocol.add_argument("--anchor-exclude-self", action="store_true")
     protocol.add_argument("--fresh-samples", type=int, default=None, help="default: group size; 0 disables")
     protocol.add_argument("--bf16", action="store_true", help="bf16 copy for sampling and the update gradient (float32 parameters and log-likelihoods)")
-    protocol.add_argument("--sampling-chunk", type=int, default=8,
+    protocol.add_argument("--mixed", type=int, default=None,
+                          help="stop once this many mixed groups are kept (--questions is then the most sampled)")
+    protocol.add_argument("--sampling-chunk", type=int, default=16,
                           help="questions whose groups are sampled in one generate call")
     protocol.add_argument("--out", default=None)
     protocol.set_defaults(func=_protocol)

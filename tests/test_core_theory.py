@@ -88,3 +88,24 @@ def test_ches_matches_hand_computation():
     assert normalized[0].item() == pytest.approx(float(plus @ minus - plus @ plus))
     with pytest.raises(ValueError, match="mask_rejected"):
         ches(chosen, mask_chosen, rejected, mask_chosen)
+
+
+@pytest.mark.parametrize("method", ["pairwise", "outer"])
+@pytest.mark.parametrize("vocab", ["full", "group"])
+def test_first_order_prediction_of_stacked_updates_equals_one_call_each(method, vocab):
+    """[K, G, T] advantages (the protocol's variants) share the vocabulary pass; each row must equal
+    its own call, for both evaluation orders."""
+    hidden, unembed, tokens, mask, correct = brute.random_group(4, G=5, T=6, d=4, V=11)
+    generator = torch.Generator().manual_seed(0)
+    stacked = torch.randn((3, *tokens.shape), generator=generator, dtype=torch.float64)
+    stacked[1, 2] = 0.0                         # a response that is a source in some updates only
+    result = first_order_logp_change(hidden, unembed, tokens, mask, stacked, lr=0.1, temperature=0.9,
+                                     vocab=vocab, method=method, normalizer=1.0)
+    assert result.shape == (3, tokens.shape[0])
+    for k in range(3):
+        single = first_order_logp_change(hidden, unembed, tokens, mask, stacked[k], lr=0.1, temperature=0.9,
+                                         vocab=vocab, method=method, normalizer=1.0)
+        torch.testing.assert_close(result[k], single, rtol=1e-12, atol=1e-12)
+        if vocab == "full":           # and the float64 brute force
+            expected = 0.1 * brute.interaction(hidden, unembed, tokens, mask, stacked[k] * mask, 0.9).sum(1) / 0.9 ** 2
+            torch.testing.assert_close(result[k], expected, rtol=1e-10, atol=1e-10)

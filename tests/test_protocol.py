@@ -140,3 +140,50 @@ def test_bf16_compute_copy_keeps_a_float32_master(tiny):
     assert len(result.protocol) and result.protocol["delta_sum"].notna().all()
     assert (result.protocol["delta_sum"] != 0).all()          # the bf16 gradient reached the float32 master
     assert result.config.bf16
+
+
+def test_shared_forward_updates_equal_an_independent_one_step_update(run, tiny):
+    """The protocol takes every variant's gradient from one forward at the base point (and scores groups
+    with their prompt computed once); a plain forward, backward and SGD step on a copy must agree."""
+    import copy
+
+    from lld_probe.core import group_advantages, sequence_logprob
+    from lld_probe.probe import build_group_batch, forward_logps
+    from lld_probe.tasks import format_prompt, get_task
+    from lld_probe.trainers.loss import clipped_surrogate_loss
+    result, out, _, _ = run
+    model, tokenizer = tiny
+    responses = pd.read_parquet(out / "responses.parquet")
+    tokens = pd.read_parquet(out / "tokens.parquet")
+    question_id = result.protocol["question_id"].iloc[0]
+    question = next(q for q in get_task(CONFIG.task).questions(CONFIG.questions, seed=CONFIG.seed)
+                    if q.question_id == question_id)
+    prompt_ids = tokenizer(format_prompt(tokenizer, question.prompt), add_special_tokens=False)["input_ids"]
+    rows = tokens[tokens["question_id"] == question_id].sort_values(["response_index", "position"])
+    completions = [group["token_id"].tolist() for _, group in rows.groupby("response_index", sort=True)]
+    batch = build_group_batch([prompt_ids] * len(completions), completions, tokenizer.pad_token_id)
+    grpo = responses[(responses["question_id"] == question_id) & (responses["variant"] == "grpo")]
+    grpo = grpo.sort_values("response_index")
+    correct = torch.tensor(grpo["correct"].to_numpy())
+    per_token, _ = variant_token_advantages("grpo", group_advantages(correct.float(), len(completions)),
+                                            batch.mask, correct, torch.zeros_like(batch.mask), "zero")
+    updated = copy.deepcopy(model).eval()
+    scored = forward_logps(updated, batch, share_prompt=False)
+    clipped_surrogate_loss(scored.token_logps, scored.token_logps.detach(), per_token, batch.mask).backward()
+    torch.optim.SGD(updated.parameters(), lr=CONFIG.resolved().lr).step()
+    with torch.no_grad():
+        after = sequence_logprob(forward_logps(updated, batch, share_prompt=False).token_logps, batch.mask)
+    assert sequence_logprob(scored.token_logps.detach(), batch.mask).numpy() == \
+        pytest.approx(grpo["logp_before"].to_numpy(), abs=1e-4)
+    assert after.numpy() == pytest.approx(grpo["logp_after"].to_numpy(), abs=1e-4)
+
+
+def test_mixed_stops_once_enough_mixed_groups_are_kept(tiny):
+    model, tokenizer = tiny
+    result = run_protocol(ProtocolConfig(model="tiny", questions=6, mixed=2, seed=0, max_new_tokens=16,
+                                         variants=["grpo"], fresh_samples=0), model=model, tokenizer=tokenizer,
+                          progress=False)
+    assert int(result.questions["kept"].sum()) == 2 and bool(result.questions["kept"].iloc[-1])
+    assert set(result.protocol["question_id"]) == set(result.questions.loc[result.questions["kept"], "question_id"])
+    with pytest.raises(ValueError, match="mixed must be between 1 and questions"):
+        ProtocolConfig(questions=4, mixed=5).resolved()

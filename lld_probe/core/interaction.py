@@ -54,7 +54,8 @@ def interaction_scores(hidden: torch.Tensor, unembed: torch.Tensor, tokens: torc
     """s(t) = g_t^T (sum_k w_k g_k h_k^T) h_t for every query token; 0 elsewhere. Returns [G, T].
 
     hidden [G, T, d] (aligned: hidden[g, t] predicts tokens[g, t]); unembed [V, d]; tokens [G, T];
-    query_mask [G, T] bool; source_weight [G, T] float (0 = not a source).
+    query_mask [G, T] bool; source_weight [G, T] float (0 = not a source), or [K, G, T] for K weightings
+    of the same sources at once (the vocabulary pass is shared; returns [K, G, T]).
     columns: sorted vocabulary ids that g is restricted to (None = the full vocabulary).
     token_logprobs: log pi(tokens) at this temperature, [G, T]; when given, the softmax normaliser is
     read from it (logit of the sampled token minus its log-prob) instead of a pass over |V|.
@@ -66,15 +67,17 @@ def interaction_scores(hidden: torch.Tensor, unembed: torch.Tensor, tokens: torc
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     dtype = work_dtype(hidden)
     n_groups, length = tokens.shape
-    source_mask = source_weight != 0
+    stacked = source_weight.dim() == 3
+    weightings = source_weight if stacked else source_weight[None]      # [K, G, T]
+    source_mask = (weightings != 0).any(0)
     union_mask = query_mask | source_mask
-    scores = torch.zeros((n_groups, length), dtype=dtype, device=hidden.device)
+    scores = torch.zeros((weightings.shape[0], n_groups, length), dtype=dtype, device=hidden.device)
     if not bool(query_mask.any()) or not bool(source_mask.any()):
-        return scores
+        return scores if stacked else scores[0]
 
     union_hidden = hidden[union_mask].to(dtype)                  # [N_U, d]
     union_tokens = tokens[union_mask]                            # [N_U]
-    union_weight = source_weight[union_mask].to(dtype)           # [N_U]
+    union_weight = weightings[:, union_mask].to(dtype)           # [K, N_U]
     is_source = source_mask[union_mask]
     is_query = query_mask[union_mask]
     source_idx = is_source.nonzero().squeeze(1)
@@ -101,7 +104,7 @@ def interaction_scores(hidden: torch.Tensor, unembed: torch.Tensor, tokens: torc
     if method == "auto":
         method = choose_method(source_idx.numel(), query_idx.numel(), dim)
     chunk = max(1, budget // max(n_union, 1))
-    query_scores = torch.zeros(query_idx.numel(), dtype=dtype, device=hidden.device)
+    query_scores = torch.zeros((weightings.shape[0], query_idx.numel()), dtype=dtype, device=hidden.device)
     prob_products = None
     if method == "pairwise":
         prob_products = torch.zeros((source_idx.numel(), query_idx.numel()), dtype=dtype, device=hidden.device)
@@ -120,14 +123,14 @@ def interaction_scores(hidden: torch.Tensor, unembed: torch.Tensor, tokens: torc
             source_hit = hit[source_idx]
             rows = source_hit.nonzero().squeeze(1)
             source_errors[rows, local[source_idx][rows]] += 1.0
-            # M_c = sum_k w_k g_k h_k^T  (PAPER: M+ = sum over correct tokens g_k h_k^T)
-            matrix = (source_errors * union_weight[source_idx, None]).T @ union_hidden[source_idx]  # [Vc, d]
-            projected = union_hidden[query_idx] @ matrix.T                         # [N_q, Vc] = M_c h_t
-            # s(t) += g_t^T M_c h_t = (M_c h_t)[y_t] - <pi_t, M_c h_t>
-            query_scores -= (probs[query_idx] * projected).sum(1)
-            query_hit = hit[query_idx]
-            rows = query_hit.nonzero().squeeze(1)
-            query_scores[rows] += projected[rows, local[query_idx][rows]]
+            query_rows = hit[query_idx].nonzero().squeeze(1)
+            for weighting, weight in enumerate(union_weight):
+                # M_c = sum_k w_k g_k h_k^T  (PAPER: M+ = sum over correct tokens g_k h_k^T)
+                matrix = (source_errors * weight[source_idx, None]).T @ union_hidden[source_idx]  # [Vc, d]
+                projected = union_hidden[query_idx] @ matrix.T                     # [N_q, Vc] = M_c h_t
+                # s(t) += g_t^T M_c h_t = (M_c h_t)[y_t] - <pi_t, M_c h_t>
+                query_scores[weighting] -= (probs[query_idx] * projected).sum(1)
+                query_scores[weighting, query_rows] += projected[query_rows, local[query_idx][query_rows]]
         else:
             # sum_{v in C} pi_k(v) pi_t(v), accumulated over chunks
             prob_products += probs[source_idx] @ probs[query_idx].T
@@ -144,9 +147,10 @@ def interaction_scores(hidden: torch.Tensor, unembed: torch.Tensor, tokens: torc
         same = (src_tokens[:, None] == qry_tokens[None, :]) & src_in[:, None]
         # PAPER: alpha(k,k') = 1[y_k = y_k'] - pi_k(y_k') - pi_k'(y_k) + <pi_k, pi_k'>
         alpha = same.to(dtype) - p_src_at_qry - p_qry_at_src + prob_products
-        query_scores = ((alpha * (src_hidden @ qry_hidden.T)) * union_weight[source_idx, None]).sum(0)
+        kernel = alpha * (src_hidden @ qry_hidden.T)                              # [N_s, N_q]
+        query_scores = union_weight[:, source_idx] @ kernel                      # [K, N_q]
 
-    flat = scores[union_mask]
-    flat[query_idx] = query_scores
-    scores[union_mask] = flat
-    return scores
+    flat = scores[:, union_mask]
+    flat[:, query_idx] = query_scores
+    scores[:, union_mask] = flat
+    return scores if stacked else scores[0]

@@ -22,7 +22,8 @@ def first_order_logp_change(hidden, unembed, tokens, mask, advantages, *, lr=1.0
                             method="auto", budget=DEFAULT_BUDGET) -> torch.Tensor:
     """Predicted change of log pi(y_g|x) (sequence sum) for every response g after one SGD step.
 
-    advantages: [G] per response or [G, T] per token (e.g. NTHR's eta-scaled advantages).
+    advantages: [G] per response or [G, T] per token (e.g. NTHR's eta-scaled advantages), or [K, G, T]
+    for K updates of the same group at once (returns [K, G]; the vocabulary pass is shared).
     normalizer: "token_mean" (Z = number of response tokens in the group: TRL/verl token-mean loss),
     "sequence_mean" (each response's tokens averaged, then mean over G: Z_i = G * |y_i|, applied per
     source response), or a positive number Z. lr multiplies the result. Returns [G].
@@ -32,6 +33,8 @@ def first_order_logp_change(hidden, unembed, tokens, mask, advantages, *, lr=1.0
     if advantages.dim() == 1:
         check_shape("advantages", advantages, (tokens.shape[0],))
         advantages = advantages[:, None].expand(tokens.shape)
+    elif advantages.dim() == 3:
+        check_shape("advantages", advantages, (advantages.shape[0], *tokens.shape))
     else:
         check_shape("advantages", advantages, tuple(tokens.shape))
     weights = advantages.to(hidden.dtype).masked_fill(~mask, 0.0)
@@ -48,4 +51,4 @@ def first_order_logp_change(hidden, unembed, tokens, mask, advantages, *, lr=1.0
                                    columns=vocab_columns(tokens, mask, vocab),
                                    token_logprobs=token_logprobs, method=method, budget=budget)
     # Delta log pi(y_i) ~ lr / (Z temperature^2) * sum_{t in y_i} sum_k A_k alpha(k,t) <h_k,h_t>
-    return lr / temperature ** 2 * per_token.sum(1)
+    return lr / temperature ** 2 * per_token.sum(-1)

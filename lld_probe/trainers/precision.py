@@ -10,7 +10,8 @@ import torch
 
 class ComputeCopy:
     """master: the float32 model that is updated and scored. compute: the model that samples and
-    runs the update's forward+backward; the master itself unless bf16=True."""
+    runs the update's forward+backward (its gradients are cast onto the master's parameters); the
+    master itself unless bf16=True."""
 
     def __init__(self, master, *, bf16: bool = False):
         self.master = master
@@ -26,11 +27,3 @@ class ComputeCopy:
         if self.separate:
             for target, source in zip(self.compute.parameters(), self.master.parameters()):
                 target.copy_(source)
-
-    def gradients_to_master(self) -> None:
-        """Move the compute copy's gradients onto the master parameters, in float32."""
-        if not self.separate:
-            return
-        for target, source in zip(self.master.parameters(), self.compute.parameters()):
-            target.grad = None if source.grad is None else source.grad.to(target.dtype)
-            source.grad = None

@@ -20,7 +20,7 @@ from ..core import (first_order_logp_change, group_advantages, gwhes, nthr_selec
                     nthr_token_scores, sequence_logprob, success_rate)
 from ..models import load_model, sample_groups
 from ..models.survey import max_new_tokens_for
-from ..probe import build_group_batch, forward_logps, output_embedding_weight, score_group
+from ..probe import ScoredGroup, build_group_batch, forward_logps, output_embedding_weight, score_group
 from ..tasks import format_prompt, get_task
 from .loss import clipped_surrogate_loss
 from .precision import ComputeCopy
@@ -34,7 +34,8 @@ DEFAULT_LR = {"sgd": 1e-3, "adamw": 1e-6}   # sgd 0.05 collapsed the tiny model'
 class ProtocolConfig:
     model: str = "tiny"
     task: str = "arithmetic"
-    questions: int = 32
+    questions: int = 32                        # questions drawn from the task (the most sampled with `mixed`)
+    mixed: int | None = None                   # stop once this many mixed groups are kept (None: all questions)
     seed: int = 0
     group_size: int = 8
     temperature: float = 1.0
@@ -52,7 +53,7 @@ class ProtocolConfig:
     fresh_samples: int | None = None           # None: group_size; 0 disables the fresh-sample check
     bf16: bool = False                         # bf16 copy samples and computes the update's gradient;
                                                # parameters, optimizer and log-likelihoods stay float32
-    sampling_chunk: int = 8                    # questions whose groups are sampled in one generate call (a
+    sampling_chunk: int = 16                   # questions whose groups are sampled in one generate call (a
                                                # decoding step costs about the same for 8 rows as for 64)
 
     def resolved(self) -> "ProtocolConfig":
@@ -63,6 +64,8 @@ class ProtocolConfig:
             raise ValueError(f"group_size must be at least 2, got {self.group_size}")
         if self.questions < 1:
             raise ValueError(f"questions must be at least 1, got {self.questions}")
+        if self.mixed is not None and not 1 <= self.mixed <= self.questions:
+            raise ValueError(f"mixed must be between 1 and questions ({self.questions}), got {self.mixed}")
         if self.sampling_chunk < 1:
             raise ValueError(f"sampling_chunk must be at least 1, got {self.sampling_chunk}")
         values = asdict(self)
@@ -90,6 +93,19 @@ def _make_optimizer(name: str, parameters, lr: float):
     if name == "sgd":
         return torch.optim.SGD(parameters, lr=lr)
     return torch.optim.AdamW(parameters, lr=lr, weight_decay=0.0)
+
+
+def _base_forward(model, copies: ComputeCopy, batch, temperature: float):
+    """(current, old): the group's forward at the base parameters with gradients (the update's), and the
+    old policy's float32 scores with hidden states and entropy. Without a bf16 copy they are one forward
+    (old = its detached values); with one, the float32 master is scored separately."""
+    copies.compute.eval()              # deterministic forwards (no dropout), with gradients for the update
+    if copies.separate:
+        old = score_group(model, batch, temperature=temperature, with_hidden=True, with_entropy=True)
+        return forward_logps(copies.compute, batch, temperature=temperature), old
+    current = forward_logps(model, batch, temperature=temperature, with_hidden=True, with_entropy=True)
+    old = ScoredGroup(current.token_logps.detach(), current.hidden.detach(), current.entropy)
+    return current, old
 
 
 def _pass_rate(task, completions, answer) -> float:
@@ -122,6 +138,8 @@ def run_protocol(config: ProtocolConfig, *, model=None, tokenizer=None, progress
     bar = tqdm(questions, desc="protocol", unit="question", disable=not progress)
     sampled_groups = {}
     for index, question in enumerate(bar):
+        if config.mixed is not None and sum(row["kept"] for row in question_rows) >= config.mixed:
+            break
         prompt = format_prompt(tokenizer, question.prompt)
         if index % config.sampling_chunk == 0:     # the base model samples the groups of the next chunk at once
             chunk = questions[index: index + config.sampling_chunk]
@@ -141,7 +159,8 @@ def run_protocol(config: ProtocolConfig, *, model=None, tokenizer=None, progress
             continue
         batch = build_group_batch([c.prompt_ids for c in group], [c.completion_ids for c in group],
                                   tokenizer.pad_token_id)
-        old = score_group(model, batch, temperature=config.temperature, with_hidden=True, with_entropy=True)
+        # one forward at the base parameters serves the old-policy scores and every variant's gradient
+        current, old = _base_forward(model, copies, batch, config.temperature)
         unembed = output_embedding_weight(model).detach()
         scores = nthr_token_scores(old.hidden, unembed, batch.tokens, batch.mask, correct,
                                    temperature=config.temperature, vocab=config.vocab,
@@ -160,25 +179,32 @@ def run_protocol(config: ProtocolConfig, *, model=None, tokenizer=None, progress
                                                fresh_seed), question.answer)
         negatives = batch.mask & ~correct[:, None]
         nthr_fraction = float(selected[negatives].float().mean()) if negatives.any() else 0.0
-        for variant in config.variants:
-            model.load_state_dict(base_state)
-            copies.sync()
+        updates = {}
+        compute_parameters = list(copies.compute.parameters())
+        for index, variant in enumerate(config.variants):   # every gradient at the base point, from one forward
             per_token, scaled = variant_token_advantages(
                 variant, advantages, batch.mask, correct, selected, config.eta,
                 seed=_question_seed(config.seed, question.question_id, "random"))
-            predicted = first_order_logp_change(old.hidden, unembed, batch.tokens, batch.mask, per_token,
-                                                lr=config.lr, temperature=config.temperature,
-                                                token_logprobs=old.token_logps)
-            copies.compute.eval()          # deterministic forward (no dropout) with gradients
-            optimizer = _make_optimizer(config.optimizer, model.parameters(), config.lr)
-            optimizer.zero_grad(set_to_none=True)
-            current = forward_logps(copies.compute, batch, temperature=config.temperature)
             loss = clipped_surrogate_loss(current.token_logps, old.token_logps, per_token, batch.mask,
                                           clip_eps=config.clip_eps)
-            loss.backward()
-            copies.gradients_to_master()
+            gradients = torch.autograd.grad(loss, compute_parameters, retain_graph=index < len(config.variants) - 1,
+                                            allow_unused=True)
+            updates[variant] = (per_token, scaled, loss.detach(), gradients)
+        del current
+        # first-order predictions of all variants, sharing one pass over the vocabulary
+        predictions = first_order_logp_change(old.hidden, unembed, batch.tokens, batch.mask,
+                                              torch.stack([updates[v][0] for v in config.variants]).to(old.hidden.dtype),
+                                              lr=config.lr, temperature=config.temperature,
+                                              token_logprobs=old.token_logps)
+        for variant, predicted in zip(config.variants, predictions):
+            per_token, scaled, loss, gradients = updates.pop(variant)
+            model.load_state_dict(base_state)
+            optimizer = _make_optimizer(config.optimizer, model.parameters(), config.lr)
+            for parameter, gradient in zip(model.parameters(), gradients):
+                parameter.grad = None if gradient is None else gradient.to(parameter.dtype)
             optimizer.step()
-            del optimizer, current
+            del optimizer, gradients
+            model.zero_grad(set_to_none=True)
             copies.sync()
             after = score_group(model, batch, temperature=config.temperature)
             logp_after = sequence_logprob(after.token_logps, batch.mask)
