@@ -170,7 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     protocol.add_argument("--bf16", action="store_true", help="bf16 copy for sampling and the update gradient (float32 parameters and log-likelihoods)")
     protocol.add_argument("--mixed", type=int, default=None,
                           help="stop once this many mixed groups are kept (--questions is then the most sampled)")
-    protocol.add_argument("--sampling-chunk", type=int, default=16,
+    protocol.add_argument("--sampling-chunk", type=int, default=8,
                           help="questions whose groups are sampled in one generate call")
     protocol.add_argument("--out", default=None)
     protocol.set_defaults(func=_protocol)

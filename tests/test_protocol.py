@@ -142,9 +142,11 @@ def test_bf16_compute_copy_keeps_a_float32_master(tiny):
     assert result.config.bf16
 
 
-def test_shared_forward_updates_equal_an_independent_one_step_update(run, tiny):
-    """The protocol takes every variant's gradient from one forward at the base point (and scores groups
-    with their prompt computed once); a plain forward, backward and SGD step on a copy must agree."""
+@pytest.mark.parametrize("variant", ["grpo", "nthr", "pos_only"])
+def test_shared_forward_updates_equal_an_independent_one_step_update(run, tiny, variant):
+    """The protocol takes the variants' gradients from forwards of the correct and incorrect rows at the
+    base point, sharing backwards between variants (and scores groups with their prompt computed once);
+    a plain forward, backward and SGD step of the whole group on a copy must agree."""
     import copy
 
     from lld_probe.core import group_advantages, sequence_logprob
@@ -162,11 +164,15 @@ def test_shared_forward_updates_equal_an_independent_one_step_update(run, tiny):
     rows = tokens[tokens["question_id"] == question_id].sort_values(["response_index", "position"])
     completions = [group["token_id"].tolist() for _, group in rows.groupby("response_index", sort=True)]
     batch = build_group_batch([prompt_ids] * len(completions), completions, tokenizer.pad_token_id)
-    grpo = responses[(responses["question_id"] == question_id) & (responses["variant"] == "grpo")]
+    grpo = responses[(responses["question_id"] == question_id) & (responses["variant"] == variant)]
     grpo = grpo.sort_values("response_index")
     correct = torch.tensor(grpo["correct"].to_numpy())
-    per_token, _ = variant_token_advantages("grpo", group_advantages(correct.float(), len(completions)),
-                                            batch.mask, correct, torch.zeros_like(batch.mask), "zero")
+    selected = torch.zeros_like(batch.mask)
+    for (response, position), value in rows.set_index(["response_index", "position"])["selected"].items():
+        selected[response, position] = bool(value)
+    per_token, _ = variant_token_advantages(variant, group_advantages(correct.float(), len(completions)),
+                                            batch.mask, correct, selected, "zero")
+    assert variant != "nthr" or selected.any()        # NTHR differs from GRPO on this question
     updated = copy.deepcopy(model).eval()
     scored = forward_logps(updated, batch, share_prompt=False)
     clipped_surrogate_loss(scored.token_logps, scored.token_logps.detach(), per_token, batch.mask).backward()

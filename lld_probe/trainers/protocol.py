@@ -20,9 +20,9 @@ from ..core import (first_order_logp_change, group_advantages, gwhes, nthr_selec
                     nthr_token_scores, sequence_logprob, success_rate)
 from ..models import load_model, sample_groups
 from ..models.survey import max_new_tokens_for
-from ..probe import ScoredGroup, build_group_batch, forward_logps, output_embedding_weight, score_group
+from ..probe import build_group_batch, output_embedding_weight, score_group
 from ..tasks import format_prompt, get_task
-from .loss import clipped_surrogate_loss
+from .group_gradients import merge_scores, subset_forwards, weighting_gradients
 from .precision import ComputeCopy
 from .variants import check_variants, variant_token_advantages
 
@@ -53,7 +53,7 @@ class ProtocolConfig:
     fresh_samples: int | None = None           # None: group_size; 0 disables the fresh-sample check
     bf16: bool = False                         # bf16 copy samples and computes the update's gradient;
                                                # parameters, optimizer and log-likelihoods stay float32
-    sampling_chunk: int = 16                   # questions whose groups are sampled in one generate call (a
+    sampling_chunk: int = 8                    # questions whose groups are sampled in one generate call (a
                                                # decoding step costs about the same for 8 rows as for 64)
 
     def resolved(self) -> "ProtocolConfig":
@@ -95,17 +95,18 @@ def _make_optimizer(name: str, parameters, lr: float):
     return torch.optim.AdamW(parameters, lr=lr, weight_decay=0.0)
 
 
-def _base_forward(model, copies: ComputeCopy, batch, temperature: float):
-    """(current, old): the group's forward at the base parameters with gradients (the update's), and the
-    old policy's float32 scores with hidden states and entropy. Without a bf16 copy they are one forward
-    (old = its detached values); with one, the float32 master is scored separately."""
+def _base_forwards(model, copies: ComputeCopy, batch, correct, temperature: float):
+    """(forwards, old): forwards with gradients at the base parameters of the correct and of the incorrect
+    rows (the update's), and the old policy's float32 scores with hidden states and entropy. Without a
+    bf16 copy the old scores are those forwards' detached values; with one, the float32 master is scored
+    separately."""
     copies.compute.eval()              # deterministic forwards (no dropout), with gradients for the update
+    subsets = [correct.nonzero().flatten(), (~correct).nonzero().flatten()]
     if copies.separate:
         old = score_group(model, batch, temperature=temperature, with_hidden=True, with_entropy=True)
-        return forward_logps(copies.compute, batch, temperature=temperature), old
-    current = forward_logps(model, batch, temperature=temperature, with_hidden=True, with_entropy=True)
-    old = ScoredGroup(current.token_logps.detach(), current.hidden.detach(), current.entropy)
-    return current, old
+        return subset_forwards(copies.compute, batch, subsets, temperature=temperature, with_scores=False), old
+    forwards = subset_forwards(model, batch, subsets, temperature=temperature, with_scores=True)
+    return forwards, merge_scores(forwards, batch)
 
 
 def _pass_rate(task, completions, answer) -> float:
@@ -159,8 +160,9 @@ def run_protocol(config: ProtocolConfig, *, model=None, tokenizer=None, progress
             continue
         batch = build_group_batch([c.prompt_ids for c in group], [c.completion_ids for c in group],
                                   tokenizer.pad_token_id)
-        # one forward at the base parameters serves the old-policy scores and every variant's gradient
-        current, old = _base_forward(model, copies, batch, config.temperature)
+        # forwards at the base parameters, correct and incorrect rows apart: the old-policy scores and
+        # every variant's gradient (the variants differ on the incorrect rows only)
+        forwards, old = _base_forwards(model, copies, batch, correct, config.temperature)
         unembed = output_embedding_weight(model).detach()
         scores = nthr_token_scores(old.hidden, unembed, batch.tokens, batch.mask, correct,
                                    temperature=config.temperature, vocab=config.vocab,
@@ -179,18 +181,14 @@ def run_protocol(config: ProtocolConfig, *, model=None, tokenizer=None, progress
                                                fresh_seed), question.answer)
         negatives = batch.mask & ~correct[:, None]
         nthr_fraction = float(selected[negatives].float().mean()) if negatives.any() else 0.0
-        updates = {}
-        compute_parameters = list(copies.compute.parameters())
-        for index, variant in enumerate(config.variants):   # every gradient at the base point, from one forward
-            per_token, scaled = variant_token_advantages(
-                variant, advantages, batch.mask, correct, selected, config.eta,
-                seed=_question_seed(config.seed, question.question_id, "random"))
-            loss = clipped_surrogate_loss(current.token_logps, old.token_logps, per_token, batch.mask,
-                                          clip_eps=config.clip_eps)
-            gradients = torch.autograd.grad(loss, compute_parameters, retain_graph=index < len(config.variants) - 1,
-                                            allow_unused=True)
-            updates[variant] = (per_token, scaled, loss.detach(), gradients)
-        del current
+        weightings = {variant: variant_token_advantages(
+            variant, advantages, batch.mask, correct, selected, config.eta,
+            seed=_question_seed(config.seed, question.question_id, "random")) for variant in config.variants}
+        gradients = weighting_gradients(list(copies.compute.parameters()), forwards, old.token_logps,
+                                        {v: per_token for v, (per_token, _) in weightings.items()}, batch.mask,
+                                        clip_eps=config.clip_eps)
+        updates = {v: (*weightings[v], *gradients[v]) for v in config.variants}
+        del forwards, gradients
         # first-order predictions of all variants, sharing one pass over the vocabulary
         predictions = first_order_logp_change(old.hidden, unembed, batch.tokens, batch.mask,
                                               torch.stack([updates[v][0] for v in config.variants]).to(old.hidden.dtype),
@@ -200,7 +198,7 @@ def run_protocol(config: ProtocolConfig, *, model=None, tokenizer=None, progress
             per_token, scaled, loss, gradients = updates.pop(variant)
             model.load_state_dict(base_state)
             optimizer = _make_optimizer(config.optimizer, model.parameters(), config.lr)
-            for parameter, gradient in zip(model.parameters(), gradients):
+            for parameter, gradient in zip(model.parameters(), gradients or []):   # None: no update
                 parameter.grad = None if gradient is None else gradient.to(parameter.dtype)
             optimizer.step()
             del optimizer, gradients
@@ -224,7 +222,7 @@ def run_protocol(config: ProtocolConfig, *, model=None, tokenizer=None, progress
                 "gwhes": question_gwhes, "tau": tau,
                 "selected_fraction": float(scaled[negatives].float().mean()) if negatives.any() else 0.0,
                 "nthr_selected_fraction": nthr_fraction,
-                "pass_rate_before": pass_before, "pass_rate_after": pass_after, "loss": float(loss.detach()),
+                "pass_rate_before": pass_before, "pass_rate_after": pass_after, "loss": float(loss),
             })
             for index, completion in enumerate(group):
                 response_rows.append({
