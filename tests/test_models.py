@@ -5,7 +5,7 @@ import torch
 
 from lld_probe.models import greedy_completions, load_model, sample_groups
 from lld_probe.models import smollm2
-from lld_probe.tasks import ArithmeticTask, format_prompt
+from lld_probe.tasks import ArithmeticTask, format_prompt, get_task
 
 
 @pytest.fixture(scope="module")
@@ -81,3 +81,36 @@ def test_smollm2_loads_and_generates():
     assert "<|im_start|>assistant" in prompt
     groups = sample_groups(model, tokenizer, [prompt], group_size=2, max_new_tokens=12, seed=0)
     assert all(c.text.strip() for c in groups[0])
+
+
+def test_shared_prompt_decoding_equals_transformers_generate_when_greedy():
+    """lld_probe's decoding loop (prompt once, cache repeated per row, finished rows dropped, positions
+    from the left padding) must give exactly transformers' greedy continuations."""
+    from lld_probe.models.generation import _encode_prompts, decode_rows
+    model, tokenizer = load_model("tiny")
+    model.eval()
+    prompts = [format_prompt(tokenizer, q.prompt) for name in ("arithmetic", "arithmetic2", "arithmetic3")
+               for q in get_task(name).questions(2, seed=3)]
+    prompt_ids, prompt_mask = _encode_prompts(tokenizer, prompts)
+    assert len(set(prompt_mask.sum(1).tolist())) > 1                 # left padding is exercised
+    rows = decode_rows(model, prompt_ids, prompt_mask, group_size=2, temperature=None, max_new_tokens=16,
+                       eos_id=tokenizer.eos_token_id)
+    expected = [c.completion_ids for c in greedy_completions(model, tokenizer, prompts, max_new_tokens=16)]
+    assert rows[::2] == expected and rows[1::2] == expected
+    assert any(len(r) < 16 for r in expected) and any(r[-1] == tokenizer.eos_token_id for r in expected)
+
+
+def test_sampling_engines_agree_in_distribution():
+    model, tokenizer = load_model("tiny")
+    prompt = format_prompt(tokenizer, get_task("arithmetic").questions(1, seed=0)[0].prompt)
+    counts = {}
+    for engine in ("shared", "hf"):
+        group = sample_groups(model, tokenizer, [prompt], group_size=400, max_new_tokens=1, seed=1, engine=engine)[0]
+        first = torch.tensor([c.completion_ids[0] for c in group])
+        counts[engine] = torch.bincount(first, minlength=tokenizer.vocab_size if hasattr(tokenizer, "vocab_size") else 128).double()
+    with torch.no_grad():
+        ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)["input_ids"]
+        probs = torch.softmax(model(input_ids=ids).logits[0, -1].double(), -1)
+    for engine, count in counts.items():      # first-token frequencies within 4 standard errors of the model's probabilities
+        frequency = count[: probs.numel()] / 400
+        assert ((frequency - probs).abs() <= 4 * (probs * (1 - probs) / 400).sqrt() + 1e-9).all(), engine

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -38,10 +39,18 @@ def _split(tokenizer, prompt_ids, prompt_mask, output, eos_id):
 
 @torch.no_grad()
 def sample_groups(model, tokenizer, prompts: list[str], *, group_size: int = 8, temperature: float = 1.0,
-                  max_new_tokens: int = 32, seed: int = 0, batch_prompts: int = 8) -> list[list[Completion]]:
-    """group_size samples per prompt at `temperature` (pure sampling: top_k=0, top_p=1), seeded."""
+                  max_new_tokens: int = 32, seed: int = 0, batch_prompts: int = 8,
+                  engine: str = "shared") -> list[list[Completion]]:
+    """group_size samples per prompt at `temperature` (pure sampling: top_k=0, top_p=1), seeded.
+
+    engine "shared": each prompt is computed once (its KV cache repeated for the group) and rows leave
+    the batch when they emit eos (lld_probe's decoding loop, a torch.Generator per call); "hf":
+    transformers' generate with the prompt repeated per sample (the engine of the committed survey and
+    tiny-model numbers). Both sample from the same distribution; their random streams differ."""
     if group_size < 1:
         raise ValueError(f"group_size must be >= 1, got {group_size}")
+    if engine not in ("shared", "hf"):
+        raise ValueError(f"engine must be 'shared' or 'hf', got {engine!r}")
     if not prompts:
         return []
     eos_id = tokenizer.eos_token_id
@@ -50,21 +59,77 @@ def sample_groups(model, tokenizer, prompts: list[str], *, group_size: int = 8, 
     groups = []
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
+    generator = torch.Generator(device=model.device).manual_seed(seed)
     try:
         for start in range(0, len(prompts), batch_prompts):
             chunk = prompts[start:start + batch_prompts]
             prompt_ids, prompt_mask = _encode_prompts(tokenizer, chunk)
-            output = model.generate(input_ids=prompt_ids.to(model.device), attention_mask=prompt_mask.to(model.device),
-                                    do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
-                                    max_new_tokens=max_new_tokens, num_return_sequences=group_size,
-                                    pad_token_id=tokenizer.pad_token_id, eos_token_id=eos_id)
-            flat = _split(tokenizer, prompt_ids.repeat_interleave(group_size, 0),
-                          prompt_mask.repeat_interleave(group_size, 0), output.cpu(), eos_id)
+            if engine == "shared":
+                rows = decode_rows(model, prompt_ids, prompt_mask, group_size=group_size, temperature=temperature,
+                                   max_new_tokens=max_new_tokens, eos_id=eos_id, generator=generator)
+                flat = [_completion(tokenizer, prompt_ids[i // group_size][prompt_mask[i // group_size].bool()].tolist(),
+                                    row) for i, row in enumerate(rows)]
+            else:
+                output = model.generate(input_ids=prompt_ids.to(model.device),
+                                        attention_mask=prompt_mask.to(model.device),
+                                        do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
+                                        max_new_tokens=max_new_tokens, num_return_sequences=group_size,
+                                        pad_token_id=tokenizer.pad_token_id, eos_token_id=eos_id)
+                flat = _split(tokenizer, prompt_ids.repeat_interleave(group_size, 0),
+                              prompt_mask.repeat_interleave(group_size, 0), output.cpu(), eos_id)
             groups += [flat[i:i + group_size] for i in range(0, len(flat), group_size)]
     finally:
         torch.random.set_rng_state(generator_state)
         model.train(was_training)
     return groups
+
+
+def _completion(tokenizer, prompt: list[int], tokens: list[int]) -> Completion:
+    return Completion(prompt, tokens, tokenizer.decode(tokens, skip_special_tokens=True))
+
+
+@torch.no_grad()
+def decode_rows(model, prompt_ids, prompt_mask, *, group_size: int, temperature: float | None,
+                max_new_tokens: int, eos_id: int | None, generator=None) -> list[list[int]]:
+    """Decode group_size continuations of each left-padded prompt [P, L]; temperature None is greedy.
+    Returns P * group_size token lists (prompt-major), each up to and including eos. The prompts run
+    once through the model; their cache is repeated per row, and finished rows leave the batch."""
+    device = model.device
+    parameters = set(inspect.signature(model.forward).parameters)
+    cache_argument = "cache" if "cache" in parameters else "past_key_values"
+    prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
+    positions = (prompt_mask.long().cumsum(-1) - 1).clamp(min=0)     # left padding: real tokens count from 0
+    output = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions, use_cache=True,
+                   logits_to_keep=1)
+    cache = output.get("cache")
+    cache = output.get("past_key_values") if cache is None else cache
+    cache.batch_repeat_interleave(group_size)
+    logits = output.logits[:, -1].repeat_interleave(group_size, 0)
+    mask = prompt_mask.repeat_interleave(group_size, 0)
+    next_position = positions[:, -1].repeat_interleave(group_size) + 1
+    active = torch.arange(logits.shape[0], device=device)
+    rows = [[] for _ in range(logits.shape[0])]
+    for step in range(max_new_tokens):
+        if temperature is None:
+            tokens = logits.argmax(-1)
+        else:
+            probs = torch.softmax(logits.float() / temperature, dim=-1)
+            tokens = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+        for row, token in zip(active.tolist(), tokens.tolist()):
+            rows[row].append(token)
+        alive = tokens != eos_id if eos_id is not None else torch.ones_like(tokens, dtype=torch.bool)
+        if step == max_new_tokens - 1 or not bool(alive.any()):
+            break
+        if not bool(alive.all()):             # finished rows leave the batch (and the cache)
+            keep = alive.nonzero().squeeze(1)
+            cache.batch_select_indices(keep)
+            active, tokens, mask, next_position = active[keep], tokens[keep], mask[keep], next_position[keep]
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        output = model(input_ids=tokens[:, None], attention_mask=mask, position_ids=next_position[:, None],
+                       use_cache=True, **{cache_argument: cache})
+        logits = output.logits[:, -1]
+        next_position = next_position + 1
+    return rows
 
 
 @torch.no_grad()

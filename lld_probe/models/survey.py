@@ -19,7 +19,7 @@ def survey(model, tokenizer, task, *, n_questions=32, group_size=8, temperature=
     questions = task.questions(n_questions, seed=seed)
     prompts = [format_prompt(tokenizer, q.prompt) for q in questions]
     groups = sample_groups(model, tokenizer, prompts, group_size=group_size, temperature=temperature,
-                           max_new_tokens=max_new_tokens, seed=seed)
+                           max_new_tokens=max_new_tokens, seed=seed, engine="hf")   # the README's survey numbers
     correct_counts = [sum(task.reward(c.text, q.answer).reward for c in group) for q, group in zip(questions, groups)]
     result = {"questions": len(questions), "group_size": group_size, "temperature": temperature,
               "mixed_share": sum(0 < n < group_size for n in correct_counts) / len(questions),

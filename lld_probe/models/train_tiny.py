@@ -36,7 +36,7 @@ def training_pairs(task: ArithmeticTask, tokenizer, seed: int) -> list[tuple[str
 
 def sampled_accuracy(model, tokenizer, task, questions, seed):
     prompts = [format_prompt(tokenizer, q.prompt) for q in questions]
-    groups = sample_groups(model, tokenizer, prompts, group_size=8, temperature=1.0, max_new_tokens=24,
+    groups = sample_groups(model, tokenizer, prompts, group_size=8, temperature=1.0, max_new_tokens=24, engine="hf",
                            seed=seed, batch_prompts=32)
     rewards = [[task.reward(c.text, q.answer).reward for c in group] for q, group in zip(questions, groups)]
     accuracy = sum(map(sum, rewards)) / (8 * len(rewards))
