@@ -12,7 +12,7 @@ ALL_VARIANTS = ["grpo", "pos_only", "random", "nthr"]
 
 # sized to the budgets of issue 6 on a 2-core CPU: <= 15 min (smollm2), <= 2 min (tiny)
 DEMO_SETTINGS = {
-    False: {"model": "smollm2", "questions": 8, "train_steps": 4, "prompts_per_step": 2, "eval_every": 4,
+    False: {"model": "smollm2", "questions": 16, "train_steps": 4, "prompts_per_step": 2, "eval_every": 4,
             "eval_questions": 8},
     True: {"model": "tiny", "questions": 24, "train_steps": 12, "prompts_per_step": 4, "eval_every": 4,
            "eval_questions": None},

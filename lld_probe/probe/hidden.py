@@ -35,6 +35,8 @@ def capture_backbone_hidden(model):
     """Record the backbone's last_hidden_state [B, L, d] (after the final norm, i.e. the lm_head input) on
     every forward inside the block. Unlike capture_final_hidden it also sees forwards that never call
     lm_head as a module, such as TRL's fused LM head (which runs model.base_model, then tiles lm_head)."""
+    if hasattr(model, "get_base_model"):      # a PEFT wrapper: the transformers model inside it
+        model = model.get_base_model()
     backbone = getattr(model, "base_model", None)
     if backbone is None or backbone is model:
         raise ValueError(f"{type(model).__name__} exposes no separate backbone (model.base_model) to hook")

@@ -204,8 +204,13 @@ class LikelihoodProbeMixin:
             logps, entropies, *rest = super()._get_per_token_logps_and_entropies(
                 model, input_ids, attention_mask, logits_to_keep, *args, **{**kwargs, "compute_entropy": True})
         start = time.perf_counter()
+        states = captured.get("hidden")
+        if states is None or states.dim() != 3 or tuple(states.shape[:2]) != tuple(input_ids.shape):
+            raise RuntimeError(f"the backbone hook saw {None if states is None else tuple(states.shape)} for inputs "
+                               f"{tuple(input_ids.shape)}: this model's loss forward cannot give the old policy's "
+                               f"hidden states; set probe_reuse_training_forward=False")
         # the state at position t-1 predicts token t: completion token j is predicted at L - logits_to_keep - 1 + j
-        hidden = captured["hidden"][:, -logits_to_keep - 1:-1]
+        hidden = states[:, -logits_to_keep - 1:-1]
         self._lld_old_policy_from_loss(inputs, logps.detach(), entropies.detach(), hidden, logits_to_keep)
         self.probe_seconds += time.perf_counter() - start
         return (logps, entropies, *rest)
@@ -213,7 +218,9 @@ class LikelihoodProbeMixin:
     def log(self, logs, start_time=None):
         super().log(logs, start_time)
         if self.state.log_history:
+            start = time.perf_counter()
             self.store.append_scalars(self.state.global_step, self.state.log_history[-1])
+            self.probe_seconds += time.perf_counter() - start
 
     # --- the probes ----------------------------------------------------------------------------------
     def _pad_id(self) -> int:
@@ -485,7 +492,9 @@ class _ProbeCallback(TrainerCallback):
         self.trainer = trainer
 
     def on_train_begin(self, args, state, control, **kwargs):
+        start = time.perf_counter()
         self.trainer._lld_train_begin()
+        self.trainer.probe_seconds += time.perf_counter() - start
 
     def on_step_end(self, args, state, control, **kwargs):
         trainer = self.trainer
