@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
 
 import torch
+
+from .kv_cache import prefill_repeated, supports_prefill, with_cache
 
 
 @dataclass
@@ -95,15 +96,14 @@ def decode_rows(model, prompt_ids, prompt_mask, *, group_size: int, temperature:
     Returns P * group_size token lists (prompt-major), each up to and including eos. The prompts run
     once through the model; their cache is repeated per row, and finished rows leave the batch."""
     device = model.device
-    parameters = set(inspect.signature(model.forward).parameters)
-    cache_argument = "cache" if "cache" in parameters else "past_key_values"
+    if not supports_prefill(model):
+        raise ValueError(f"{type(model).__name__}.forward takes no KV cache / logits_to_keep: use engine='hf'")
     prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
     positions = (prompt_mask.long().cumsum(-1) - 1).clamp(min=0)     # left padding: real tokens count from 0
-    output = model(input_ids=prompt_ids, attention_mask=prompt_mask, position_ids=positions, use_cache=True,
-                   logits_to_keep=1)
-    cache = output.get("cache")
-    cache = output.get("past_key_values") if cache is None else cache
-    cache.batch_repeat_interleave(group_size)
+    output, cache = prefill_repeated(model, prompt_ids, group_size, attention_mask=prompt_mask,
+                                     position_ids=positions)
+    if cache is None:
+        raise ValueError("the model returned no KV cache (gradient checkpointing?): use engine='hf'")
     logits = output.logits[:, -1].repeat_interleave(group_size, 0)
     mask = prompt_mask.repeat_interleave(group_size, 0)
     next_position = positions[:, -1].repeat_interleave(group_size) + 1
@@ -126,7 +126,7 @@ def decode_rows(model, prompt_ids, prompt_mask, *, group_size: int, temperature:
             active, tokens, mask, next_position = active[keep], tokens[keep], mask[keep], next_position[keep]
         mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
         output = model(input_ids=tokens[:, None], attention_mask=mask, position_ids=next_position[:, None],
-                       use_cache=True, **{cache_argument: cache})
+                       use_cache=True, **with_cache(model, cache))
         logits = output.logits[:, -1]
         next_position = next_position + 1
     return rows

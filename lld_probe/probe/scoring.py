@@ -3,13 +3,13 @@ the final hidden states that predict them and the next-token entropy."""
 
 from __future__ import annotations
 
-import inspect
 from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 
 from ..core import token_entropy, token_logprobs
+from ..models.kv_cache import forward_parameters, prefill_repeated, supports_prefill, with_cache
 from .batch import GroupBatch
 from .hidden import capture_final_hidden
 
@@ -35,7 +35,7 @@ def forward_logps(model, batch: GroupBatch, *, temperature: float = 1.0, with_hi
             hidden = captured["hidden"] if with_hidden else None
         else:
             # output layer only on the positions that predict completion tokens
-            first = batch.first_predicting_position() if "logits_to_keep" in _forward_parameters(model) else 0
+            first = batch.first_predicting_position() if "logits_to_keep" in forward_parameters(model) else 0
             extra = {"logits_to_keep": batch.input_ids.shape[1] - first} if first else {}
             outputs = model(input_ids=batch.input_ids.to(device), attention_mask=batch.attention_mask.to(device),
                             use_cache=False, **extra)
@@ -48,31 +48,22 @@ def forward_logps(model, batch: GroupBatch, *, temperature: float = 1.0, with_hi
     return ScoredGroup(logps, hidden, entropy)
 
 
-def _forward_parameters(model) -> set:
-    return set(inspect.signature(model.forward).parameters)
-
-
 def _forward_shared_prompt(model, batch: GroupBatch, device):
     """For a group whose rows share one prompt: the prompt once (all but its last token, into a KV cache
     repeated for every row), then each row's last prompt token and completion. Column j of the returned
     logits [B, T, V] predicts tokens[:, j] (the state at t-1 predicts token t), as in a forward of the full
     rows, with the prompt computed once instead of B times. None when the batch or model does not allow it."""
-    parameters = _forward_parameters(model)
-    cache_argument = "cache" if "cache" in parameters else "past_key_values"
     prompt_length = int(batch.prompt_lengths[0])
-    if (batch.size < 2 or prompt_length < 2 or "logits_to_keep" not in parameters or cache_argument not in parameters
+    if (batch.size < 2 or prompt_length < 2 or not supports_prefill(model)
             or not bool((batch.prompt_lengths == prompt_length).all())
             or not bool((batch.input_ids[:, :prompt_length] == batch.input_ids[:1, :prompt_length]).all())):
         return None
-    prefix = model(input_ids=batch.input_ids[:1, : prompt_length - 1].to(device), use_cache=True, logits_to_keep=1)
-    cache = prefix.get("cache")
-    cache = prefix.get("past_key_values") if cache is None else cache
-    if cache is None or not hasattr(cache, "batch_repeat_interleave"):
-        return None                   # e.g. gradient checkpointing turns the cache off
-    cache.batch_repeat_interleave(batch.size)
+    _, cache = prefill_repeated(model, batch.input_ids[:1, : prompt_length - 1].to(device), batch.size)
+    if cache is None:
+        return None
     rows = torch.cat([batch.input_ids[:, prompt_length - 1: prompt_length], batch.tokens[:, :-1]], dim=1)
     # right padding of short completions only reaches positions after their last token (causal attention)
-    return model(input_ids=rows.to(device), use_cache=True, **{cache_argument: cache}).logits
+    return model(input_ids=rows.to(device), use_cache=True, **with_cache(model, cache)).logits
 
 
 @torch.no_grad()

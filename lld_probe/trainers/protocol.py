@@ -115,11 +115,12 @@ def _pass_rate(task, completions, answer) -> float:
     return sum(task.reward(c.text, answer).reward for c in completions) / len(completions)
 
 
-def _sample(model, tokenizer, prompt, count, config, seed):
+def _sample(model, tokenizer, prompts, count, config, seed):
+    """count samples for each prompt, at the protocol's temperature and length."""
     if count == 0:
-        return []
-    return sample_groups(model, tokenizer, [prompt], group_size=count, temperature=config.temperature,
-                         max_new_tokens=config.max_new_tokens, seed=seed)[0]
+        return [[] for _ in prompts]
+    return sample_groups(model, tokenizer, prompts, group_size=count, temperature=config.temperature,
+                         max_new_tokens=config.max_new_tokens, seed=seed, batch_prompts=len(prompts))
 
 
 def run_protocol(config: ProtocolConfig, *, model=None, tokenizer=None, progress: bool = True) -> ProtocolResult:
@@ -144,10 +145,8 @@ def run_protocol(config: ProtocolConfig, *, model=None, tokenizer=None, progress
         prompt = format_prompt(tokenizer, question.prompt)
         if index % config.sampling_chunk == 0:     # the base model samples the groups of the next chunk at once
             chunk = questions[index: index + config.sampling_chunk]
-            groups = sample_groups(copies.compute, tokenizer, [format_prompt(tokenizer, q.prompt) for q in chunk],
-                                   group_size=config.group_size, temperature=config.temperature,
-                                   max_new_tokens=config.max_new_tokens, batch_prompts=len(chunk),
-                                   seed=_question_seed(config.seed, chunk[0].question_id, "group"))
+            groups = _sample(copies.compute, tokenizer, [format_prompt(tokenizer, q.prompt) for q in chunk],
+                             config.group_size, config, _question_seed(config.seed, chunk[0].question_id, "group"))
             sampled_groups = {index + offset: g for offset, g in enumerate(groups)}
         group = sampled_groups.pop(index)
         rewards = [task.reward(c.text, question.answer) for c in group]
@@ -177,8 +176,8 @@ def run_protocol(config: ProtocolConfig, *, model=None, tokenizer=None, progress
         lengths = batch.mask.sum(1)
         fresh_seed = _question_seed(config.seed, question.question_id, "fresh")
         # fresh samples before and after share one seed (common random numbers: a paired pass-rate change)
-        pass_before = _pass_rate(task, _sample(copies.compute, tokenizer, prompt, config.fresh_samples, config,
-                                               fresh_seed), question.answer)
+        pass_before = _pass_rate(task, _sample(copies.compute, tokenizer, [prompt], config.fresh_samples, config,
+                                               fresh_seed)[0], question.answer)
         negatives = batch.mask & ~correct[:, None]
         nthr_fraction = float(selected[negatives].float().mean()) if negatives.any() else 0.0
         weightings = {variant: variant_token_advantages(
@@ -208,8 +207,8 @@ def run_protocol(config: ProtocolConfig, *, model=None, tokenizer=None, progress
             logp_after = sequence_logprob(after.token_logps, batch.mask)
             delta = logp_after.double() - logp_before.double()   # float64: delta_sum equals the stored difference
             delta_mean = delta / lengths.clamp(min=1)
-            pass_after = _pass_rate(task, _sample(copies.compute, tokenizer, prompt, config.fresh_samples, config,
-                                                  fresh_seed), question.answer)
+            pass_after = _pass_rate(task, _sample(copies.compute, tokenizer, [prompt], config.fresh_samples, config,
+                                                  fresh_seed)[0], question.answer)
             selected_fraction = (scaled.sum(1).float() / lengths.clamp(min=1)).masked_fill(correct, 0.0)
             protocol_rows.append({
                 "question_id": question.question_id, "variant": variant, "group_size": config.group_size,
