@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from lld_probe.core import align_next_token, token_logprobs
@@ -5,13 +6,14 @@ from lld_probe.models import load_model
 from lld_probe.probe import build_group_batch, capture_final_hidden, output_embedding_weight, score_group
 
 
-def test_response_layout_and_alignment_against_full_sequence_scoring():
+@pytest.mark.parametrize("layout", ["packed", "shared_prompt", "rows"])
+def test_response_layout_and_alignment_against_full_sequence_scoring(layout):
     model, tokenizer = load_model("tiny")
     prompts = [[5, 6, 7, 8], [5, 6, 7, 8], [9, 10]]
     completions = [[20, 21, 22], [30], [40, 41, 42, 43]]
     batch = build_group_batch(prompts, completions, tokenizer.pad_token_id)
     assert batch.tokens.tolist() == [[20, 21, 22, 0], [30, 0, 0, 0], [40, 41, 42, 43]]
-    scored = score_group(model, batch, with_hidden=True, with_entropy=True)
+    scored = score_group(model, batch, with_hidden=True, with_entropy=True, layout=layout)
     for row, (prompt, completion) in enumerate(zip(prompts, completions)):
         ids = torch.tensor([prompt + completion])
         with torch.no_grad(), capture_final_hidden(model) as captured:
@@ -39,7 +41,8 @@ def test_empty_group_and_prompt_are_errors():
         build_group_batch([[]], [[1]], 0)
 
 
-def test_shared_prompt_forward_equals_full_rows_in_values_hidden_states_and_gradients():
+@pytest.mark.parametrize("layout", ["shared_prompt", "packed"])
+def test_shared_prompt_forward_equals_full_rows_in_values_hidden_states_and_gradients(layout):
     from lld_probe.probe import forward_logps
     model, tokenizer = load_model("tiny")
     model.eval()
@@ -47,12 +50,12 @@ def test_shared_prompt_forward_equals_full_rows_in_values_hidden_states_and_grad
     completions = [[20, 21, 22], [30], [40, 41, 42, 43], [50, 51]]
     batch = build_group_batch([prompt] * 4, completions, tokenizer.pad_token_id)
     results = {}
-    for share in (True, False):
+    for name in (layout, "rows"):
         model.zero_grad(set_to_none=True)
-        scored = forward_logps(model, batch, with_hidden=True, with_entropy=True, share_prompt=share)
+        scored = forward_logps(model, batch, with_hidden=True, with_entropy=True, layout=name)
         (scored.token_logps * torch.arange(1.0, 5.0)[:, None]).sum().backward()
-        results[share] = (scored, {name: p.grad.clone() for name, p in model.named_parameters()})
-    (shared, shared_grads), (full, full_grads) = results[True], results[False]
+        results[name] = (scored, {name: p.grad.clone() for name, p in model.named_parameters()})
+    (shared, shared_grads), (full, full_grads) = results[layout], results["rows"]
     torch.testing.assert_close(shared.token_logps, full.token_logps, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(shared.hidden[batch.mask], full.hidden[batch.mask], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(shared.entropy, full.entropy, rtol=1e-5, atol=1e-5)

@@ -174,11 +174,11 @@ def test_shared_forward_updates_equal_an_independent_one_step_update(run, tiny, 
                                             batch.mask, correct, selected, "zero")
     assert variant != "nthr" or selected.any()        # NTHR differs from GRPO on this question
     updated = copy.deepcopy(model).eval()
-    scored = forward_logps(updated, batch, share_prompt=False)
+    scored = forward_logps(updated, batch, layout="rows")
     clipped_surrogate_loss(scored.token_logps, scored.token_logps.detach(), per_token, batch.mask).backward()
     torch.optim.SGD(updated.parameters(), lr=CONFIG.resolved().lr).step()
     with torch.no_grad():
-        after = sequence_logprob(forward_logps(updated, batch, share_prompt=False).token_logps, batch.mask)
+        after = sequence_logprob(forward_logps(updated, batch, layout="rows").token_logps, batch.mask)
     assert sequence_logprob(scored.token_logps.detach(), batch.mask).numpy() == \
         pytest.approx(grpo["logp_before"].to_numpy(), abs=1e-4)
     assert after.numpy() == pytest.approx(grpo["logp_after"].to_numpy(), abs=1e-4)

@@ -103,7 +103,8 @@ def test_old_policy_from_trl_loss_forward_equals_a_separate_forward(tmp_path):
     # TRL's forward (left-padded prompts, fused head) and ours (right-padded): the same numbers up to rounding
     assert torch.allclose(a.token_logps_before, b.token_logps_before, atol=1e-5)
     assert torch.allclose(a.entropy, b.entropy, atol=1e-5)
-    assert torch.allclose(a.scores, b.scores, atol=1e-4)
+    # scores are sums of large terms (up to ~500 here) that cancel: float32 rounding relative to their scale
+    assert torch.allclose(a.scores, b.scores, rtol=0, atol=1e-5 * float(b.scores.abs().max()))
     assert torch.equal(a.selected, b.selected) and a.selected.any()
     rows = shuffled["lld_row"]            # generation-order row of each shuffled row
     assert torch.equal(shuffled["completion_ids"], in_order["completion_ids"][rows])

@@ -1,8 +1,14 @@
 """Scoring a group with a model: per-token log-probs of the completion tokens (float32), optionally
-the final hidden states that predict them and the next-token entropy."""
+the final hidden states that predict them and the next-token entropy (float64 for a float64 model).
+
+Three layouts give the same numbers up to float rounding: "packed" (the real tokens end to end, each
+prompt once; lld_probe.probe.packing), "shared_prompt" (a prompt shared by every row computed once into
+a KV cache, rows padded to the longest completion) and "rows" (full padded rows). "auto" takes the first
+the model supports."""
 
 from __future__ import annotations
 
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -12,6 +18,10 @@ from ..core import token_entropy, token_logprobs
 from ..models.kv_cache import forward_parameters, prefill_repeated, supports_prefill, with_cache
 from .batch import GroupBatch
 from .hidden import capture_final_hidden
+from .packing import (DEFAULT_MAX_TOKENS, attention_bias, pack_rows, packing_unsupported_reason, packing_verified,
+                      plan_chunks, record_packing_check)
+
+LAYOUTS = ("auto", "packed", "shared_prompt", "rows")
 
 
 @dataclass
@@ -22,15 +32,24 @@ class ScoredGroup:
 
 
 def forward_logps(model, batch: GroupBatch, *, temperature: float = 1.0, with_hidden: bool = False,
-                  with_entropy: bool = False, autocast_dtype=None, share_prompt: bool = True) -> ScoredGroup:
-    """One forward of the group (with gradients if enabled by the caller). share_prompt: when every row
-    has the same prompt, compute it once (a KV cache repeated per row); the numbers equal the full rows'
-    up to float rounding."""
+                  with_entropy: bool = False, autocast_dtype=None, layout: str = "auto",
+                  max_tokens: int = DEFAULT_MAX_TOKENS) -> ScoredGroup:
+    """One forward of the batch (with gradients if enabled by the caller), in the given layout (see the
+    module docstring); max_tokens bounds a packed forward (more rows take several)."""
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     device = next(model.parameters()).device
     cast = (torch.autocast(device_type=device.type, dtype=autocast_dtype) if autocast_dtype else nullcontext())
+    if layout in ("auto", "packed"):
+        reason = packing_unsupported_reason(model, batch)
+        if reason is not None and layout == "packed":
+            raise ValueError(f"packed scoring is not possible here: {reason}")
+        if reason is None and (layout == "packed" or _packing_checked(model, batch, temperature, cast)):
+            with cast:
+                return _forward_packed(model, batch, device, temperature, with_hidden, with_entropy, max_tokens)
     capture = capture_final_hidden(model) if with_hidden else nullcontext({})
     with capture as captured, cast:
-        logits = _forward_shared_prompt(model, batch, device) if share_prompt else None
+        logits = _forward_shared_prompt(model, batch, device) if layout in ("auto", "shared_prompt") else None
         if logits is not None:       # [B, T, V]: already one column per completion token
             hidden = captured["hidden"] if with_hidden else None
         else:
@@ -42,10 +61,75 @@ def forward_logps(model, batch: GroupBatch, *, temperature: float = 1.0, with_hi
             logits = batch.response_view(outputs.logits, first)
             hidden = batch.response_view(captured["hidden"], first) if with_hidden else None
     tokens, mask = batch.tokens.to(device), batch.mask.to(device)
-    logps = token_logprobs(logits.float(), tokens, mask, temperature=temperature)
-    hidden = hidden.float() if with_hidden else None
+    logps = token_logprobs(_at_least_float32(logits), tokens, mask, temperature=temperature)
+    hidden = _at_least_float32(hidden) if with_hidden else None
     entropy = token_entropy(logits.detach(), mask, temperature=temperature) if with_entropy else None
     return ScoredGroup(logps, hidden, entropy)
+
+
+def _forward_packed(model, batch: GroupBatch, device, temperature, with_hidden, with_entropy,
+                    max_tokens) -> ScoredGroup:
+    """Packed forwards (one per chunk of rows): the output layer runs only where a completion token is
+    predicted, and each completion token's log-prob is read at the packed position that predicts it."""
+    chunks, results = plan_chunks(batch, max_tokens), []
+    for rows in chunks:
+        sub = batch.select(rows)
+        layout = pack_rows(sub)
+        keep, local = torch.unique(layout.predictor, return_inverse=True)     # positions whose outputs are used
+        capture = capture_final_hidden(model) if with_hidden else nullcontext({})
+        with capture as captured:
+            outputs = model(input_ids=layout.input_ids[None].to(device), position_ids=layout.position_ids[None].to(device),
+                            attention_mask=attention_bias(layout.allowed, model, device), use_cache=False,
+                            logits_to_keep=keep.to(device))
+        local = local.to(device)
+        logits = outputs.logits[0][local]                                       # [M, V], M = real completion tokens
+        tokens, mask = sub.tokens.to(device), sub.mask.to(device)
+        flat_logps = token_logprobs(_at_least_float32(logits)[None], tokens[mask][None], temperature=temperature)[0]
+        logps = torch.zeros(mask.shape, dtype=flat_logps.dtype, device=device).masked_scatter(mask, flat_logps)
+        hidden = entropy = None
+        if with_hidden:
+            states = _at_least_float32(captured["hidden"][0][local])                       # [M, d]
+            hidden = torch.zeros(*mask.shape, states.shape[-1], dtype=states.dtype, device=device).masked_scatter(mask[..., None], states)
+        if with_entropy:
+            flat_entropy = token_entropy(logits.detach()[None], temperature=temperature)[0]
+            entropy = torch.zeros(mask.shape, dtype=flat_entropy.dtype, device=device).masked_scatter(mask, flat_entropy)
+        results.append((logps, hidden, entropy))
+    if len(chunks) == 1:
+        return ScoredGroup(*results[0])
+    inverse = torch.cat(chunks).argsort().to(device)         # chunk-major row order -> batch order
+    merged = [torch.cat(parts)[inverse] if parts[0] is not None else None for parts in zip(*results)]
+    return ScoredGroup(*merged)
+
+
+def _at_least_float32(values: torch.Tensor) -> torch.Tensor:
+    """float32, or float64 for a float64 model (the brute-force checks run one)."""
+    return values if values.dtype == torch.float64 else values.float()
+
+
+def _packing_checked(model, batch: GroupBatch, temperature: float, cast) -> bool:
+    """Once per model: packed scoring of a few rows against full rows. A model whose layers mix rows in
+    a way the attention mask does not control (recurrent layers, position biases computed from the mask)
+    fails it and is scored in the other layouts from then on, with a warning."""
+    verified = packing_verified(model)
+    if verified is not None:
+        return verified
+    sample = batch.select(torch.arange(min(batch.size, 4)))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            packed = forward_logps(model, sample, temperature=temperature, layout="packed").token_logps
+            rows = forward_logps(model, sample, temperature=temperature, layout="rows").token_logps
+    finally:
+        model.train(was_training)
+    low_precision = next(model.parameters()).dtype.itemsize < 4 or not isinstance(cast, nullcontext)
+    difference = float((packed - rows).abs().max()) if sample.mask.any() else 0.0
+    ok = difference <= (5e-2 if low_precision else 1e-3)
+    if not ok:
+        warnings.warn(f"packed scoring of {type(model).__name__} differs from full rows by {difference:.3g} in a "
+                      f"token log-prob: scoring this model with full rows instead", stacklevel=3)
+    record_packing_check(model, ok)
+    return ok
 
 
 def _forward_shared_prompt(model, batch: GroupBatch, device):
@@ -68,12 +152,12 @@ def _forward_shared_prompt(model, batch: GroupBatch, device):
 
 @torch.no_grad()
 def score_group(model, batch: GroupBatch, *, temperature: float = 1.0, with_hidden: bool = False,
-                with_entropy: bool = False, share_prompt: bool = True) -> ScoredGroup:
+                with_entropy: bool = False, layout: str = "auto", max_tokens: int = DEFAULT_MAX_TOKENS) -> ScoredGroup:
     """No-grad scoring in eval mode (dropout off), restoring the model's mode afterwards."""
     was_training = model.training
     model.eval()
     try:
         return forward_logps(model, batch, temperature=temperature, with_hidden=with_hidden,
-                             with_entropy=with_entropy, share_prompt=share_prompt)
+                             with_entropy=with_entropy, layout=layout, max_tokens=max_tokens)
     finally:
         model.train(was_training)

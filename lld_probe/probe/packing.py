@@ -1,0 +1,135 @@
+"""Packed scoring layout: the rows of a batch laid end to end in one sequence, each distinct prompt once,
+with an attention mask that lets a completion token see its own prompt and its own earlier tokens only.
+
+A forward over it costs the real tokens: rows padded to the longest completion are about half padding
+for sampled groups, and a group's prompt is otherwise computed once per row. The numbers equal a forward
+of the full rows up to float rounding (position ids restart for every row, so rotary and absolute
+position embeddings see what they would see in the row's own sequence).
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass
+
+import torch
+
+from ..models.kv_cache import forward_parameters
+from .batch import GroupBatch
+
+ATTENTION_LAYERS = {"full_attention", "sliding_attention"}
+DEFAULT_MAX_TOKENS = 512           # packed tokens per forward: attention under a custom mask costs max_tokens^2
+
+
+@dataclass
+class PackedLayout:
+    input_ids: torch.Tensor      # [N] each distinct prompt, then the inputs of its rows' completions
+    position_ids: torch.Tensor   # [N] position of each token in its own row's sequence
+    allowed: torch.Tensor        # [N, N] bool: query position may attend key position
+    predictor: torch.Tensor      # [M] packed position whose output predicts each completion token (batch.mask order)
+
+
+def pack_rows(batch: GroupBatch) -> PackedLayout:
+    """The packed layout of a batch. Completion token j of row b is predicted by the last prompt token
+    (j = 0) or by completion token j - 1 of the same row, as in the row's own sequence."""
+    ids, positions, segments, owners, predictor = [], [], [], [], []
+    prompt_block: dict[tuple, tuple[int, int]] = {}        # prompt -> (segment, index of its last token)
+    lengths = batch.mask.sum(1).tolist()
+    rows_by_prompt: dict[tuple, list[int]] = {}
+    for row in range(batch.size):
+        prompt = tuple(batch.input_ids[row, : int(batch.prompt_lengths[row])].tolist())
+        rows_by_prompt.setdefault(prompt, []).append(row)
+    predictor_of_row: dict[int, list[int]] = {}
+    for segment, (prompt, rows) in enumerate(rows_by_prompt.items()):
+        start = len(ids)
+        ids += prompt
+        positions += range(len(prompt))
+        segments += [segment] * len(prompt)
+        owners += [-1] * len(prompt)                          # -1: a prompt token, seen by every row of the prompt
+        prompt_block[prompt] = (segment, start + len(prompt) - 1)
+        for row in rows:
+            length = int(lengths[row])
+            first = len(ids)
+            inputs = batch.tokens[row, : max(length - 1, 0)].tolist()    # the last token predicts nothing
+            ids += inputs
+            positions += range(len(prompt), len(prompt) + len(inputs))
+            segments += [segment] * len(inputs)
+            owners += [row] * len(inputs)
+            predictor_of_row[row] = ([start + len(prompt) - 1] + list(range(first, first + len(inputs))))[:length]
+    for row in range(batch.size):                             # batch.mask order: row-major
+        predictor += predictor_of_row[row]
+    position_ids = torch.tensor(positions, dtype=torch.long)
+    segment = torch.tensor(segments, dtype=torch.long)
+    owner = torch.tensor(owners, dtype=torch.long)
+    same_row = (owner[None, :] == -1) | (owner[None, :] == owner[:, None])
+    allowed = (segment[:, None] == segment[None, :]) & same_row & (position_ids[None, :] <= position_ids[:, None])
+    return PackedLayout(torch.tensor(ids, dtype=torch.long), position_ids, allowed,
+                        torch.tensor(predictor, dtype=torch.long))
+
+
+def plan_chunks(batch: GroupBatch, max_tokens: int = DEFAULT_MAX_TOKENS) -> list[torch.Tensor]:
+    """Row sets whose packed sequence stays within max_tokens (a row longer than that alone gets its own
+    chunk); rows of one prompt stay together while they fit, so the prompt is computed once."""
+    lengths = batch.mask.sum(1).tolist()
+    prompts = [tuple(batch.input_ids[r, : int(batch.prompt_lengths[r])].tolist()) for r in range(batch.size)]
+    first_row: dict[tuple, int] = {}
+    for row, prompt in enumerate(prompts):
+        first_row.setdefault(prompt, row)
+    order = sorted(range(batch.size), key=lambda r: (first_row[prompts[r]], r))
+    chunks, current, seen, used = [], [], set(), 0
+    for row in order:
+        cost = max(int(lengths[row]) - 1, 0) + (0 if prompts[row] in seen else len(prompts[row]))
+        if current and used + cost > max_tokens:
+            chunks.append(current)
+            current, seen, used = [], set(), 0
+            cost = max(int(lengths[row]) - 1, 0) + len(prompts[row])
+        current.append(row)
+        seen.add(prompts[row])
+        used += cost
+    if current:
+        chunks.append(current)
+    return [torch.tensor(sorted(chunk), dtype=torch.long) for chunk in chunks]
+
+
+def packing_unsupported_reason(model, batch: GroupBatch | None = None) -> str | None:
+    """Why this model cannot score a packed sequence exactly (None if it can): it needs position ids, an
+    attention implementation that takes a custom 4D mask, attention-only layers, and rows within any
+    sliding window."""
+    parameters = forward_parameters(model)
+    if "position_ids" not in parameters or "logits_to_keep" not in parameters:
+        return f"{type(model).__name__}.forward takes no position_ids or logits_to_keep"
+    config = getattr(model, "config", None)
+    implementation = getattr(config, "_attn_implementation", None)
+    if implementation not in ("sdpa", "eager"):
+        return f"attention implementation {implementation!r} (packing needs 'sdpa' or 'eager' for a custom mask)"
+    layer_types = set(getattr(config, "layer_types", None) or [])
+    if layer_types - ATTENTION_LAYERS:
+        return f"layer types {sorted(layer_types - ATTENTION_LAYERS)} are not attention layers"
+    window = getattr(config, "sliding_window", None)
+    windowed = "sliding_attention" in layer_types or (not layer_types and getattr(config, "use_sliding_window", True))
+    if window and windowed and batch is not None:
+        longest = int((batch.prompt_lengths + batch.mask.sum(1)).max())
+        if longest > window:
+            return f"rows of {longest} tokens exceed the sliding window ({window})"
+    return None
+
+
+def attention_bias(allowed: torch.Tensor, model, device) -> torch.Tensor:
+    """The [1, 1, N, N] mask in the form the model's attention takes: bool for sdpa, additive for eager."""
+    if model.config._attn_implementation == "sdpa":
+        return allowed[None, None].to(device)
+    dtype = next(model.parameters()).dtype
+    bias = torch.zeros(allowed.shape, dtype=dtype, device=device)
+    return bias.masked_fill_(~allowed.to(device), torch.finfo(dtype).min)[None, None]
+
+
+_checked_models: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def packing_verified(model) -> bool | None:
+    """The result of the one-time check of this model (None before it ran)."""
+    return _checked_models.get(model)
+
+
+def record_packing_check(model, ok: bool) -> None:
+    _checked_models[model] = ok
