@@ -31,6 +31,9 @@ def test_chunks_respect_the_token_budget_and_keep_rows_of_a_prompt_together():
     assert [c.tolist() for c in chunks] == [[0, 1, 2], [3, 4]]
     assert sorted(torch.cat(chunks).tolist()) == list(range(5))
     assert [c.tolist() for c in plan_chunks(batch, max_tokens=1)] == [[0], [1], [2], [3], [4]]
+    # one prompt with more rows than a forward holds: near-equal parts, not a full chunk and a leftover
+    big = build_group_batch([prompt_a] * 16, [[7] * 6] * 16, pad_id=0)      # 10 + 16 x 5 = 90 tokens
+    assert [c.tolist() for c in plan_chunks(big, max_tokens=60)] == [list(range(8)), list(range(8, 16))]
 
 
 @pytest.mark.parametrize("max_tokens", [512, 12])

@@ -33,20 +33,15 @@ def pack_rows(batch: GroupBatch) -> PackedLayout:
     """The packed layout of a batch. Completion token j of row b is predicted by the last prompt token
     (j = 0) or by completion token j - 1 of the same row, as in the row's own sequence."""
     ids, positions, segments, owners, predictor = [], [], [], [], []
-    prompt_block: dict[tuple, tuple[int, int]] = {}        # prompt -> (segment, index of its last token)
     lengths = batch.mask.sum(1).tolist()
-    rows_by_prompt: dict[tuple, list[int]] = {}
-    for row in range(batch.size):
-        prompt = tuple(batch.input_ids[row, : int(batch.prompt_lengths[row])].tolist())
-        rows_by_prompt.setdefault(prompt, []).append(row)
     predictor_of_row: dict[int, list[int]] = {}
-    for segment, (prompt, rows) in enumerate(rows_by_prompt.items()):
+    for segment, rows in enumerate(prompt_blocks(batch)):
+        prompt = batch.input_ids[rows[0], : int(batch.prompt_lengths[rows[0]])].tolist()
         start = len(ids)
         ids += prompt
         positions += range(len(prompt))
         segments += [segment] * len(prompt)
         owners += [-1] * len(prompt)                          # -1: a prompt token, seen by every row of the prompt
-        prompt_block[prompt] = (segment, start + len(prompt) - 1)
         for row in rows:
             length = int(lengths[row])
             first = len(ids)
@@ -67,25 +62,39 @@ def pack_rows(batch: GroupBatch) -> PackedLayout:
                         torch.tensor(predictor, dtype=torch.long))
 
 
+def prompt_blocks(batch: GroupBatch) -> list[list[int]]:
+    """The rows of each distinct prompt, in order of first appearance."""
+    blocks: dict[tuple, list[int]] = {}
+    for row in range(batch.size):
+        blocks.setdefault(tuple(batch.input_ids[row, : int(batch.prompt_lengths[row])].tolist()), []).append(row)
+    return list(blocks.values())
+
+
 def plan_chunks(batch: GroupBatch, max_tokens: int = DEFAULT_MAX_TOKENS) -> list[torch.Tensor]:
-    """Row sets whose packed sequence stays within max_tokens (a row longer than that alone gets its own
-    chunk); rows of one prompt stay together while they fit, so the prompt is computed once."""
-    lengths = batch.mask.sum(1).tolist()
-    prompts = [tuple(batch.input_ids[r, : int(batch.prompt_lengths[r])].tolist()) for r in range(batch.size)]
-    first_row: dict[tuple, int] = {}
-    for row, prompt in enumerate(prompts):
-        first_row.setdefault(prompt, row)
-    order = sorted(range(batch.size), key=lambda r: (first_row[prompts[r]], r))
-    chunks, current, seen, used = [], [], set(), 0
-    for row in order:
-        cost = max(int(lengths[row]) - 1, 0) + (0 if prompts[row] in seen else len(prompts[row]))
-        if current and used + cost > max_tokens:
+    """Row sets of about max_tokens packed tokens at most: whole prompts (a prompt and its rows) while they
+    fit; a prompt with more than that is split into near-equal parts, each with the prompt (a part may
+    exceed max_tokens by one row; a single longer row is a part of its own)."""
+    inputs = (batch.mask.sum(1) - 1).clamp(min=0).tolist()      # a row's last token is not an input
+    chunks, current, used = [], [], 0
+    for rows in prompt_blocks(batch):
+        prompt_length = int(batch.prompt_lengths[rows[0]])
+        row_tokens = sum(int(inputs[r]) for r in rows)
+        if prompt_length + row_tokens > max_tokens:
+            parts = -(-row_tokens // max(max_tokens - prompt_length, 1))
+            target, part, part_tokens = row_tokens / parts, [], 0
+            for row in rows:
+                part.append(row)
+                part_tokens += int(inputs[row])
+                if part_tokens >= target:
+                    chunks.append(part)
+                    part, part_tokens = [], 0
+            if part:
+                chunks.append(part)
+            continue
+        if current and used + prompt_length + row_tokens > max_tokens:
             chunks.append(current)
-            current, seen, used = [], set(), 0
-            cost = max(int(lengths[row]) - 1, 0) + len(prompts[row])
-        current.append(row)
-        seen.add(prompts[row])
-        used += cost
+            current, used = [], 0
+        current, used = current + rows, used + prompt_length + row_tokens
     if current:
         chunks.append(current)
     return [torch.tensor(sorted(chunk), dtype=torch.long) for chunk in chunks]

@@ -2,8 +2,8 @@
 the final hidden states that predict them and the next-token entropy (float64 for a float64 model).
 
 Three layouts give the same numbers up to float rounding: "packed" (the real tokens end to end, each
-prompt once; lld_probe.probe.packing), "shared_prompt" (a prompt shared by every row computed once into
-a KV cache, rows padded to the longest completion) and "rows" (full padded rows). "auto" takes the first
+prompt once; lld_probe.probe.packing), "shared_prompt" (one forward per distinct prompt: the prompt
+computed once into a KV cache repeated for its rows, rows padded to the longest completion) and "rows" (full padded rows). "auto" takes the first
 the model supports."""
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ import torch
 
 from ..core import token_entropy, token_logprobs
 from ..models.kv_cache import forward_parameters, prefill_repeated, supports_prefill, with_cache
-from .batch import GroupBatch
+from .batch import GroupBatch, build_group_batch
 from .hidden import capture_final_hidden
 from .packing import (DEFAULT_MAX_TOKENS, attention_bias, pack_rows, packing_unsupported_reason, packing_verified,
-                      plan_chunks, record_packing_check)
+                      plan_chunks, prompt_blocks, record_packing_check)
 
 LAYOUTS = ("auto", "packed", "shared_prompt", "rows")
 
@@ -47,6 +47,14 @@ def forward_logps(model, batch: GroupBatch, *, temperature: float = 1.0, with_hi
         if reason is None and (layout == "packed" or _packing_checked(model, batch, temperature, cast)):
             with cast:
                 return _forward_packed(model, batch, device, temperature, with_hidden, with_entropy, max_tokens)
+    if layout in ("auto", "shared_prompt"):
+        blocks = prompt_blocks(batch)
+        if len(blocks) > 1:          # one shared-prompt forward per distinct prompt
+            rows = [torch.tensor(block) for block in blocks]
+            parts = [forward_logps(model, batch.select(block), temperature=temperature, with_hidden=with_hidden,
+                                   with_entropy=with_entropy, autocast_dtype=autocast_dtype, layout="shared_prompt")
+                     for block in rows]
+            return _merge(rows, [(part.token_logps, part.hidden, part.entropy) for part in parts], device)
     capture = capture_final_hidden(model) if with_hidden else nullcontext({})
     with capture as captured, cast:
         logits = _forward_shared_prompt(model, batch, device) if layout in ("auto", "shared_prompt") else None
@@ -94,11 +102,15 @@ def _forward_packed(model, batch: GroupBatch, device, temperature, with_hidden, 
             flat_entropy = token_entropy(logits.detach()[None], temperature=temperature)[0]
             entropy = torch.zeros(mask.shape, dtype=flat_entropy.dtype, device=device).masked_scatter(mask, flat_entropy)
         results.append((logps, hidden, entropy))
-    if len(chunks) == 1:
+    return _merge(chunks, results, device)
+
+
+def _merge(row_sets: list[torch.Tensor], results: list[tuple], device) -> ScoredGroup:
+    """(logps, hidden, entropy) of row subsets that partition the batch -> one ScoredGroup in batch order."""
+    if len(row_sets) == 1:
         return ScoredGroup(*results[0])
-    inverse = torch.cat(chunks).argsort().to(device)         # chunk-major row order -> batch order
-    merged = [torch.cat(parts)[inverse] if parts[0] is not None else None for parts in zip(*results)]
-    return ScoredGroup(*merged)
+    inverse = torch.cat(row_sets).argsort().to(device)       # subset-major row order -> batch order
+    return ScoredGroup(*[torch.cat(parts)[inverse] if parts[0] is not None else None for parts in zip(*results)])
 
 
 def _at_least_float32(values: torch.Tensor) -> torch.Tensor:
@@ -113,7 +125,7 @@ def _packing_checked(model, batch: GroupBatch, temperature: float, cast) -> bool
     verified = packing_verified(model)
     if verified is not None:
         return verified
-    sample = batch.select(torch.arange(min(batch.size, 4)))
+    sample = _check_sample(batch)
     was_training = model.training
     model.eval()
     try:
@@ -130,6 +142,15 @@ def _packing_checked(model, batch: GroupBatch, temperature: float, cast) -> bool
                       f"token log-prob: scoring this model with full rows instead", stacklevel=3)
     record_packing_check(model, ok)
     return ok
+
+
+def _check_sample(batch: GroupBatch, rows: int = 2, tokens: int = 16) -> GroupBatch:
+    """A few rows of one prompt (when some prompt has several), completions cut to a few tokens: enough to
+    see rows leak into each other, at the cost of a small forward."""
+    block = max(prompt_blocks(batch), key=len)[:rows]
+    lengths = batch.mask.sum(1)
+    return build_group_batch([batch.input_ids[r, : int(batch.prompt_lengths[r])].tolist() for r in block],
+                             [batch.tokens[r, : min(int(lengths[r]), tokens)].tolist() for r in block], pad_id=0)
 
 
 def _forward_shared_prompt(model, batch: GroupBatch, device):

@@ -330,13 +330,11 @@ class LikelihoodProbeMixin:
         kept = pending.kept.nonzero().flatten()
         logp_after = torch.full((batch.size,), math.nan, dtype=torch.float64)
         token_logps_after = torch.full(batch.mask.shape, math.nan)
-        for first in range(0, batch.size, pending.group_size):     # per group: its prompt is computed once
-            rows = kept[(kept >= first) & (kept < first + pending.group_size)]
-            if len(rows):
-                sub = batch.select(rows)
-                after = score_group(self._lld_model(), sub, temperature=self.temperature)
-                token_logps_after[rows] = after.token_logps.float().cpu()
-                logp_after[rows] = sequence_logprob(after.token_logps, sub.mask).double().cpu()
+        if len(kept):    # packed: the real tokens only, each group's prompt once (probe.packing)
+            sub = batch.select(kept)
+            after = score_group(self._lld_model(), sub, temperature=self.temperature)
+            token_logps_after[kept] = after.token_logps.float().cpu()
+            logp_after[kept] = sequence_logprob(after.token_logps, sub.mask).double().cpu()
         lengths = batch.mask.sum(1)
         delta = logp_after - pending.logp_before.double()
         scaled_fraction = pending.scaled.sum(1).float() / lengths.clamp(min=1)
