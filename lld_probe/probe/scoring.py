@@ -44,20 +44,26 @@ def forward_logps(model, batch: GroupBatch, *, temperature: float = 1.0, with_hi
         reason = packing_unsupported_reason(model, batch)
         if reason is not None and layout == "packed":
             raise ValueError(f"packed scoring is not possible here: {reason}")
-        if reason is None and (layout == "packed" or _packing_checked(model, batch, temperature, cast)):
-            with cast:
-                return _forward_packed(model, batch, device, temperature, with_hidden, with_entropy, max_tokens)
+        if reason is None and (layout == "packed" or _packing_checked(model, batch, temperature)):
+            return _forward_packed(model, batch, device, temperature, with_hidden, with_entropy, max_tokens, cast)
     if layout in ("auto", "shared_prompt"):
-        blocks = prompt_blocks(batch)
+        blocks = [torch.tensor(block) for block in prompt_blocks(batch)]
         if len(blocks) > 1:          # one shared-prompt forward per distinct prompt
-            rows = [torch.tensor(block) for block in blocks]
             parts = [forward_logps(model, batch.select(block), temperature=temperature, with_hidden=with_hidden,
                                    with_entropy=with_entropy, autocast_dtype=autocast_dtype, layout="shared_prompt")
-                     for block in rows]
-            return _merge(rows, [(part.token_logps, part.hidden, part.entropy) for part in parts], device)
+                     for block in blocks]
+            return _merge(blocks, [(part.token_logps, part.hidden, part.entropy) for part in parts], device)
+    return _forward_padded(model, batch, device, temperature, with_hidden, with_entropy, cast,
+                           share_prompt=layout in ("auto", "shared_prompt"))
+
+
+def _forward_padded(model, batch: GroupBatch, device, temperature, with_hidden, with_entropy, cast,
+                    share_prompt: bool) -> ScoredGroup:
+    """Rows padded to the longest completion: the prompt once through a KV cache (share_prompt, when the
+    rows share it and the model takes a cache) or full rows."""
     capture = capture_final_hidden(model) if with_hidden else nullcontext({})
     with capture as captured, cast:
-        logits = _forward_shared_prompt(model, batch, device) if layout in ("auto", "shared_prompt") else None
+        logits = _forward_shared_prompt(model, batch, device) if share_prompt else None
         if logits is not None:       # [B, T, V]: already one column per completion token
             hidden = captured["hidden"] if with_hidden else None
         else:
@@ -75,8 +81,8 @@ def forward_logps(model, batch: GroupBatch, *, temperature: float = 1.0, with_hi
     return ScoredGroup(logps, hidden, entropy)
 
 
-def _forward_packed(model, batch: GroupBatch, device, temperature, with_hidden, with_entropy,
-                    max_tokens) -> ScoredGroup:
+def _forward_packed(model, batch: GroupBatch, device, temperature, with_hidden, with_entropy, max_tokens,
+                    cast) -> ScoredGroup:
     """Packed forwards (one per chunk of rows): the output layer runs only where a completion token is
     predicted, and each completion token's log-prob is read at the packed position that predicts it."""
     chunks, results = plan_chunks(batch, max_tokens), []
@@ -85,7 +91,7 @@ def _forward_packed(model, batch: GroupBatch, device, temperature, with_hidden, 
         layout = pack_rows(sub)
         keep, local = torch.unique(layout.predictor, return_inverse=True)     # positions whose outputs are used
         capture = capture_final_hidden(model) if with_hidden else nullcontext({})
-        with capture as captured:
+        with capture as captured, cast:
             outputs = model(input_ids=layout.input_ids[None].to(device), position_ids=layout.position_ids[None].to(device),
                             attention_mask=attention_bias(layout.allowed, model, device), use_cache=False,
                             logits_to_keep=keep.to(device))
@@ -118,7 +124,7 @@ def _at_least_float32(values: torch.Tensor) -> torch.Tensor:
     return values if values.dtype == torch.float64 else values.float()
 
 
-def _packing_checked(model, batch: GroupBatch, temperature: float, cast) -> bool:
+def _packing_checked(model, batch: GroupBatch, temperature: float) -> bool:
     """Once per model: packed scoring of a few rows against full rows. A model whose layers mix rows in
     a way the attention mask does not control (recurrent layers, position biases computed from the mask)
     fails it and is scored in the other layouts from then on, with a warning."""
@@ -134,7 +140,7 @@ def _packing_checked(model, batch: GroupBatch, temperature: float, cast) -> bool
             rows = forward_logps(model, sample, temperature=temperature, layout="rows").token_logps
     finally:
         model.train(was_training)
-    low_precision = next(model.parameters()).dtype.itemsize < 4 or not isinstance(cast, nullcontext)
+    low_precision = next(model.parameters()).dtype.itemsize < 4
     difference = float((packed - rows).abs().max()) if sample.mask.any() else 0.0
     ok = difference <= (5e-2 if low_precision else 1e-3)
     if not ok:
