@@ -90,7 +90,7 @@ def test_unsupported_models_are_named_and_auto_falls_back(monkeypatch):
     torch.testing.assert_close(score_group(model, batch).token_logps, expected)
 
 
-def test_a_model_that_fails_the_packing_check_is_scored_in_full_rows_with_a_warning(monkeypatch):
+def test_a_model_that_fails_the_packing_check_is_scored_in_padded_rows_with_a_warning(monkeypatch):
     """The one-time check catches layers the mask does not control; simulated by a mask that lets every
     row see every other row."""
     from lld_probe.probe import packing, scoring
@@ -99,7 +99,7 @@ def test_a_model_that_fails_the_packing_check_is_scored_in_full_rows_with_a_warn
     expected = score_group(model, batch, layout="rows").token_logps
     monkeypatch.setattr(scoring, "attention_bias",
                         lambda allowed, model, device: torch.ones_like(allowed)[None, None].tril().bool())
-    with pytest.warns(UserWarning, match="differs from full rows"):
+    with pytest.warns(UserWarning, match="differs from full rows .* padded rows instead"):
         first = score_group(model, batch).token_logps
     assert packing.packing_verified(model) is False
     torch.testing.assert_close(first, expected)

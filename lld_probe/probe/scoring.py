@@ -3,8 +3,8 @@ the final hidden states that predict them and the next-token entropy (float64 fo
 
 Three layouts give the same numbers up to float rounding: "packed" (the real tokens end to end, each
 prompt once; lld_probe.probe.packing), "shared_prompt" (one forward per distinct prompt: the prompt
-computed once into a KV cache repeated for its rows, rows padded to the longest completion) and "rows" (full padded rows). "auto" takes the first
-the model supports."""
+computed once into a KV cache repeated for its rows, rows padded to the longest completion) and
+"rows" (full padded rows). "auto" takes the first the model supports."""
 
 from __future__ import annotations
 
@@ -92,7 +92,8 @@ def _forward_packed(model, batch: GroupBatch, device, temperature, with_hidden, 
         keep, local = torch.unique(layout.predictor, return_inverse=True)     # positions whose outputs are used
         capture = capture_final_hidden(model) if with_hidden else nullcontext({})
         with capture as captured, cast:
-            outputs = model(input_ids=layout.input_ids[None].to(device), position_ids=layout.position_ids[None].to(device),
+            outputs = model(input_ids=layout.input_ids[None].to(device),
+                            position_ids=layout.position_ids[None].to(device),
                             attention_mask=attention_bias(layout.allowed, model, device), use_cache=False,
                             logits_to_keep=keep.to(device))
         local = local.to(device)
@@ -102,11 +103,13 @@ def _forward_packed(model, batch: GroupBatch, device, temperature, with_hidden, 
         logps = torch.zeros(mask.shape, dtype=flat_logps.dtype, device=device).masked_scatter(mask, flat_logps)
         hidden = entropy = None
         if with_hidden:
-            states = _at_least_float32(captured["hidden"][0][local])                       # [M, d]
-            hidden = torch.zeros(*mask.shape, states.shape[-1], dtype=states.dtype, device=device).masked_scatter(mask[..., None], states)
+            states = _at_least_float32(captured["hidden"][0][local])                # [M, d]
+            hidden = torch.zeros(*mask.shape, states.shape[-1], dtype=states.dtype, device=device)
+            hidden = hidden.masked_scatter(mask[..., None], states)
         if with_entropy:
             flat_entropy = token_entropy(logits.detach()[None], temperature=temperature)[0]
-            entropy = torch.zeros(mask.shape, dtype=flat_entropy.dtype, device=device).masked_scatter(mask, flat_entropy)
+            entropy = torch.zeros(mask.shape, dtype=flat_entropy.dtype, device=device)
+            entropy = entropy.masked_scatter(mask, flat_entropy)
         results.append((logps, hidden, entropy))
     return _merge(chunks, results, device)
 
@@ -127,7 +130,7 @@ def _at_least_float32(values: torch.Tensor) -> torch.Tensor:
 def _packing_checked(model, batch: GroupBatch, temperature: float) -> bool:
     """Once per model: packed scoring of a few rows against full rows. A model whose layers mix rows in
     a way the attention mask does not control (recurrent layers, position biases computed from the mask)
-    fails it and is scored in the other layouts from then on, with a warning."""
+    fails it and is scored in padded rows from then on (one shared-prompt forward per prompt), with a warning."""
     verified = packing_verified(model)
     if verified is not None:
         return verified
@@ -145,7 +148,7 @@ def _packing_checked(model, batch: GroupBatch, temperature: float) -> bool:
     ok = difference <= (5e-2 if low_precision else 1e-3)
     if not ok:
         warnings.warn(f"packed scoring of {type(model).__name__} differs from full rows by {difference:.3g} in a "
-                      f"token log-prob: scoring this model with full rows instead", stacklevel=3)
+                      f"token log-prob: scoring this model in padded rows instead", stacklevel=3)
     record_packing_check(model, ok)
     return ok
 
