@@ -81,6 +81,18 @@ def test_smollm2_loads_and_generates():
     assert "<|im_start|>assistant" in prompt
     groups = sample_groups(model, tokenizer, [prompt], group_size=2, max_new_tokens=12, seed=0)
     assert all(c.text.strip() for c in groups[0])
+    # packed scoring on SmolLM2's Llama layers (the tiny model is Qwen2) equals full rows
+    from lld_probe.probe import build_group_batch, score_group
+    from lld_probe.probe.packing import packing_unsupported_reason
+    other = format_prompt(tokenizer, "What is 7 - 4?")
+    prompts = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in (prompt, prompt, other)]
+    completions = [groups[0][0].completion_ids, groups[0][1].completion_ids, groups[0][0].completion_ids[:3]]
+    batch = build_group_batch(prompts, completions, tokenizer.pad_token_id)
+    assert packing_unsupported_reason(model, batch) is None
+    packed = score_group(model, batch, layout="packed", with_hidden=True)
+    rows = score_group(model, batch, layout="rows", with_hidden=True)
+    torch.testing.assert_close(packed.token_logps, rows.token_logps, rtol=0, atol=1e-4)
+    torch.testing.assert_close(packed.hidden[batch.mask], rows.hidden[batch.mask], rtol=1e-4, atol=1e-4)
 
 
 def test_shared_prompt_decoding_equals_transformers_generate_when_greedy():
