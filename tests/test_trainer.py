@@ -35,7 +35,8 @@ def _generation_batch(trainer, seed=0):
 @pytest.fixture(scope="module")
 def nthr_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("nthr")
-    trainer = run_training(_settings(tmp, "nthr", steps=3))
+    # 120 packed tokens per re-scoring forward: the 4 groups (a 44-token prompt each) take several chunks
+    trainer = run_training(_settings(tmp, "nthr", steps=3, extra={"probe_score_max_tokens": 120}))
     return trainer, read_run_store(tmp / "nthr")
 
 
@@ -59,7 +60,9 @@ def test_logp_after_matches_an_independent_rescoring(nthr_run):
     trainer, store = nthr_run
     pending = trainer.last_probed               # the last step's generation batch
     last = store.responses[store.responses["step"] == 3].reset_index(drop=True)
-    scored = score_group(trainer.model, pending.batch)          # the final model = the model after step 3
+    assert trainer.probe_settings.score_max_tokens == 120
+    # the final model = the model after step 3; full padded rows, independent of the packed re-scoring
+    scored = score_group(trainer.model, pending.batch, layout="rows")
     recomputed = sequence_logprob(scored.token_logps, pending.batch.mask).double().numpy()
     assert recomputed == pytest.approx(last["logp_after"].to_numpy(), abs=1e-4)
     # logp_before is the sum of the per-token rows, and the stored token ids are the batch's

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from trl import GRPOConfig, GRPOTrainer
 
+from ..probe.packing import DEFAULT_MAX_TOKENS
 from .probes import LikelihoodProbeMixin, ProbeSettings
 from .variants import VARIANTS, variant_token_advantages
 
@@ -35,6 +36,8 @@ class LLDConfig(GRPOConfig):
     probe_every: int = field(default=5)
     probe_reuse_training_forward: bool = field(default=True, metadata={
         "help": "old-policy scores from TRL's loss forward when it runs at the old policy (else a separate forward)"})
+    probe_score_max_tokens: int = field(default=DEFAULT_MAX_TOKENS, metadata={
+        "help": "packed tokens per re-scoring forward (attention under the packing mask costs its square)"})
     lld_eval_every: int = field(default=0, metadata={"help": "greedy eval accuracy every k steps (0: never)"})
     correct_threshold: float | None = field(default=None, metadata={"help": "None: rewards must be binary"})
 
@@ -51,7 +54,8 @@ class LLDConfig(GRPOConfig):
                              nthr_beta=self.nthr_beta, probe_set_size=self.probe_set_size,
                              probe_every=self.probe_every, eval_every=self.lld_eval_every,
                              correct_threshold=self.correct_threshold,
-                             reuse_training_forward=self.probe_reuse_training_forward, **extra)
+                             reuse_training_forward=self.probe_reuse_training_forward,
+                             score_max_tokens=self.probe_score_max_tokens, **extra)
 
 
 class LLDGRPOTrainer(LikelihoodProbeMixin, GRPOTrainer):

@@ -30,6 +30,7 @@ from transformers import TrainerCallback
 from ..core import nthr_select, nthr_token_scores, sequence_logprob
 from ..core.nthr import nthr_threshold
 from ..probe import build_group_batch, capture_backbone_hidden, output_embedding_weight, score_group
+from ..probe.packing import DEFAULT_MAX_TOKENS
 from ..store.provenance import provenance
 from ..store.atomic import write_json
 from ..store.run_store import RunStoreWriter
@@ -52,6 +53,7 @@ class ProbeSettings:
     reuse_training_forward: bool = True  # old-policy log-probs, entropy and hidden states from TRL's own loss
                                         # forward when it runs at the old policy (see old_policy_source);
                                         # False: always a separate no-grad forward
+    score_max_tokens: int = DEFAULT_MAX_TOKENS   # packed tokens per re-scoring forward (raise it on a GPU)
     extra_meta: dict = field(default_factory=dict)
 
     def __post_init__(self):
@@ -61,6 +63,8 @@ class ProbeSettings:
             raise ValueError(f"nthr_vocab must be 'full' or 'group', got {self.nthr_vocab!r}")
         if self.probe_every < 1:
             raise ValueError(f"probe_every must be >= 1, got {self.probe_every}")
+        if self.score_max_tokens < 1:
+            raise ValueError(f"score_max_tokens must be >= 1, got {self.score_max_tokens}")
 
 
 @dataclass
@@ -178,7 +182,7 @@ class LikelihoodProbeMixin:
             output["lld_row"] = torch.arange(pending.batch.size, device=output["advantages"].device)
         else:
             scored = score_group(self._lld_model(), pending.batch, temperature=self.temperature, with_hidden=True,
-                                 with_entropy=True)
+                                 with_entropy=True, max_tokens=self.probe_settings.score_max_tokens)
             self._lld_fill_old_policy(pending, scored.token_logps, scored.entropy, scored.hidden)
             output["advantages"], pending.scaled = self._lld_advantages(pending, output["advantages"],
                                                                         output["completion_ids"].shape[1])
@@ -332,7 +336,8 @@ class LikelihoodProbeMixin:
         token_logps_after = torch.full(batch.mask.shape, math.nan)
         if len(kept):    # packed: the real tokens only, each group's prompt once (probe.packing)
             sub = batch.select(kept)
-            after = score_group(self._lld_model(), sub, temperature=self.temperature)
+            after = score_group(self._lld_model(), sub, temperature=self.temperature,
+                                max_tokens=self.probe_settings.score_max_tokens)
             token_logps_after[kept] = after.token_logps.float().cpu()
             logp_after[kept] = sequence_logprob(after.token_logps, sub.mask).double().cpu()
         lengths = batch.mask.sum(1)
@@ -443,7 +448,8 @@ class LikelihoodProbeMixin:
         else:
             batch = build_group_batch([it["prompt_ids"] for it in items], [it["completion_ids"] for it in items],
                                       self._pad_id())
-            scored = score_group(self._lld_model(), batch, temperature=self.temperature)
+            scored = score_group(self._lld_model(), batch, temperature=self.temperature,
+                                 max_tokens=self.probe_settings.score_max_tokens)
             logps = sequence_logprob(scored.token_logps, batch.mask).tolist()
         rows = pd.DataFrame({"step": step, "probe_id": [it["probe_id"] for it in items],
                              "kind": [it["kind"] for it in items], "question_id": [it["question_id"] for it in items],
