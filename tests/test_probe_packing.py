@@ -93,7 +93,7 @@ def test_unsupported_models_are_named_and_auto_falls_back(monkeypatch):
 def test_a_model_that_fails_the_packing_check_is_scored_in_padded_rows_with_a_warning(monkeypatch):
     """The one-time check catches layers the mask does not control; simulated by a mask that lets every
     row see every other row."""
-    from lld_probe.probe import packing, scoring
+    from lld_probe.probe import scoring
     model, _ = load_model("tiny")
     batch = build_group_batch([[5, 6, 7]] * 3, [[20, 21, 22], [30, 31], [40, 41, 42]], pad_id=0)
     expected = score_group(model, batch, layout="rows").token_logps
@@ -101,6 +101,6 @@ def test_a_model_that_fails_the_packing_check_is_scored_in_padded_rows_with_a_wa
                         lambda allowed, model, device: torch.ones_like(allowed)[None, None].tril().bool())
     with pytest.warns(UserWarning, match="differs from full rows .* padded rows instead"):
         first = score_group(model, batch).token_logps
-    assert packing.packing_verified(model) is False
+    assert scoring.packing_verified(model) is False
     torch.testing.assert_close(first, expected)
     torch.testing.assert_close(score_group(model, batch).token_logps, expected)     # no second check

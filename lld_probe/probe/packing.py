@@ -9,7 +9,6 @@ position embeddings see what they would see in the row's own sequence).
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
 
 import torch
@@ -130,15 +129,3 @@ def attention_bias(allowed: torch.Tensor, model, device) -> torch.Tensor:
     dtype = next(model.parameters()).dtype
     bias = torch.zeros(allowed.shape, dtype=dtype, device=device)
     return bias.masked_fill_(~allowed.to(device), torch.finfo(dtype).min)[None, None]
-
-
-_checked_models: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-def packing_verified(model) -> bool | None:
-    """The result of the one-time check of this model (None before it ran)."""
-    return _checked_models.get(model)
-
-
-def record_packing_check(model, ok: bool) -> None:
-    _checked_models[model] = ok

@@ -9,6 +9,7 @@ computed once into a KV cache repeated for its rows, rows padded to the longest 
 from __future__ import annotations
 
 import warnings
+import weakref
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -18,10 +19,15 @@ from ..core import token_entropy, token_logprobs
 from ..models.kv_cache import forward_parameters, prefill_repeated, supports_prefill, with_cache
 from .batch import GroupBatch, build_group_batch
 from .hidden import capture_final_hidden
-from .packing import (DEFAULT_MAX_TOKENS, attention_bias, pack_rows, packing_unsupported_reason, packing_verified,
-                      plan_chunks, prompt_blocks, record_packing_check)
+from .packing import DEFAULT_MAX_TOKENS, attention_bias, pack_rows, packing_unsupported_reason, plan_chunks, prompt_blocks
 
 LAYOUTS = ("auto", "packed", "shared_prompt", "rows")
+_PACKING_CHECKS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()    # model -> passed the packing check
+
+
+def packing_verified(model) -> bool | None:
+    """The result of the one-time packing check of this model (None before it ran)."""
+    return _PACKING_CHECKS.get(model)
 
 
 @dataclass
@@ -149,7 +155,7 @@ def _packing_checked(model, batch: GroupBatch, temperature: float) -> bool:
     if not ok:
         warnings.warn(f"packed scoring of {type(model).__name__} differs from full rows by {difference:.3g} in a "
                       f"token log-prob: scoring this model in padded rows instead", stacklevel=3)
-    record_packing_check(model, ok)
+    _PACKING_CHECKS[model] = ok
     return ok
 
 
