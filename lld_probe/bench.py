@@ -21,7 +21,7 @@ import time
 import torch
 
 from .core import group_advantages, nthr_select, nthr_token_scores
-from .probe import build_group_batch, forward_logps, output_embedding_weight, score_group
+from .scoring import build_group_batch, forward_logps, output_embedding_weight, score_group
 
 PAPER_SCORING_SHARE = 22 / 140  # NTHR 22 s vs model update 140 s (Qwen2.5-Math-1.5B)
 

@@ -18,7 +18,7 @@ from dataclasses import replace
 
 def _timed_run(settings) -> tuple[float, float]:
     from .models import load_model
-    from .trainers.train import make_trainer
+    from .integrations.trl.run import make_trainer
     model, tokenizer = load_model(settings.model)
     trainer, _ = make_trainer(settings, model=model, tokenizer=tokenizer)
     start = time.perf_counter()
@@ -29,7 +29,7 @@ def _timed_run(settings) -> tuple[float, float]:
 
 def run_probe_overhead(model: str = "tiny", steps: int = 10, prompts_per_step: int = 4, repeats: int = 2,
                        method: str = "grpo", out=None) -> dict:
-    from .trainers.train import TrainSettings
+    from .integrations.trl.run import TrainSettings
     plain_times, probed_times, probe_seconds = [], [], []
     with tempfile.TemporaryDirectory() as folder:
         base = TrainSettings(out=folder, model=model, method=method, steps=steps, prompts_per_step=prompts_per_step,

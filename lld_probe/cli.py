@@ -29,11 +29,11 @@ def _bench_probes(args) -> int:
 def _protocol(args) -> int:
     from .analysis.protocol_report import write_protocol_report
     from .core import parse_eta
-    from .trainers.protocol import ProtocolConfig, run_protocol, save_protocol
+    from .protocol import ProtocolConfig, run_protocol, save_protocol
     config = ProtocolConfig(model=args.model, task=args.task, questions=args.questions, seed=args.seed,
                             group_size=args.group_size, temperature=args.temperature,
                             max_new_tokens=args.max_new_tokens, variants=args.variants.split(","),
-                            optimizer=args.optimizer, lr=args.lr, beta=args.beta, eta=parse_eta(args.eta),
+                            optimizer=args.optimizer, lr=args.lr, nthr_beta=args.nthr_beta, nthr_eta=parse_eta(args.nthr_eta),
                             vocab=args.vocab, anchor_self=not args.anchor_exclude_self,
                             fresh_samples=args.fresh_samples, bf16=args.bf16, sampling_chunk=args.sampling_chunk,
                             mixed=args.mixed)
@@ -54,19 +54,19 @@ def _protocol(args) -> int:
 
 
 def _train_settings(args, out: str):
-    from .trainers.train import TrainSettings
+    from .integrations.trl.run import TrainSettings
     return TrainSettings(out=out, method=getattr(args, "method", "nthr"), model=args.model, task=args.task,
                          steps=args.steps, prompts_per_step=args.prompts_per_step, group_size=args.group_size,
                          learning_rate=args.lr, temperature=args.temperature,
                          max_completion_length=args.max_completion_length, seed=getattr(args, "seed", 0),
-                         eval_every=args.eval_every, eval_questions=args.eval_questions, nthr_beta=args.beta, nthr_eta=args.eta, nthr_vocab=args.vocab,
+                         eval_every=args.eval_every, eval_questions=args.eval_questions, nthr_beta=args.nthr_beta, nthr_eta=args.nthr_eta, nthr_vocab=args.vocab,
                          probe_set_size=args.probe_set_size, probe_every=args.probe_every,
                          probe_response_fraction=args.probe_fraction, bf16=args.bf16,
                          save_steps=args.save_steps, resume=getattr(args, "resume", False))
 
 
 def _train(args) -> int:
-    from .trainers.train import run_training
+    from .integrations.trl.run import run_training
     out = args.out or str(_default_out(f"train-{args.method}"))
     trainer = run_training(_train_settings(args, out))
     print(f"run store: {out}  ({trainer.state.global_step} steps in {trainer.train_seconds:.0f} s)")
@@ -75,7 +75,7 @@ def _train(args) -> int:
 
 def _compare(args) -> int:
     from .analysis.report import write_report
-    from .trainers.train import run_compare
+    from .integrations.trl.run import run_compare
     out = args.out or str(_default_out("compare"))
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -110,8 +110,11 @@ def _add_training_arguments(parser) -> None:
     parser.add_argument("--max-completion-length", type=int, default=None)
     parser.add_argument("--eval-every", type=int, default=10, help="held-out greedy accuracy every k steps (0: never)")
     parser.add_argument("--eval-questions", type=int, default=None, help="first N held-out questions (default: all)")
-    parser.add_argument("--beta", type=float, default=1.0, help="NTHR threshold factor")
-    parser.add_argument("--eta", default="paper", help="paper | zero | p | 1-p | a number")
+    parser.add_argument("--nthr-beta", "--beta", dest="nthr_beta", type=float, default=1.0,
+                        help="NTHR threshold factor, -inf: every incorrect token (not the KL coefficient; --beta "
+                             "is its old name)")
+    parser.add_argument("--nthr-eta", "--eta", dest="nthr_eta", default="paper",
+                        help="factor on selected tokens' advantage: paper | zero | p | 1-p | a number")
     parser.add_argument("--vocab", choices=["full", "group"], default="group")
     parser.add_argument("--probe-set-size", type=int, default=16)
     parser.add_argument("--probe-every", type=int, default=5)
@@ -162,8 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     protocol.add_argument("--variants", default="grpo,pos_only,random,nthr")
     protocol.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd")
     protocol.add_argument("--lr", type=float, default=None, help="default: 1e-3 for sgd, 1e-6 for adamw")
-    protocol.add_argument("--beta", type=float, default=1.0, help="NTHR threshold factor (-inf: every incorrect token)")
-    protocol.add_argument("--eta", default="zero", help="paper | zero | p | 1-p | a number in [0, 1]")
+    protocol.add_argument("--nthr-beta", "--beta", dest="nthr_beta", type=float, default=1.0,
+                          help="NTHR threshold factor (-inf: every incorrect token); --beta is its old name")
+    protocol.add_argument("--nthr-eta", "--eta", dest="nthr_eta", default="zero", help="paper | zero | p | 1-p | a number in [0, 1]")
     protocol.add_argument("--vocab", choices=["full", "group"], default="full")
     protocol.add_argument("--anchor-exclude-self", action="store_true")
     protocol.add_argument("--fresh-samples", type=int, default=None, help="default: group size; 0 disables")

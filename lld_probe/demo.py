@@ -27,8 +27,8 @@ def run_demo(*, quick: bool = False, out: Path) -> Path:
     from .analysis.protocol_report import write_protocol_report
     from .analysis.report import write_report
     from .models.hardware import fast_bf16
-    from .trainers.protocol import ProtocolConfig, run_protocol, save_protocol
-    from .trainers.train import TrainSettings, run_training
+    from .protocol import ProtocolConfig, run_protocol, save_protocol
+    from .integrations.trl.run import TrainSettings, run_training
 
     settings = DEMO_SETTINGS[quick]
     out = Path(out)

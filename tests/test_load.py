@@ -25,7 +25,7 @@ def trl_output_dir(tmp_path_factory):
 
     from lld_probe.models import load_model
     from lld_probe.tasks import get_task
-    from lld_probe.trainers.train import build_dataset, reward_function
+    from lld_probe.integrations.trl.run import build_dataset, reward_function
     out = tmp_path_factory.mktemp("trl")
     model, tokenizer = load_model("tiny")
     task = get_task("arithmetic")
@@ -178,7 +178,7 @@ def test_unknown_folder_is_refused(tmp_path):
 
 
 def test_protocol_folder(tmp_path):
-    from lld_probe.trainers.protocol import ProtocolConfig, run_protocol, save_protocol
+    from lld_probe.protocol import ProtocolConfig, run_protocol, save_protocol
     result = run_protocol(ProtocolConfig(questions=6, variants=["grpo", "nthr"], fresh_samples=0), progress=False)
     save_protocol(result, tmp_path)
     run = load(tmp_path)

@@ -82,8 +82,8 @@ def test_smollm2_loads_and_generates():
     groups = sample_groups(model, tokenizer, [prompt], group_size=2, max_new_tokens=12, seed=0)
     assert all(c.text.strip() for c in groups[0])
     # packed scoring on SmolLM2's Llama layers (the tiny model is Qwen2) equals full rows
-    from lld_probe.probe import build_group_batch, score_group
-    from lld_probe.probe.packing import packing_unsupported_reason
+    from lld_probe.scoring import build_group_batch, score_group
+    from lld_probe.scoring.packing import packing_unsupported_reason
     other = format_prompt(tokenizer, "What is 7 - 4?")
     prompts = [tokenizer(p, add_special_tokens=False)["input_ids"] for p in (prompt, prompt, other)]
     completions = [groups[0][0].completion_ids, groups[0][1].completion_ids, groups[0][0].completion_ids[:3]]

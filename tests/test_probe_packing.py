@@ -1,11 +1,11 @@
-"""Packed scoring (lld_probe.probe.packing): the layout itself, and equality with full rows in float64."""
+"""Packed scoring (lld_probe.scoring.packing): the layout itself, and equality with full rows in float64."""
 
 import pytest
 import torch
 
 from lld_probe.models import load_model
-from lld_probe.probe import build_group_batch, forward_logps, score_group
-from lld_probe.probe.packing import pack_rows, packing_unsupported_reason, plan_chunks
+from lld_probe.scoring import build_group_batch, forward_logps, score_group
+from lld_probe.scoring.packing import pack_rows, packing_unsupported_reason, plan_chunks
 
 
 def test_layout_puts_each_prompt_once_and_restarts_positions_per_row():
@@ -65,7 +65,7 @@ def test_packed_equals_full_rows_in_float64(max_tokens):
 
 
 def test_unsupported_models_are_named_and_auto_falls_back(monkeypatch):
-    from lld_probe.probe import scoring
+    from lld_probe.scoring import scoring
     model, _ = load_model("tiny")
     batch = build_group_batch([[5, 6, 7]] * 2, [[20, 21], [30]], pad_id=0)
     assert packing_unsupported_reason(model, batch) is None
@@ -93,7 +93,7 @@ def test_unsupported_models_are_named_and_auto_falls_back(monkeypatch):
 def test_a_model_that_fails_the_packing_check_is_scored_in_padded_rows_with_a_warning(monkeypatch):
     """The one-time check catches layers the mask does not control; simulated by a mask that lets every
     row see every other row."""
-    from lld_probe.probe import scoring
+    from lld_probe.scoring import scoring
     model, _ = load_model("tiny")
     batch = build_group_batch([[5, 6, 7]] * 3, [[20, 21, 22], [30, 31], [40, 41, 42]], pad_id=0)
     expected = score_group(model, batch, layout="rows").token_logps

@@ -3,7 +3,7 @@ import torch
 
 from lld_probe.core import align_next_token, token_logprobs
 from lld_probe.models import load_model
-from lld_probe.probe import build_group_batch, capture_final_hidden, output_embedding_weight, score_group
+from lld_probe.scoring import build_group_batch, capture_final_hidden, output_embedding_weight, score_group
 
 
 @pytest.mark.parametrize("layout", ["packed", "shared_prompt", "rows"])
@@ -43,7 +43,7 @@ def test_empty_group_and_prompt_are_errors():
 
 @pytest.mark.parametrize("layout", ["shared_prompt", "packed"])
 def test_shared_prompt_forward_equals_full_rows_in_values_hidden_states_and_gradients(layout):
-    from lld_probe.probe import forward_logps
+    from lld_probe.scoring import forward_logps
     model, tokenizer = load_model("tiny")
     model.eval()
     prompt = [5, 6, 7, 8, 9]

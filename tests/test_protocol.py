@@ -6,9 +6,9 @@ import torch
 
 from lld_probe.analysis.protocol_report import write_protocol_report
 from lld_probe.models import load_model
-from lld_probe.trainers import protocol as protocol_module
-from lld_probe.trainers.protocol import PROTOCOL_COLUMNS, ProtocolConfig, run_protocol, save_protocol
-from lld_probe.trainers.variants import variant_token_advantages
+from lld_probe.protocol import question as protocol_module
+from lld_probe.protocol import PROTOCOL_COLUMNS, ProtocolConfig, run_protocol, save_protocol
+from lld_probe.core import variant_token_advantages
 
 CONFIG = ProtocolConfig(model="tiny", questions=6, seed=0, max_new_tokens=16)
 
@@ -150,9 +150,9 @@ def test_shared_forward_updates_equal_an_independent_one_step_update(run, tiny, 
     import copy
 
     from lld_probe.core import group_advantages, sequence_logprob
-    from lld_probe.probe import build_group_batch, forward_logps
+    from lld_probe.scoring import build_group_batch, forward_logps
     from lld_probe.tasks import format_prompt, get_task
-    from lld_probe.trainers.loss import clipped_surrogate_loss
+    from lld_probe.protocol.loss import clipped_surrogate_loss
     result, out, _, _ = run
     model, tokenizer = tiny
     responses = pd.read_parquet(out / "responses.parquet")

@@ -7,10 +7,10 @@ import torch
 from transformers import TrainerCallback
 
 from lld_probe.models import load_model
-from lld_probe.probe import score_group
+from lld_probe.scoring import score_group
 from lld_probe.core import sequence_logprob
 from lld_probe.store.run_store import read_run_store
-from lld_probe.trainers.train import TrainSettings, make_trainer, run_training
+from lld_probe.integrations.trl.run import TrainSettings, make_trainer, run_training
 
 
 def _settings(tmp_path, method, **kwargs):
@@ -204,13 +204,6 @@ def test_non_binary_rewards_are_refused(tmp_path):
     trainer.reward_func_names = ["half"]
     with pytest.raises(ValueError, match="binary"):
         _generation_batch(trainer)
-
-
-def test_multi_process_runs_are_refused(tmp_path, monkeypatch):
-    from accelerate import Accelerator
-    monkeypatch.setattr(Accelerator, "num_processes", property(lambda self: 2))
-    with pytest.raises(ValueError, match="whole groups"):
-        make_trainer(_settings(tmp_path, "nthr"))
 
 
 def test_a_new_run_refuses_an_existing_store(tmp_path):

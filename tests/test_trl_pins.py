@@ -20,10 +20,10 @@ PINNED = {
 @pytest.mark.parametrize("name", sorted(PINNED))
 def test_overridden_trl_methods_keep_their_signature(name):
     method = getattr(GRPOTrainer, name, None)
-    assert method is not None, f"TRL {trl.__version__} GRPOTrainer has no {name}: update lld_probe.trainers.probes"
+    assert method is not None, f"TRL {trl.__version__} GRPOTrainer has no {name}: update lld_probe/integrations/trl/adapter.py"
     params = list(inspect.signature(method).parameters)
     assert params == PINNED[name], (f"TRL {trl.__version__} changed GRPOTrainer.{name}{params}; lld_probe expects "
-                                    f"{PINNED[name]}: update lld_probe.trainers.probes")
+                                    f"{PINNED[name]}: update lld_probe/integrations/trl/adapter.py")
 
 
 def test_trl_loss_accepts_per_token_advantages():
@@ -44,11 +44,22 @@ def test_loss_scores_the_policy_before_it_reads_the_advantages():
     _compute_loss and replace inputs["advantages"] there: TRL must read them afterwards."""
     params = list(inspect.signature(GRPOTrainer._get_per_token_logps_and_entropies).parameters)
     assert params[:5] == ["self", "model", "input_ids", "attention_mask", "logits_to_keep"], \
-        f"TRL {trl.__version__} changed _get_per_token_logps_and_entropies{params}: update lld_probe.trainers.probes"
+        f"TRL {trl.__version__} changed _get_per_token_logps_and_entropies{params}: update lld_probe/integrations/trl/adapter.py"
     source = inspect.getsource(GRPOTrainer._compute_loss)
     scored = source.find("self._get_per_token_logps_and_entropies(")
     read = source.find('inputs["advantages"]')
     assert 0 <= scored < read, (f"TRL {trl.__version__}'s _compute_loss no longer scores the policy before reading "
-                                f"the advantages: set reuse_training_forward=False and update lld_probe.trainers.probes")
+                                f"the advantages: set reuse_training_forward=False and update lld_probe/integrations/trl/adapter.py")
     forward = inspect.getsource(GRPOTrainer._get_per_token_logps_and_entropies)
     assert "compute_entropy" in forward and "logits_to_keep" in forward
+
+
+def test_rewards_are_gathered_and_advantages_sliced_per_process():
+    """The adapter reads every process's rewards from _calculate_rewards (gathered) and takes this process's
+    rows as the contiguous slice process_index * B_local (TRL's process_slice)."""
+    rewards = inspect.getsource(GRPOTrainer._calculate_rewards)
+    assert "gather(rewards_per_func)" in rewards, \
+        f"TRL {trl.__version__}'s _calculate_rewards no longer gathers rewards over processes: update the adapter"
+    source = inspect.getsource(GRPOTrainer._generate_and_score_completions)
+    assert "process_slice" in source and "self.accelerator.process_index * len(prompts)" in source, \
+        f"TRL {trl.__version__} changed how a process's rows are sliced from the generation batch: update the adapter"

@@ -13,45 +13,19 @@ with the group convention when the log has none), plus whatever else the source 
 from __future__ import annotations
 
 import json
-import re
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 
-from ..core import group_advantages
+from ..core import correct_from_rewards, group_advantages, rewards_are_binary
 from ..store.run_store import is_run_store, read_run_store
+from .read_trl import read_trl_output
+from .read_verl import read_verl_dumps
+from .run import Run, step_jsonl_files
 
 REQUIRED = ["step", "group_id", "prompt", "completion", "reward", "correct", "advantage"]
-
-
-@dataclass
-class Run:
-    kind: str
-    path: Path
-    responses: pd.DataFrame
-    meta: dict = field(default_factory=dict)
-    scalars: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["step", "name", "value"]))
-    tokens: pd.DataFrame = field(default_factory=pd.DataFrame)
-    probe_set: pd.DataFrame = field(default_factory=pd.DataFrame)
-    extra: dict = field(default_factory=dict)        # source-specific tables (protocol: per-variant rows)
-    warnings: list = field(default_factory=list)
-
-    @property
-    def name(self) -> str:
-        return self.meta.get("name") or self.path.name
-
-    @property
-    def method(self) -> str:
-        return self.meta.get("method", self.kind)
-
-    def scalar(self, name: str) -> pd.DataFrame:
-        """step, value of one logged scalar."""
-        frame = self.scalars[self.scalars["name"] == name]
-        return frame[["step", "value"]].sort_values("step").reset_index(drop=True)
 
 
 def group_advantages_frame(responses: pd.DataFrame, *, std: str = "sample", eps: float = 1e-4) -> pd.Series:
@@ -65,28 +39,16 @@ def group_advantages_frame(responses: pd.DataFrame, *, std: str = "sample", eps:
     return advantages
 
 
-def assign_groups(frame: pd.DataFrame) -> pd.DataFrame:
-    """group_id and response_index for one step's rows: a group is the responses to one prompt, in
-    the order the log holds them (TRL and verl log a generation batch in sampler order)."""
-    order = {prompt: i for i, prompt in enumerate(dict.fromkeys(frame["prompt"]))}
-    frame["group_id"] = frame["step"].astype(str) + ":" + frame["prompt"].map(order).astype(str)
-    frame["response_index"] = frame.groupby("group_id").cumcount()
-    return frame
-
-
-def step_jsonl_files(path: Path) -> list[Path]:
-    """The {step}.jsonl files of a verl dump folder, by step."""
-    return sorted((f for f in path.glob("*.jsonl") if re.fullmatch(r"\d+", f.stem)), key=lambda f: int(f.stem))
-
-
 def correctness_column(reward: pd.Series, threshold: float | None) -> pd.Series:
-    """Binary rewards -> bool; with a threshold, reward >= threshold; otherwise NA (stats that need
-    correctness then refuse with a clear error)."""
-    if threshold is not None:
-        return reward >= threshold
-    if reward.isin([0.0, 1.0]).all():
-        return reward == 1.0
-    return pd.Series(pd.NA, index=reward.index, dtype="boolean")
+    """lld_probe.core.correct_from_rewards per row; NA where the reward is NaN, and everywhere when rewards
+    are not binary and no threshold is given (stats that need correctness then refuse with a clear error)."""
+    values = torch.tensor(reward.to_numpy(dtype=float))
+    known = ~torch.isnan(values)
+    correct = pd.Series(pd.NA, index=reward.index, dtype="boolean")
+    if threshold is None and not rewards_are_binary(values[known]):
+        return correct
+    correct[known.numpy()] = correct_from_rewards(values[known], threshold).numpy()
+    return correct
 
 
 def _finish(run: Run, threshold: float | None) -> Run:
@@ -117,10 +79,8 @@ def load(path, *, correct_threshold: float | None = None) -> Run:
         run = _load_protocol(path)
     elif (path / "completions").is_dir() or (path / "trainer_state.json").is_file() or \
             any(path.glob("checkpoint-*/trainer_state.json")):
-        from .read_trl import read_trl_output
         run = read_trl_output(path)
     elif step_jsonl_files(path):
-        from .read_verl import read_verl_dumps
         run = read_verl_dumps(path)
     else:
         raise ValueError(f"{path}: not a run store, protocol folder, TRL output_dir (completions/ or "
@@ -157,31 +117,3 @@ def _load_protocol(path: Path) -> Run:
                extra={"protocol": tables["protocol"], "questions": tables["questions"]})
 
 
-def read_jsonl(file: Path, *, allow_truncated_tail: bool = False) -> tuple[list[dict], bool]:
-    """Parse a JSONL file; errors name file and line. With allow_truncated_tail, a broken last line
-    (a writer still running) is dropped and reported as (rows, True)."""
-    rows = []
-    lines = file.read_text(encoding="utf-8", errors="replace").split("\n")
-    ends_cleanly = lines[-1] == ""
-    if ends_cleanly:
-        lines = lines[:-1]
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            if allow_truncated_tail and number == len(lines) and not ends_cleanly:
-                return rows, True
-            raise ValueError(f"{file}:{number}: malformed JSON ({error.msg})") from error
-        if not isinstance(record, dict):
-            raise ValueError(f"{file}:{number}: expected a JSON object, got {type(record).__name__}")
-        rows.append(record)
-    return rows, False
-
-
-def numeric_reward(values, file, what: str = "reward") -> np.ndarray:
-    try:
-        return np.asarray(values, dtype=float)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"{file}: {what} column is not numeric ({error})") from error

@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from matplotlib import colors as mcolors
 
+from ..core.lld import lld_count
 from .stats import spearman
 from .style import apply_style, color, label, save_figure
 
@@ -34,7 +35,7 @@ def delta_bars(protocol: pd.DataFrame, variants, out_dir, name: str, *, title: s
     ax.set_ylabel("Δ(x): change of log π(y⁺|x)")
     ax.set_xticks(x)
     ax.set_xticklabels([str(i + 1) for i in range(n)], fontsize=7)
-    lazy = int((wide.loc[order, "grpo"] <= 0).sum())
+    lazy, _ = lld_count(wide.loc[order, "grpo"])
     ax.set_title(title or f"Likelihood change of correct responses after one update ({lazy}/{n} questions with Δ ≤ 0 under GRPO)",
                  fontsize=10)
     ax.legend(ncol=len(variants), loc="upper center", bbox_to_anchor=(0.5, -0.2))   # below the axes: never over bars

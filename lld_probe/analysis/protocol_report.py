@@ -3,24 +3,13 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import pandas as pd
 
 from ..store import write_text
+from .markdown import markdown_table
 from .stats import paired_wilcoxon, spearman, table1, variant_summary
-
-
-def _markdown(frame: pd.DataFrame, floatfmt: str = ".3g") -> str:
-    if frame.empty:
-        return "(no rows)\n"
-    header = "| " + " | ".join(frame.columns) + " |\n|" + "---|" * len(frame.columns) + "\n"
-    body = ""
-    for _, row in frame.iterrows():
-        cells = [format(v, floatfmt) if isinstance(v, float) and not math.isnan(v) else str(v) for v in row]
-        body += "| " + " | ".join(cells) + " |\n"
-    return header + body
 
 
 def protocol_summary(protocol: pd.DataFrame, questions: pd.DataFrame, meta: dict) -> str:
@@ -29,23 +18,23 @@ def protocol_summary(protocol: pd.DataFrame, questions: pd.DataFrame, meta: dict
              f"Questions sampled {len(questions)}, kept (mixed groups) {int(questions['kept'].sum())}, "
              f"dropped {int((~questions['kept']).sum())}. G = {settings.get('group_size')}, temperature "
              f"{settings.get('temperature')}, one {settings.get('optimizer')} step with lr {settings.get('lr')}, "
-             f"beta {settings.get('beta')}, eta {settings.get('eta')}, vocab {settings.get('vocab')}.", "",
+             f"beta {settings.get('nthr_beta', settings.get('beta'))}, eta {settings.get('nthr_eta', settings.get('eta'))}, vocab {settings.get('vocab')}.", "",
              "## Delta(x) per variant (sequence sum over tokens; bootstrap 95% interval of the median over questions)", "",
-             _markdown(variant_summary(protocol)), ""]
+             markdown_table(variant_summary(protocol)), ""]
     if "grpo" in set(protocol["variant"]):
         tests = []
         for other in [v for v in protocol["variant"].unique() if v != "grpo"]:
             result = paired_wilcoxon(protocol, "grpo", other)
             tests.append({"comparison": f"{other} - grpo", **result})
         lines += ["## Paired comparison with GRPO (Wilcoxon signed-rank over questions)", "",
-                  _markdown(pd.DataFrame(tests)), ""]
+                  markdown_table(pd.DataFrame(tests)), ""]
         lines += ["## Table 1: top-K overlap of GWHES ranking and ascending Delta(x) (GRPO)", "",
-                  _markdown(table1(protocol)), ""]
+                  markdown_table(table1(protocol)), ""]
     rows = []
     for variant, group in protocol.groupby("variant", sort=False):
         rho, p_value = spearman(group["predicted_delta"], group["delta_sum"])
         rows.append({"variant": variant, "spearman_predicted_vs_measured": rho, "p_value": p_value})
-    lines += ["## How much of Delta the first-order theory explains", "", _markdown(pd.DataFrame(rows)), "",
+    lines += ["## How much of Delta the first-order theory explains", "", markdown_table(pd.DataFrame(rows)), "",
               "## NTHR selection", "",
               f"Mean fraction of incorrect-response tokens selected: {protocol['nthr_selected_fraction'].mean():.3f}", ""]
     return "\n".join(lines)
@@ -63,7 +52,7 @@ def write_protocol_report(folder, figures: bool = True) -> list[Path]:
                          f"({len(questions)} questions sampled, all-correct or all-wrong)")
     written = [write_text(protocol_summary(protocol, questions, meta), folder / "summary.md")]
     if "grpo" in set(protocol["variant"]):
-        written.append(write_text(_markdown(table1(protocol)), folder / "table1.md"))
+        written.append(write_text(markdown_table(table1(protocol)), folder / "table1.md"))
     if figures:
         from .protocol_figures import protocol_figures
         written += protocol_figures(protocol, tokens, folder / "figures")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..store.run_store import read_parquet_files
-from .load import Run, assign_groups, numeric_reward
+from .run import Run, assign_groups, numeric_reward
 
 NON_REWARD = {"step", "prompt", "completion", "advantage", "image", "images"}
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .load import Run, assign_groups, numeric_reward, read_jsonl, step_jsonl_files
+from .run import Run, assign_groups, numeric_reward, read_jsonl, step_jsonl_files
 
 REQUIRED_KEYS = ("input", "output", "score")
 

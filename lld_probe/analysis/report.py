@@ -10,7 +10,9 @@ import pandas as pd
 
 from ..store import write_text
 from .load import Run, load
-from .protocol_report import _markdown, protocol_summary
+from ..core.lld import lld_rate
+from .markdown import markdown_table
+from .protocol_report import protocol_summary
 from .training import accuracy_curves, final_accuracy_table, lld_rate_by_step, with_delta
 
 
@@ -47,7 +49,7 @@ def lld_table(runs) -> pd.DataFrame:
         if "logp_after" in run.responses.columns and run.responses["logp_after"].notna().any():
             measured = with_delta(run.responses).dropna(subset=["delta"])
             correct, incorrect = measured[measured["correct"]], measured[~measured["correct"]]
-            row["lld_rate"] = float((correct["delta"] <= 0).mean())
+            row["lld_rate"] = lld_rate(correct["delta"])
             row["lld_rate_last10"] = float(lld_rate_by_step(run.responses).tail(10)["lld_rate"].mean())
             row["delta_correct"] = float(correct["delta"].mean())
             row["delta_incorrect"] = float(incorrect["delta"].mean())
@@ -56,11 +58,11 @@ def lld_table(runs) -> pd.DataFrame:
 
 
 def training_summary(runs) -> str:
-    lines = ["# Training runs", "", "## Per run", "", _markdown(lld_table(runs)), ""]
+    lines = ["# Training runs", "", "## Per run", "", markdown_table(lld_table(runs)), ""]
     curves = accuracy_curves(runs)
     if not curves.empty:
         lines += ["## Held-out greedy accuracy (mean and 95% t-interval across seeds; change = last - first, paired by seed)",
-                  "", _markdown(final_accuracy_table(curves)), ""]
+                  "", markdown_table(final_accuracy_table(curves)), ""]
     warnings = [f"- {run.name}: {w}" for run in runs for w in run.warnings]
     if warnings:
         lines += ["## Warnings", ""] + warnings + [""]

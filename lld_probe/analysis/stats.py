@@ -8,12 +8,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
-
-def lld_rate(delta, eps: float = 0.0) -> float:
-    """Share of correct responses (or questions) whose Delta <= eps (PAPER: LLD criterion)."""
-    values = np.asarray(delta, dtype=float)
-    values = values[~np.isnan(values)]
-    return float(np.mean(values <= eps)) if values.size else math.nan
+from ..core.lld import lld_rate  # noqa: F401  (the one definition, re-exported here)
 
 
 def bootstrap_ci(values, statistic=np.median, *, n_resamples: int = 2000, confidence: float = 0.95,

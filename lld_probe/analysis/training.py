@@ -10,6 +10,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
+from ..core.lld import lld_rate
+
 
 def _require_correct(responses: pd.DataFrame, what: str) -> pd.Series:
     if "correct" not in responses or responses["correct"].isna().any():
@@ -40,7 +42,7 @@ def lld_rate_by_step(responses: pd.DataFrame, *, eps: float = 0.0) -> pd.DataFra
     for step, group in frame.groupby("step"):
         correct = group[group["correct"]]
         incorrect = group[~group["correct"]]
-        rows.append({"step": int(step), "lld_rate": float((correct["delta"] <= eps).mean()) if len(correct) else math.nan,
+        rows.append({"step": int(step), "lld_rate": lld_rate(correct["delta"], eps),
                      "delta_correct": float(correct["delta"].mean()) if len(correct) else math.nan,
                      "delta_incorrect": float(incorrect["delta"].mean()) if len(incorrect) else math.nan,
                      "n_correct": len(correct)})
@@ -55,7 +57,7 @@ def delta_by_success_rate(responses: pd.DataFrame) -> pd.DataFrame:
     for p, group in frame.groupby("p"):
         rows.append({"p": float(p), "n": len(group), "median_delta": float(group["delta"].median()),
                      "q25": float(group["delta"].quantile(0.25)), "q75": float(group["delta"].quantile(0.75)),
-                     "lld_rate": float((group["delta"] <= 0).mean())})
+                     "lld_rate": lld_rate(group["delta"])})
     return pd.DataFrame(rows, columns=["p", "n", "median_delta", "q25", "q75", "lld_rate"])
 
 

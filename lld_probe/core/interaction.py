@@ -41,6 +41,28 @@ def log_normalizer(hidden_rows: torch.Tensor, unembed: torch.Tensor, *, temperat
     return result
 
 
+def token_log_normalizer(hidden_rows: torch.Tensor, row_tokens: torch.Tensor, unembed: torch.Tensor, *,
+                         temperature: float, token_logprobs: torch.Tensor | None = None,
+                         budget: int = DEFAULT_BUDGET) -> torch.Tensor:
+    """log-normaliser of pi over the FULL vocabulary (never renormalised to a column set) for rows of
+    hidden [N, d]: read from the sampled tokens' log-probs when given (logit minus log-prob), else a
+    chunked pass over the vocabulary."""
+    if token_logprobs is not None:
+        own_logit = (hidden_rows * unembed[row_tokens].to(hidden_rows.dtype)).sum(1) / temperature
+        return own_logit - token_logprobs.to(hidden_rows.dtype)
+    return log_normalizer(hidden_rows, unembed, temperature=temperature, budget=budget)
+
+
+def column_positions(row_tokens: torch.Tensor, columns: torch.Tensor | None, vocab_size: int):
+    """(number of columns, position of each row's token among the columns or -1, whether it is there)."""
+    if columns is None:
+        return vocab_size, row_tokens, torch.ones_like(row_tokens, dtype=torch.bool)
+    n_columns = columns.numel()
+    position = torch.searchsorted(columns, row_tokens).clamp(max=max(n_columns - 1, 0))
+    in_columns = columns[position] == row_tokens
+    return n_columns, torch.where(in_columns, position, torch.full_like(position, -1)), in_columns
+
+
 def choose_method(n_sources: int, n_queries: int, dim: int) -> str:
     """The cheaper exact evaluation order for these sizes (see module docstring)."""
     return "pairwise" if n_sources * n_queries < (n_sources + n_queries) * dim else "outer"
@@ -84,22 +106,10 @@ def interaction_scores(hidden: torch.Tensor, unembed: torch.Tensor, tokens: torc
     query_idx = is_query.nonzero().squeeze(1)
     n_union, dim = union_hidden.shape
 
-    # log-normaliser of pi over the FULL vocabulary (never renormalised to C)
-    if token_logprobs is not None:
-        own_logit = (union_hidden * unembed[union_tokens].to(dtype)).sum(1) / temperature
-        lse = own_logit - token_logprobs[union_mask].to(dtype)
-    else:
-        lse = log_normalizer(union_hidden, unembed, temperature=temperature, budget=budget)
-
-    if columns is None:
-        n_columns = unembed.shape[0]
-        token_column = union_tokens                                      # position of y in C
-        in_columns = torch.ones_like(union_tokens, dtype=torch.bool)
-    else:
-        n_columns = columns.numel()
-        position = torch.searchsorted(columns, union_tokens).clamp(max=max(n_columns - 1, 0))
-        in_columns = columns[position] == union_tokens
-        token_column = torch.where(in_columns, position, torch.full_like(position, -1))
+    lse = token_log_normalizer(union_hidden, union_tokens, unembed, temperature=temperature,
+                               token_logprobs=None if token_logprobs is None else token_logprobs[union_mask],
+                               budget=budget)
+    n_columns, token_column, in_columns = column_positions(union_tokens, columns, unembed.shape[0])
 
     if method == "auto":
         method = choose_method(source_idx.numel(), query_idx.numel(), dim)

@@ -1,8 +1,10 @@
 """Token and sequence log-likelihoods with explicit next-token alignment.
 
 Alignment convention used throughout lld_probe: a causal LM's output at position t-1 (logits or
-final hidden state) predicts the token at position t. `align_next_token` performs that shift once,
-so every other function receives already-aligned tensors: x[:, t] predicts tokens[:, t].
+final hidden state) predicts the token at position t. Two functions make that shift: `align_next_token`
+here for whole sequences (outputs over input_ids), and `GroupBatch.response_view` in lld_probe.scoring
+for the response layout of a group; every other function receives aligned tensors: x[:, t] predicts
+tokens[:, t].
 """
 
 from __future__ import annotations

@@ -57,11 +57,15 @@ def nthr_token_scores(hidden, unembed, tokens, mask, correct, *, temperature=1.0
                                            temperature=temperature, columns=columns,
                                            token_logprobs=token_logprobs, method=method, budget=budget)
             anchor_scores[row] -= self_part[row]
+    return NTHRScores(scores=scores, anchors=response_anchors(anchor_scores, mask, correct))
+
+
+def response_anchors(anchor_scores: torch.Tensor, mask: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
+    """[G]: the mean score over each correct response's tokens, NaN for incorrect or empty responses."""
     lengths = mask.sum(1)
     # PAPER (anchor): s+bar(i') = mean over tokens k'' of y+_i' of g_k''^T M+ h_k''
-    anchors = anchor_scores.sum(1) / lengths.to(scores.dtype)
-    anchors = torch.where(correct & (lengths > 0), anchors, torch.full_like(anchors, math.nan))
-    return NTHRScores(scores=scores, anchors=anchors)
+    anchors = anchor_scores.sum(1) / lengths.to(anchor_scores.dtype)
+    return torch.where(correct & (lengths > 0), anchors, torch.full_like(anchors, math.nan))
 
 
 def nthr_threshold(anchors: torch.Tensor, correct: torch.Tensor, beta: float = 1.0) -> float:
@@ -88,8 +92,12 @@ def nthr_select(scores, mask, correct, anchors, *, beta=1.0) -> torch.Tensor:
     check_shape("anchors", anchors, (scores.shape[0],))
     if not isinstance(beta, (int, float)) or math.isnan(beta) or beta == math.inf:
         raise ValueError(f"beta must be a finite number or -inf, got {beta!r}")
-    negative_tokens = mask & ~correct[:, None]
-    tau = nthr_threshold(anchors, correct, beta)
+    return select_above(scores, mask, correct, nthr_threshold(anchors, correct, beta))
+
+
+def select_above(scores: torch.Tensor, mask: torch.Tensor, correct: torch.Tensor, tau: float) -> torch.Tensor:
+    """V-_j = {k' in y-_j : s-(k') > tau} for a threshold already computed (nthr_threshold); a NaN tau
+    (no correct response) selects nothing."""
     if math.isnan(tau):
         return torch.zeros_like(mask)
-    return negative_tokens & (scores > tau)
+    return mask & ~correct[:, None] & (scores > tau)

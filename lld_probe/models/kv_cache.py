@@ -1,5 +1,5 @@
 """A prompt computed once, its KV cache repeated for several continuations: shared by group scoring
-(lld_probe.probe.scoring) and group sampling (lld_probe.models.generation)."""
+(lld_probe.scoring.scoring) and group sampling (lld_probe.models.generation)."""
 
 from __future__ import annotations
 

@@ -1,37 +1,23 @@
-"""The run store of DESIGN.md: one folder per training run, append-only, one Parquet file per step.
-
-    meta.json                          method, settings, model, task, seed, versions, start time
-    responses/step=NNNNNN.parquet      one row per sampled response
-    tokens/step=NNNNNN.parquet         per-token rows for the responses the probe keeps
-    probe_set.parquet                  step, probe_id, kind, logp (fixed probe responses, every k steps)
-    scalars.parquet                    step, name, value (every metric the trainer logs)
+"""The run store (schema in store.schema): append-only, one Parquet file per step and rank.
 
 Every file is written under a temporary name and renamed (store.atomic), so a run killed at any
 moment leaves a store that loads; a resumed run truncates what lies after its checkpoint and goes on.
+In a run on N processes every rank writes its own shard of each step's responses and tokens; the
+main process alone writes meta.json, scalars.parquet and probe_set.parquet.
 """
 
 from __future__ import annotations
 
 import json
-import re
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from .atomic import write_json, write_parquet
-
-RESPONSE_COLUMNS = ["step", "question_id", "group_id", "response_index", "prompt", "completion", "reward",
-                    "correct", "advantage", "n_tokens", "logp_before", "logp_after", "selected_fraction"]
-TOKEN_COLUMNS = ["step", "group_id", "response_index", "token_id", "position", "logp_before", "logp_after",
-                 "nthr_score", "selected", "entropy"]
-PROBE_SET_COLUMNS = ["step", "probe_id", "kind", "question_id", "n_tokens", "logp"]
-SCALAR_COLUMNS = ["step", "name", "value"]
-STEP_FILE = re.compile(r"^step=(\d{6,})\.parquet$")
-
-
-def step_path(folder: Path, step: int) -> Path:
-    return Path(folder) / f"step={step:06d}.parquet"
+from .schema import (OPTIONAL_RESPONSE_COLUMNS, OPTIONAL_TOKEN_COLUMNS, PROBE_SET_COLUMNS, RESPONSE_COLUMNS,
+                     SCALAR_COLUMNS, TOKEN_COLUMNS, parse_step_file, step_path)
 
 
 def is_run_store(path) -> bool:
@@ -40,10 +26,15 @@ def is_run_store(path) -> bool:
 
 
 class RunStoreWriter:
-    """Writes one run's store. Appending a step twice overwrites that step (a resumed run redoes it)."""
+    """Writes one run's store. Appending a step twice overwrites that step (a resumed run redoes it).
 
-    def __init__(self, path):
+    rank: None for a 1-process run (plain step files), else this process's rank (step shards).
+    is_main: whether this process writes the run-wide files (meta, scalars, probe set)."""
+
+    def __init__(self, path, *, rank: int | None = None, is_main: bool = True):
         self.path = Path(path)
+        self.rank = rank
+        self.is_main = is_main
         self.path.mkdir(parents=True, exist_ok=True)
         self._scalars = self._read_or_empty("scalars.parquet", SCALAR_COLUMNS)
         self._probe_set = self._read_or_empty("probe_set.parquet", PROBE_SET_COLUMNS)
@@ -52,7 +43,12 @@ class RunStoreWriter:
         file = self.path / name
         return pd.read_parquet(file) if file.is_file() else pd.DataFrame(columns=columns)
 
+    def has_steps(self) -> bool:
+        return any(parse_step_file(f.name) for f in (self.path / "responses").glob("step=*.parquet"))
+
     def write_meta(self, meta: dict) -> None:
+        if not self.is_main:
+            return
         existing = self.path / "meta.json"
         if existing.is_file():   # a resumed run keeps the original start and records the restart
             previous = json.loads(existing.read_text())
@@ -66,11 +62,13 @@ class RunStoreWriter:
             raise ValueError(f"responses for step {step} lack columns {missing}")
         # tokens first: a step whose responses file exists is complete
         if tokens is not None and len(tokens):
-            write_parquet(tokens, step_path(self.path / "tokens", step))
-        write_parquet(responses, step_path(self.path / "responses", step))
+            write_parquet(tokens, step_path(self.path / "tokens", step, self.rank))
+        write_parquet(responses, step_path(self.path / "responses", step, self.rank))
 
     def append_scalars(self, step: int, values: dict) -> None:
         """One row per numeric value; a (step, name) logged twice keeps the last value."""
+        if not self.is_main:
+            return
         rows = pd.DataFrame([{"step": int(step), "name": str(k), "value": float(v)} for k, v in values.items()
                              if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step"],
                             columns=SCALAR_COLUMNS)
@@ -80,6 +78,8 @@ class RunStoreWriter:
             write_parquet(self._scalars, self.path / "scalars.parquet")
 
     def append_probe_set(self, rows: pd.DataFrame) -> None:
+        if not self.is_main:
+            return
         self._probe_set = rows if self._probe_set.empty else pd.concat([self._probe_set, rows], ignore_index=True)
         write_parquet(self._probe_set, self.path / "probe_set.parquet")
 
@@ -87,11 +87,14 @@ class RunStoreWriter:
         return not self._probe_set.empty
 
     def truncate_after(self, step: int) -> None:
-        """Drop everything recorded after `step` (resuming from a checkpoint at that step)."""
+        """Drop everything recorded after `step` (resuming from a checkpoint at that step); every rank's
+        shards go. Only the main process truncates."""
+        if not self.is_main:
+            return
         for folder in ("responses", "tokens"):
             for file in (self.path / folder).glob("step=*.parquet"):
-                match = STEP_FILE.match(file.name)
-                if match and int(match.group(1)) > step:
+                parsed = parse_step_file(file.name)
+                if parsed and parsed[0] > step:
                     file.unlink()
         if not self._scalars.empty:
             self._scalars = self._scalars[self._scalars["step"] <= step]
@@ -111,25 +114,57 @@ class RunStore:
     warnings: list[str] = field(default_factory=list)
 
 
-def read_parquet_files(files, warnings: list[str]) -> list[pd.DataFrame]:
-    """Read step files in order. An unreadable file raises naming it, except the last one (a live
-    run may be writing it), which is skipped with a message appended to `warnings`."""
+def read_parquet_files(files, warnings: list[str] | None = None) -> list[pd.DataFrame]:
+    """Read files in order. An unreadable file raises naming it; with `warnings` given, an unreadable
+    last file (a live run may be writing it) is skipped with a message appended there instead."""
     files = list(files)
     frames = []
     for index, file in enumerate(files):
         try:
             frames.append(pd.read_parquet(file))
         except Exception as error:
-            if index == len(files) - 1:
+            if warnings is not None and index == len(files) - 1:
                 warnings.append(f"{file}: unreadable last step skipped ({error})")
                 continue
             raise ValueError(f"{file}: not a readable Parquet file ({error})") from error
     return frames
 
 
-def _read_steps(folder: Path, columns: list[str], warnings: list[str]) -> pd.DataFrame:
-    files = sorted(f for f in folder.glob("step=*.parquet") if STEP_FILE.match(f.name)) if folder.is_dir() else []
-    frames = read_parquet_files(files, warnings)
+def _step_shards(folder: Path) -> dict[int, list[Path]]:
+    """step -> its files (one, or one shard per rank in rank order)."""
+    shards: dict[int, list[tuple[int, Path]]] = defaultdict(list)
+    if folder.is_dir():
+        for file in folder.glob("step=*.parquet"):
+            parsed = parse_step_file(file.name)
+            if parsed:
+                shards[parsed[0]].append((-1 if parsed[1] is None else parsed[1], file))
+    return {step: [file for _, file in sorted(files)] for step, files in sorted(shards.items())}
+
+
+def _read_steps(folder: Path, columns: list[str], world_size: int, warnings: list[str],
+                steps: set | None = None) -> pd.DataFrame:
+    """Concatenate the step files of a folder in step and rank order. In a multi-process store a step
+    with fewer than world_size shards is incomplete: skipped with a warning when it is the last step
+    (a run killed while writing it), an error otherwise. `steps` restricts to those steps."""
+    shards = _step_shards(folder)
+    if steps is not None:
+        shards = {s: f for s, f in shards.items() if s in steps}
+    last = max(shards) if shards else None
+    frames = []
+    for step, files in shards.items():
+        if world_size > 1 and len(files) < world_size:
+            message = f"{folder}: step {step} has {len(files)} of {world_size} rank shards"
+            if step == last:
+                warnings.append(f"{message}; incomplete last step skipped")
+                continue
+            raise ValueError(f"{message}: the store is damaged (a rank's files are missing)")
+        if step != last:
+            frames += read_parquet_files(files)
+            continue
+        try:       # the last step may be half written by a live or killed run: all shards or none
+            frames += read_parquet_files(files)
+        except ValueError as error:
+            warnings.append(f"{error}; unreadable last step skipped")
     if not frames:
         return pd.DataFrame(columns=columns)
     return pd.concat(frames, ignore_index=True)
@@ -145,14 +180,21 @@ def read_run_store(path) -> RunStore:
         meta = json.loads(meta_file.read_text())
     except json.JSONDecodeError as error:
         raise ValueError(f"{meta_file}: line {error.lineno}: malformed JSON ({error.msg})") from error
+    world_size = int(meta.get("world_size", 1))
     warnings: list[str] = []
-    responses = _read_steps(path / "responses", RESPONSE_COLUMNS, warnings)
+    responses = _read_steps(path / "responses", RESPONSE_COLUMNS, world_size, warnings)
+    for column in OPTIONAL_RESPONSE_COLUMNS:
+        if column not in responses.columns:
+            responses[column] = float("nan")
     missing = [c for c in RESPONSE_COLUMNS if c not in responses.columns]
     if missing:
         raise ValueError(f"{path / 'responses'}: missing columns {missing}")
-    tokens = _read_steps(path / "tokens", TOKEN_COLUMNS, warnings)
-    if len(responses):   # tokens of a step whose responses file never landed are not part of the run
-        tokens = tokens[tokens["step"].isin(set(responses["step"]))]
+    # tokens of a step whose responses never landed are not part of the run
+    tokens = _read_steps(path / "tokens", TOKEN_COLUMNS, world_size, warnings,
+                         steps=set(responses["step"]) if len(responses) else set())
+    for column in OPTIONAL_TOKEN_COLUMNS:
+        if column not in tokens.columns:
+            tokens[column] = False
     frames = {}
     for name, columns in (("probe_set", PROBE_SET_COLUMNS), ("scalars", SCALAR_COLUMNS)):
         file = path / f"{name}.parquet"

@@ -1,22 +1,21 @@
-"""Reference trainers: the per-question one-step protocol and the TRL-based NTHR trainer.
+"""Deprecated: the former home of the trainers. Use lld_probe.integrations.trl (LLDConfig, LLDGRPOTrainer,
+LikelihoodProbeMixin, TrainSettings, run_training, run_compare, make_trainer), lld_probe.probes
+(ProbeSettings), lld_probe.protocol (the per-question protocol) and lld_probe.core (VARIANTS)."""
 
-The TRL classes are imported lazily (importing TRL takes seconds)."""
+import importlib
+import warnings
 
-from .variants import VARIANTS
+_MOVED = {
+    "LLDConfig": "lld_probe.integrations.trl.config", "LLDGRPOTrainer": "lld_probe.integrations.trl.trainer",
+    "LikelihoodProbeMixin": "lld_probe.integrations.trl.adapter", "ProbeSettings": "lld_probe.probes.settings",
+    "TrainSettings": "lld_probe.integrations.trl.run", "run_training": "lld_probe.integrations.trl.run",
+    "run_compare": "lld_probe.integrations.trl.run", "make_trainer": "lld_probe.integrations.trl.run",
+    "VARIANTS": "lld_probe.core.variants",
+}
 
 
 def __getattr__(name):
-    if name in ("LLDConfig", "LLDGRPOTrainer"):
-        from . import lld_trainer
-        return getattr(lld_trainer, name)
-    if name in ("LikelihoodProbeMixin", "ProbeSettings"):
-        from . import probes
-        return getattr(probes, name)
-    if name in ("TrainSettings", "run_training", "run_compare", "make_trainer"):
-        from . import train
-        return getattr(train, name)
+    if name in _MOVED:
+        warnings.warn(f"lld_probe.trainers.{name} moved to {_MOVED[name]}", DeprecationWarning, stacklevel=2)
+        return getattr(importlib.import_module(_MOVED[name]), name)
     raise AttributeError(name)
-
-
-__all__ = ["LLDConfig", "LLDGRPOTrainer", "LikelihoodProbeMixin", "ProbeSettings", "TrainSettings", "VARIANTS",
-           "make_trainer", "run_compare", "run_training"]

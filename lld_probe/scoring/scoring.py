@@ -2,7 +2,7 @@
 the final hidden states that predict them and the next-token entropy (float64 for a float64 model).
 
 Three layouts give the same numbers up to float rounding: "packed" (the real tokens end to end, each
-prompt once; lld_probe.probe.packing), "shared_prompt" (one forward per distinct prompt: the prompt
+prompt once; lld_probe.scoring.packing), "shared_prompt" (one forward per distinct prompt: the prompt
 computed once into a KV cache repeated for its rows, rows padded to the longest completion) and
 "rows" (full padded rows). "auto" takes the first the model supports."""
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from ..probe import ScoredGroup, forward_logps
+from ..scoring import ScoredGroup, forward_logps
 from .loss import clipped_surrogate_loss
 
 

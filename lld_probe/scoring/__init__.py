@@ -1,4 +1,4 @@
-"""Probes: hidden-state capture, group scoring, likelihood tracking."""
+"""Scoring a group with a model: the batch layout, packed forwards, hidden-state capture."""
 
 from .batch import GroupBatch, build_group_batch
 from .hidden import capture_backbone_hidden, capture_final_hidden, output_embedding_weight

@@ -1,0 +1,1 @@
+"""The only code that knows a training framework's internals (TRL today)."""

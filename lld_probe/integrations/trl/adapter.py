@@ -1,0 +1,193 @@
+"""The probes on TRL's GRPOTrainer, as a mixin: `class MyTrainer(LikelihoodProbeMixin, GRPOTrainer)`.
+
+A thin adapter: it reads what the recorder needs out of TRL's generation batch, hands TRL's loss the
+method's advantages, and calls the recorder after the optimizer step. All the probes' logic lives in
+lld_probe.probes.ProbeRecorder. The old policy's scores come from a separate no-grad forward before the
+update; add OldPolicyFromLossForward (loss_forward.py) in front to take them from TRL's own loss forward.
+
+TRL methods this relies on (pinned by tests/test_trl_pins.py): _calculate_rewards (gathered rewards per
+function), _generate_and_score_completions (the generation batch: G consecutive rows per prompt, this
+process's contiguous slice of it), log, and the `_step` counter of optimizer steps.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, replace
+
+import torch
+from transformers import TrainerCallback
+
+from ...probes import ProbeRecorder, ProbeSettings, communicator_for
+from ...probes.evaluation import greedy_accuracy
+from ...scoring import output_embedding_weight, score_group
+from ...store.provenance import provenance
+
+
+def _has_dropout(model) -> bool:
+    """Whether a training-mode forward of the model is stochastic (a dropout probability above 0)."""
+    config = getattr(model, "config", None)
+    rates = [value for key, value in (vars(config).items() if config is not None else ())
+             if "dropout" in key and isinstance(value, (int, float)) and not isinstance(value, bool)]
+    modules = [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+    return any(rate > 0 for rate in rates + modules)
+
+
+def completion_rows(completion_ids: torch.Tensor, completion_mask: torch.Tensor) -> list[list[int]]:
+    """TRL's right-padded completions -> token lists. TRL's completion mask is a prefix (ones up to and
+    including EOS); anything else is refused."""
+    completion_mask = completion_mask.bool()
+    lengths = completion_mask.sum(1)
+    prefix = torch.arange(completion_mask.shape[1], device=completion_mask.device)[None, :] < lengths[:, None]
+    if not torch.equal(prefix, completion_mask):
+        raise ValueError("completion_mask is not a prefix mask (masked tokens inside a completion, e.g. tool "
+                         "outputs): the probes do not support it")
+    return [row[: int(n)].tolist() for row, n in zip(completion_ids, lengths)]
+
+
+def pad_advantages(advantages: torch.Tensor, width: int) -> torch.Tensor:
+    """Per-token advantages [B, T] widened with zeros to TRL's completion width; [B] passes through."""
+    if advantages.dim() == 1:
+        return advantages
+    padded = torch.zeros(advantages.shape[0], width, dtype=advantages.dtype)
+    padded[:, : advantages.shape[1]] = advantages
+    return padded
+
+
+class LikelihoodProbeMixin:
+    """Mix into a GRPOTrainer subclass (before it in the bases). Pass probe_settings=ProbeSettings(...)
+    and, for eval accuracy, eval_questions=[Question] and eval_task (with .reward)."""
+
+    def __init__(self, *args, probe_settings: ProbeSettings | None = None, eval_questions=None, eval_task=None,
+                 **kwargs):
+        super().__init__(*args, **kwargs)
+        settings = replace(probe_settings or ProbeSettings(), seed=int(self.args.seed))
+        if settings.eval_every and not eval_questions:
+            raise ValueError("eval_every is set but no eval_questions were given")
+        self.probe_settings = settings
+        self._eval_questions = eval_questions or []
+        self._eval_task = eval_task
+        pad = self.processing_class.pad_token_id
+        self.recorder = ProbeRecorder(settings, settings.store_dir or self.args.output_dir,
+                                      temperature=self.temperature, pad_id=pad if pad is not None else 0,
+                                      comm=communicator_for(self.accelerator.num_processes, self.accelerator.device))
+        self.old_policy_source = self._lld_old_policy_source()
+        self._lld_rewards_per_func = None        # TRL's gathered rewards per function, kept by _calculate_rewards
+        self.add_callback(_ProbeCallback(self))
+
+    # views kept for scripts and tests
+    store = property(lambda self: self.recorder.store)
+    probe_seconds = property(lambda self: self.recorder.clock.seconds)
+    last_probed = property(lambda self: self.recorder.last.probed if self.recorder.last else None)
+    _pending = property(lambda self: self.recorder.pending)
+
+    def _lld_model(self):
+        return self.accelerator.unwrap_model(self.model)
+
+    def _lld_old_policy_source(self) -> str:
+        """"separate_forward": a no-grad forward of the generation batch before the update (the only source
+        this mixin has; OldPolicyFromLossForward adds "training_forward")."""
+        return "separate_forward"
+
+    # --- TRL overrides -------------------------------------------------------------------------------
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._lld_rewards_per_func = rewards_per_func
+        return rewards_per_func
+
+    def _generate_and_score_completions(self, inputs):
+        output = super()._generate_and_score_completions(inputs)
+        if not self.model.training:
+            return output
+        generation = self._lld_begin_batch(inputs, output)
+        if self.old_policy_source == "separate_forward":
+            with self.recorder.clock.measure():
+                scored = score_group(self._lld_model(), generation.batch, temperature=self.temperature,
+                                     with_hidden=True, with_entropy=True,
+                                     max_tokens=self.probe_settings.score_max_tokens)
+            probed = self.recorder.score_old_policy(generation, scored.token_logps, scored.entropy, scored.hidden,
+                                                    output_embedding_weight(self._lld_model()))
+            output["advantages"] = pad_advantages(probed.loss_advantages, output["completion_ids"].shape[1]).to(
+                output["advantages"].device)
+        return output
+
+    def _lld_begin_batch(self, inputs, output):
+        """TRL's generation batch (this process's rows) -> the recorder's GenerationBatch."""
+        weights = self.reward_weights.to(self._lld_rewards_per_func.device)
+        global_rewards = (self._lld_rewards_per_func * weights[None, :]).nansum(dim=1).float().cpu()
+        count = output["completion_ids"].shape[0]
+        process = self.accelerator.process_index
+        prompt_ids = [row[mask.bool()].tolist() for row, mask in zip(output["prompt_ids"].cpu(),
+                                                                     output["prompt_mask"].cpu())]
+        completion_ids = completion_rows(output["completion_ids"].cpu(), output["completion_mask"].cpu())
+        prompts = [x["prompt"] for x in inputs]
+        offset = process * count
+        return self.recorder.begin_batch(
+            self.state.global_step + 1, prompt_ids, completion_ids,
+            rewards=global_rewards[offset: offset + count], global_rewards=global_rewards,
+            advantages=output["advantages"], group_size=self.num_generations, prompts=prompts,
+            completions=self.processing_class.batch_decode(completion_ids, skip_special_tokens=True),
+            question_ids=[x.get("question_id", (offset + i) // self.num_generations) for i, x in enumerate(inputs)])
+
+    def log(self, logs, start_time=None):
+        super().log(logs, start_time)
+        if self.state.log_history:
+            with self.recorder.clock.measure():
+                self.store.append_scalars(self.state.global_step, self.state.log_history[-1])
+
+    # --- the callback's work -------------------------------------------------------------------------
+    def _lld_after_step(self) -> None:
+        """After the optimizer step that used the pending generation batch: the recorder's record, its
+        metrics into TRL's (so report_to sees them), the progress bar."""
+        if self.recorder.pending is None:
+            return
+        record = self.recorder.finish_step(self._lld_model(), eval_accuracy=self.eval_accuracy)
+        for name, value in record.metrics.items():
+            self._metrics["train"][name].append(value)
+        self._show_progress(float(record.probed.generation.rewards.mean()), record.metrics.get("lld/rate", float("nan")))
+
+    def _show_progress(self, reward: float, lld_rate: float) -> None:
+        """reward and LLD rate of the step on TRL's progress bar."""
+        from transformers.trainer_callback import ProgressCallback
+        for callback in self.callback_handler.callbacks:
+            bar = getattr(callback, "training_bar", None) if isinstance(callback, ProgressCallback) else None
+            if bar is not None:
+                bar.set_postfix(reward=f"{reward:.2f}", lld_rate=f"{lld_rate:.2f}", refresh=False)
+
+    def eval_accuracy(self) -> float:
+        """Greedy accuracy on the held-out questions (the paper's evaluation protocol)."""
+        width = self.probe_settings.eval_max_new_tokens or self.args.max_completion_length
+        return greedy_accuracy(self._lld_model(), self.processing_class, self._eval_questions, self._eval_task,
+                               max_new_tokens=width)
+
+    def _lld_meta(self) -> dict:
+        settings = self.probe_settings
+        return {**provenance(), "method": settings.method, "probe": asdict(settings),
+                "nthr_beta": settings.nthr_beta, "nthr_eta": settings.nthr_eta, "nthr_vocab": settings.nthr_vocab,
+                "nthr_anchor_self": settings.nthr_anchor_self, "group_size": self.num_generations,
+                "temperature": self.temperature, "seed": self.args.seed, "learning_rate": self.args.learning_rate,
+                "loss_type": self.loss_type, "kl_beta": self.beta, "epsilon_low": self.epsilon_low,
+                "epsilon_high": self.epsilon_high, "max_completion_length": self.args.max_completion_length,
+                "scale_rewards": self.scale_rewards, "old_policy_source": self.old_policy_source,
+                "start_time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **settings.extra_meta}
+
+    def _lld_train_begin(self) -> None:
+        step = self.state.global_step
+        self.recorder.begin_run(self._lld_meta(), resumed_step=step)
+        if step == 0 and self.probe_settings.eval_every:
+            with self.recorder.clock.measure():
+                self.store.append_scalars(0, {"eval/accuracy": self.eval_accuracy()})
+
+
+class _ProbeCallback(TrainerCallback):
+    def __init__(self, trainer):
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.trainer._lld_train_begin()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        trainer = self.trainer
+        # the generation batch is finished once the steps that reuse it are done
+        if trainer._step % (trainer.args.steps_per_generation * trainer.num_iterations) == 0:
+            trainer._lld_after_step()

@@ -1,0 +1,105 @@
+"""Processes and the generation batch's layout across them.
+
+A GRPO generation batch of B_global = world_size x local_rows responses holds groups of G consecutive
+responses to one prompt; process r holds the contiguous rows [r * local_rows, (r + 1) * local_rows)
+(TRL's RepeatSampler layout). A group is split across processes exactly when local_rows % G != 0.
+`Communicator` is the little the probes need from torch.distributed; `SingleProcess` needs nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+class SingleProcess:
+    """One process: every collective is the identity."""
+    rank = 0
+    world_size = 1
+
+    def all_gather_object(self, value) -> list:
+        return [value]
+
+    def all_reduce(self, tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
+        return tensor
+
+    def barrier(self) -> None:
+        pass
+
+
+class TorchDistributed:
+    """Collectives over the default torch.distributed process group (gloo on CPU, nccl on GPUs).
+    `device` is where tensors travel (cuda for nccl); results come back on the caller's device."""
+
+    def __init__(self, device: torch.device | str | None = None):
+        import torch.distributed as dist
+        if not (dist.is_available() and dist.is_initialized()):
+            raise RuntimeError("torch.distributed is not initialised: launch with torchrun or accelerate launch")
+        self._dist = dist
+        self.rank = dist.get_rank()
+        self.world_size = dist.get_world_size()
+        if device is None:
+            device = f"cuda:{torch.cuda.current_device()}" if dist.get_backend() == "nccl" else "cpu"
+        self.device = torch.device(device)
+        self.bytes_sent = 0             # payload of all_reduce calls (for the benchmark)
+
+    def all_gather_object(self, value) -> list:
+        values = [None] * self.world_size
+        self._dist.all_gather_object(values, value)
+        return values
+
+    def all_reduce(self, tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
+        ops = {"sum": self._dist.ReduceOp.SUM, "min": self._dist.ReduceOp.MIN, "max": self._dist.ReduceOp.MAX}
+        moved = tensor.to(self.device).contiguous()
+        self._dist.all_reduce(moved, op=ops[op])
+        self.bytes_sent += moved.numel() * moved.element_size()
+        return moved.to(tensor.device)
+
+    def barrier(self) -> None:
+        self._dist.barrier()
+
+
+def communicator_for(world_size: int, device=None):
+    """SingleProcess for one process, TorchDistributed otherwise."""
+    return SingleProcess() if world_size == 1 else TorchDistributed(device)
+
+
+@dataclass(frozen=True)
+class GroupSlice:
+    """The part of one group that this process holds."""
+    group: int                 # index of the group in the global generation batch
+    local: slice               # its rows in this process's batch
+    first_index: int           # response index (within the group) of the first local row
+    whole: bool                # all G responses are on this process
+
+
+@dataclass(frozen=True)
+class RowLayout:
+    rank: int
+    world_size: int
+    local_rows: int
+    group_size: int
+
+    @property
+    def offset(self) -> int:
+        """Global index of this process's first row."""
+        return self.rank * self.local_rows
+
+    @property
+    def splits_groups(self) -> bool:
+        return self.local_rows % self.group_size != 0 and self.world_size > 1
+
+    def groups(self) -> list[GroupSlice]:
+        """The (parts of) groups on this process, in row order."""
+        parts, row = [], 0
+        while row < self.local_rows:
+            global_row = self.offset + row
+            group, index = divmod(global_row, self.group_size)
+            count = min(self.group_size - index, self.local_rows - row)
+            parts.append(GroupSlice(group, slice(row, row + count), index, count == self.group_size))
+            row += count
+        return parts
+
+    def global_rows(self) -> slice:
+        return slice(self.offset, self.offset + self.local_rows)

@@ -1,0 +1,44 @@
+"""The step's scalars (TRL metrics `lld/...`), over all processes' responses: a rate over every response
+of the step, not a mean of per-process rates."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from ..core import lld_rate
+from .records import ProbedBatch
+
+
+def step_metrics(probed: ProbedBatch, delta: torch.Tensor, comm) -> dict:
+    """lld/rate (share of measured correct responses with Delta <= 0), lld/delta_correct,
+    lld/delta_incorrect, lld/selected_fraction (of incorrect responses' tokens the method scaled),
+    lld/tau (mean over groups with a threshold), lld/mean_length; absent when nothing was measured."""
+    generation = probed.generation
+    lengths = generation.batch.mask.sum(1)
+    local = {"delta": delta, "correct": generation.correct, "lengths": lengths,
+             "scaled_fraction": probed.scaled.sum(1).float() / lengths.clamp(min=1),
+             "taus": probed.old.taus}
+    parts = comm.all_gather_object(local) if comm.world_size > 1 else [local]
+    delta = torch.cat([p["delta"] for p in parts])
+    correct = torch.cat([p["correct"] for p in parts])
+    lengths = torch.cat([p["lengths"] for p in parts])
+    scaled_fraction = torch.cat([p["scaled_fraction"] for p in parts])
+    taus = {group: tau for p in parts for group, tau in p["taus"].items()}   # a split group once
+    metrics = {}
+    measured = ~torch.isnan(delta)
+    correct_measured = correct & measured
+    if correct_measured.any():
+        metrics["lld/rate"] = lld_rate(delta[correct_measured].numpy())
+        metrics["lld/delta_correct"] = float(delta[correct_measured].mean())
+    incorrect_measured = ~correct & measured
+    if incorrect_measured.any():
+        metrics["lld/delta_incorrect"] = float(delta[incorrect_measured].mean())
+        metrics["lld/selected_fraction"] = float(scaled_fraction[~correct].mean())
+    finite = [taus[g] for g in sorted(taus) if math.isfinite(taus[g])]
+    if finite:
+        metrics["lld/tau"] = float(np.mean(finite))
+    metrics["lld/mean_length"] = float(lengths.float().mean())
+    return metrics

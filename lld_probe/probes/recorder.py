@@ -1,0 +1,179 @@
+"""The probe recorder: likelihood dynamics around each update, with no training framework inside.
+
+A training loop (lld_probe.integrations.trl for TRL) drives it, once per generation batch:
+
+    generation = recorder.begin_batch(step, prompt_ids, completion_ids, rewards=..., advantages=..., ...)
+    probed = recorder.score_old_policy(generation, token_logps, entropy, hidden, unembed)   # before the update
+    ... the loss uses probed.loss_advantages; the optimizer steps ...
+    record = recorder.finish_step(model)     # re-scores after the update, writes the store, returns metrics
+
+Each call returns an immutable record; the recorder keeps only the batch awaiting its update
+(`pending`), the probe set and the run store it writes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+
+import numpy as np
+import torch
+
+from ..core import correct_from_rewards, sequence_logprob
+from ..scoring import build_group_batch, score_group
+from ..store.atomic import write_json
+from ..store.run_store import RunStoreWriter
+from .clock import Clock, timed
+from .distributed import RowLayout, SingleProcess
+from .metrics import step_metrics
+from .old_policy import score_old_policy
+from .probe_set import draw_probe_set, probe_candidates, probe_set_rows, score_probe_set
+from .records import GenerationBatch, ProbedBatch, StepRecord
+from .rows import response_rows, token_rows
+from .settings import ProbeSettings
+from .weighting import method_weighting
+
+
+class ProbeRecorder:
+    def __init__(self, settings: ProbeSettings, store_dir, *, temperature: float, pad_id: int, comm=None):
+        self.settings = settings
+        self.temperature = temperature
+        self.pad_id = pad_id
+        self.comm = comm or SingleProcess()
+        distributed = self.comm.world_size > 1
+        self.store = RunStoreWriter(store_dir, rank=self.comm.rank if distributed else None,
+                                    is_main=self.comm.rank == 0)
+        self.pending: ProbedBatch | None = None      # the batch awaiting its optimizer step
+        self.last: StepRecord | None = None           # the last step measured after its update
+        self.probe_items: list[dict] | None = None
+        self.clock = Clock()                          # time inside the probes (for the overhead figure)
+        self._kept_rng = np.random.default_rng(int(settings.seed))
+        self._checked_layout: RowLayout | None = None
+
+    # --- a run --------------------------------------------------------------------------------------
+    @timed
+    def begin_run(self, meta: dict, *, resumed_step: int = 0) -> None:
+        """Write meta.json; a new run refuses a folder that holds a store, a resumed one forgets what came
+        after its checkpoint and picks its probe set up again."""
+        store = self.store
+        if resumed_step == 0 and store.has_steps():
+            raise FileExistsError(f"{store.path} already holds a run store: write to a new folder, or resume "
+                                  f"the run from a checkpoint of it")
+        if resumed_step > 0:
+            store.truncate_after(resumed_step)
+            items = store.path / "probe_items.json"
+            if items.is_file() and store.has_probe_rows():
+                self.probe_items = json.loads(items.read_text())
+        store.write_meta({**meta, "world_size": self.comm.world_size})
+        self.comm.barrier()          # no process writes a step before the main one has truncated
+
+    # --- one generation batch -----------------------------------------------------------------------
+    @timed
+    def begin_batch(self, step: int, prompt_ids, completion_ids, *, rewards: torch.Tensor,
+                    global_rewards: torch.Tensor, advantages: torch.Tensor, group_size: int, prompts, completions,
+                    question_ids, prompt_keys=None) -> GenerationBatch:
+        """This process's rows of a generation batch (generation order). rewards [B] are this process's,
+        global_rewards those of all processes' rows in order (to know every group's correctness);
+        prompt_keys (one hashable per row, default the prompt) must agree within each group."""
+        count = len(completion_ids)
+        if count == 0:
+            raise ValueError("empty generation batch: no responses to probe")
+        layout = RowLayout(self.comm.rank, self.comm.world_size, count, group_size)
+        self._check_layout(layout, list(prompt_keys if prompt_keys is not None else prompts), global_rewards)
+        global_correct = correct_from_rewards(global_rewards.float().cpu(), self.settings.correct_threshold)
+        correct = global_correct[layout.global_rows()]
+        groups = {part.group: global_correct[part.group * group_size: (part.group + 1) * group_size]
+                  for part in layout.groups()}
+        kept = torch.ones(count, dtype=torch.bool)
+        if self.settings.response_fraction < 1.0:
+            kept = torch.from_numpy(self._kept_rng.random(count) < self.settings.response_fraction)
+        generation = GenerationBatch(
+            step=step, batch=build_group_batch(prompt_ids, completion_ids, self.pad_id), layout=layout,
+            rewards=rewards.float().cpu(), correct=correct, group_correct=groups,
+            advantages=advantages.detach().float().cpu().clone(), prompts=tuple(str(p) for p in prompts),
+            completions=tuple(completions), question_ids=tuple(str(q) for q in question_ids), kept=kept)
+        return generation
+
+    @timed
+    def score_old_policy(self, generation: GenerationBatch, token_logps, entropy, hidden, unembed) -> ProbedBatch:
+        """The old policy's scores [B, T] (hidden [B, T, d]) in generation order -> NTHR selection and the
+        method's advantages; the result awaits its optimizer step as `pending`."""
+        old = score_old_policy(generation, token_logps, entropy, hidden, unembed.detach().float(), self.settings,
+                               self.comm, temperature=self.temperature)
+        loss_advantages, scaled = method_weighting(generation, old, self.settings, self.comm)
+        self.pending = ProbedBatch(generation, old, loss_advantages, scaled)
+        return self.pending
+
+    @timed
+    def finish_step(self, model, *, eval_accuracy=None) -> StepRecord:
+        """After the optimizer step(s) that used the pending batch: logp_after, the store's rows, the probe
+        set, and the step's metrics. eval_accuracy: a callable run every eval_every steps."""
+        probed, self.pending = self.pending, None
+        if probed is None:
+            raise RuntimeError("finish_step without a pending batch: score_old_policy was never called for it "
+                               "(the loss did not run on the batch?)")
+        generation, settings = probed.generation, self.settings
+        batch, step = generation.batch, generation.step
+        kept = generation.kept.nonzero().flatten()
+        logp_after = torch.full((batch.size,), math.nan, dtype=torch.float64)
+        token_logps_after = torch.full(batch.mask.shape, math.nan)
+        if len(kept):    # packed: the real tokens only, each prompt once (lld_probe.scoring.packing)
+            sub = batch.select(kept)
+            after = score_group(model, sub, temperature=self.temperature, max_tokens=settings.score_max_tokens)
+            token_logps_after[kept] = after.token_logps.float().cpu()
+            logp_after[kept] = sequence_logprob(after.token_logps, sub.mask).double().cpu()
+        responses = response_rows(probed, logp_after)
+        tokens = token_rows(probed, token_logps_after) if settings.token_rows else None
+        self.store.write_step(step, responses, tokens)
+        metrics = step_metrics(probed, logp_after - probed.old.logp_before.double(), self.comm)
+        self._probe_set_step(model, probed)
+        if settings.eval_every and step % settings.eval_every == 0 and eval_accuracy is not None:
+            metrics["eval/accuracy"] = eval_accuracy()
+        self.last = StepRecord(step, responses, tokens, metrics, probed)
+        return self.last
+
+    # --- the probe set ------------------------------------------------------------------------------
+    def _probe_set_step(self, model, probed: ProbedBatch) -> None:
+        settings, step = self.settings, probed.generation.step
+        if not self.probe_items and settings.probe_set_size:
+            # drawn from the first step with a mixed group; its "before" scores are the state before that step
+            candidates = probe_candidates(probed, self.comm)
+            self.probe_items = draw_probe_set(candidates, settings.probe_set_size, probed.generation.group_size)
+            if self.probe_items:
+                if self.store.is_main:     # a resumed run re-scores the same set
+                    write_json(self.probe_items, self.store.path / "probe_items.json")
+                self.store.append_probe_set(probe_set_rows(self.probe_items, step - 1,
+                                                           [it["logp_before"] for it in self.probe_items]))
+        if self.probe_items and step % settings.probe_every == 0:
+            logps = score_probe_set(model, self.probe_items, pad_id=self.pad_id, temperature=self.temperature,
+                                    max_tokens=settings.score_max_tokens)
+            self.store.append_probe_set(probe_set_rows(self.probe_items, step, logps))
+
+    # --- checks -------------------------------------------------------------------------------------
+    def _check_layout(self, layout: RowLayout, keys: list, global_rewards: torch.Tensor) -> None:
+        """Every process holds the same number of rows, the rewards cover them all, and each group's rows
+        share one prompt; otherwise a ValueError (on every process) names the problem. Whole groups are
+        checked locally; a split layout compares prompt digests across processes."""
+        digests = [zlib.crc32(str(key).encode()) for key in keys]
+        first_row = layout.offset
+        if layout.world_size > 1 and (layout.splits_groups or self._checked_layout != layout):
+            gathered = self.comm.all_gather_object((layout.local_rows, digests if layout.splits_groups else None))
+            counts = [count for count, _ in gathered]
+            if len(set(counts)) != 1:
+                raise ValueError(f"the processes disagree on the group layout: rows per process {counts} "
+                                 f"(every process must hold the same number of rows of the generation batch)")
+            if layout.splits_groups:
+                digests, first_row = [d for _, rows in gathered for d in rows], 0
+        total = layout.local_rows * layout.world_size
+        if global_rewards.numel() != total:
+            raise ValueError(f"the rewards cover {global_rewards.numel()} responses, but {layout.world_size} "
+                             f"process(es) x {layout.local_rows} rows = {total}")
+        if total % layout.group_size:
+            raise ValueError(f"generation batch of {total} rows is not whole groups of {layout.group_size}")
+        for start in range(0, len(digests), layout.group_size):
+            if len(set(digests[start: start + layout.group_size])) != 1:
+                raise ValueError(f"the rows of group {(first_row + start) // layout.group_size} do not share one "
+                                 f"prompt: the generation batch is not laid out as consecutive groups of "
+                                 f"{layout.group_size} (a custom sampler, or TRL's RepeatSampler changed?)")
+        self._checked_layout = layout

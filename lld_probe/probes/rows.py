@@ -1,0 +1,55 @@
+"""One step's rows for the run store (schema: lld_probe.store.schema) from a probed batch and the
+log-likelihoods measured after the update."""
+
+from __future__ import annotations
+
+import pandas as pd
+import torch
+
+from ..store.schema import group_id
+from .records import ProbedBatch
+
+
+def _row_ids(probed: ProbedBatch, rows) -> tuple[list, list]:
+    """(group ids, response indices) of local rows, from their place in the global batch."""
+    generation = probed.generation
+    step, size, offset = generation.step, generation.group_size, generation.layout.offset
+    return ([group_id(step, (offset + r) // size) for r in rows], [(offset + r) % size for r in rows])
+
+
+def response_rows(probed: ProbedBatch, logp_after: torch.Tensor) -> pd.DataFrame:
+    """One row per response of this process (RESPONSE_COLUMNS)."""
+    generation, old = probed.generation, probed.old
+    lengths = generation.batch.mask.sum(1)
+    groups, indices = _row_ids(probed, range(generation.size))
+    return pd.DataFrame({
+        "step": generation.step, "question_id": list(generation.question_ids), "group_id": groups,
+        "response_index": indices, "prompt": list(generation.prompts), "completion": list(generation.completions),
+        "reward": generation.rewards.double().numpy(), "correct": generation.correct.numpy(),
+        "advantage": generation.advantages.double().numpy(), "n_tokens": lengths.numpy(),
+        "logp_before": old.logp_before.double().cpu().numpy(), "logp_after": logp_after.numpy(),
+        "selected_fraction": (probed.scaled.sum(1).float() / lengths.clamp(min=1)).double().numpy(),
+        "nthr_selected_fraction": (old.selected.sum(1).float() / lengths.clamp(min=1)).double().numpy(),
+    })
+
+
+def token_rows(probed: ProbedBatch, token_logps_after: torch.Tensor) -> pd.DataFrame | None:
+    """One row per token of the responses re-scored after the step (TOKEN_COLUMNS); None when none was."""
+    generation, old = probed.generation, probed.old
+    kept = generation.kept.nonzero().flatten()
+    if not len(kept):
+        return None
+    lengths = generation.batch.mask.sum(1)
+    index = [(int(i), t) for i in kept for t in range(int(lengths[i]))]
+    rows, cols = (list(x) for x in zip(*index)) if index else ([], [])
+    groups, indices = _row_ids(probed, rows)
+    return pd.DataFrame({
+        "step": generation.step, "group_id": groups, "response_index": indices,
+        "token_id": generation.batch.tokens[rows, cols].numpy(), "position": cols,
+        "logp_before": old.token_logps[rows, cols].float().cpu().numpy(),
+        "logp_after": token_logps_after[rows, cols].numpy(),
+        "nthr_score": old.scores[rows, cols].float().cpu().numpy(),
+        "selected": probed.scaled[rows, cols].numpy(),
+        "nthr_selected": old.selected[rows, cols].numpy(),
+        "entropy": old.entropy[rows, cols].float().cpu().numpy(),
+    })

@@ -1,0 +1,149 @@
+"""The paper's per-question LLD protocol (PAPER Sec. 3 and 5.3).
+
+For each question: sample G responses from the base model, keep mixed groups, and for each variant
+restore the base parameters exactly, apply ONE update on the group's GRPO loss, and measure on the
+same responses the change of log-likelihood (Delta), next to the first-order prediction, NTHR
+selection, GWHES, and a fresh-sample pass rate before vs after the update.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import pandas as pd
+import torch
+
+from ..core import correct_from_rewards, sequence_logprob
+from ..models import load_model, sample_groups
+from ..scoring import build_group_batch, score_group
+from ..tasks import format_prompt, get_task
+from .config import ProtocolConfig
+from .precision import ComputeCopy
+from .question import (apply_update, base_forwards, diagnose, pass_rate, question_seed, response_rows, token_rows,
+                       variant_row, variant_updates)
+
+PROTOCOL_COLUMNS = ["question_id", "variant", "group_size", "n_correct", "p", "delta_sum", "delta_mean",
+                    "delta_incorrect_sum", "predicted_delta", "predicted_delta_incorrect", "gwhes", "tau",
+                    "selected_fraction", "nthr_selected_fraction", "pass_rate_before", "pass_rate_after", "loss"]
+
+
+@dataclass
+class ProtocolResult:
+    protocol: pd.DataFrame        # one row per (question, variant)
+    responses: pd.DataFrame       # one row per (question, variant, response)
+    tokens: pd.DataFrame          # one row per response token of each kept group
+    questions: pd.DataFrame       # one row per sampled question (kept or dropped)
+    config: ProtocolConfig
+
+
+class _GroupSampler:
+    """The base model's groups, sampled sampling_chunk questions per call, and the fresh-sample pass rates."""
+
+    def __init__(self, copies, tokenizer, task, config):
+        self.copies, self.tokenizer, self.task, self.config = copies, tokenizer, task, config
+        self._groups = {}
+
+    def _sample(self, prompts, count, seed):
+        if count == 0:
+            return [[] for _ in prompts]
+        return sample_groups(self.copies.compute, self.tokenizer, prompts, group_size=count,
+                             temperature=self.config.temperature, max_new_tokens=self.config.max_new_tokens,
+                             seed=seed, batch_prompts=len(prompts))
+
+    def group(self, index: int, questions) -> list:
+        config = self.config
+        if index % config.sampling_chunk == 0:     # the base model samples the groups of the next chunk at once
+            chunk = questions[index: index + config.sampling_chunk]
+            groups = self._sample([format_prompt(self.tokenizer, q.prompt) for q in chunk], config.group_size,
+                                  question_seed(config.seed, chunk[0].question_id, "group"))
+            self._groups = {index + offset: g for offset, g in enumerate(groups)}
+        return self._groups.pop(index)
+
+    def pass_rate(self, question) -> float:
+        """Pass rate of fresh samples; before and after an update they share one seed (common random
+        numbers: a paired pass-rate change)."""
+        completions = self._sample([format_prompt(self.tokenizer, question.prompt)], self.config.fresh_samples,
+                                   question_seed(self.config.seed, question.question_id, "fresh"))[0]
+        return pass_rate(self.task, completions, question.answer)
+
+
+def run_protocol(config: ProtocolConfig, *, model=None, tokenizer=None, progress: bool = True) -> ProtocolResult:
+    """Run the protocol; pass model/tokenizer to reuse a loaded model (its parameters are restored)."""
+    config = config.resolved()
+    torch.manual_seed(config.seed)
+    if model is None:
+        model, tokenizer = load_model(config.model)
+    task = get_task(config.task)
+    questions = task.questions(config.questions, seed=config.seed)
+    if not questions:
+        raise ValueError(f"task {config.task!r} gave no questions")
+    base_state = {name: value.detach().clone() for name, value in model.state_dict().items()}
+    copies = ComputeCopy(model, bf16=config.bf16)
+    sampler = _GroupSampler(copies, tokenizer, task, config)
+    tables = {"protocol": [], "responses": [], "tokens": [], "questions": []}
+    from tqdm.auto import tqdm
+    bar = tqdm(questions, desc="protocol", unit="question", disable=not progress)
+    for index, question in enumerate(bar):
+        if config.mixed is not None and sum(row["kept"] for row in tables["questions"]) >= config.mixed:
+            break
+        group = sampler.group(index, questions)
+        rewards = [task.reward(c.text, question.answer) for c in group]
+        correct = correct_from_rewards(torch.tensor([float(r.reward) for r in rewards]))
+        mixed = 0 < int(correct.sum()) < config.group_size
+        tables["questions"].append({"question_id": question.question_id, "n_correct": int(correct.sum()),
+                                    "group_size": config.group_size, "kept": mixed})
+        if mixed:
+            _measure_question(model, tokenizer, copies, base_state, sampler, question, group, rewards, correct,
+                              config, tables)
+        if progress:
+            bar.set_postfix(kept=sum(r["kept"] for r in tables["questions"]), refresh=False)
+    model.load_state_dict(base_state)
+    model.zero_grad(set_to_none=True)
+    return ProtocolResult(pd.DataFrame(tables["protocol"], columns=PROTOCOL_COLUMNS),
+                          pd.DataFrame(tables["responses"]), pd.DataFrame(tables["tokens"]),
+                          pd.DataFrame(tables["questions"]), config)
+
+
+def _measure_question(model, tokenizer, copies, base_state, sampler, question, group, rewards, correct, config,
+                      tables) -> None:
+    """One mixed group: diagnostics at the base parameters, then per variant one update and its Delta."""
+    batch = build_group_batch([c.prompt_ids for c in group], [c.completion_ids for c in group],
+                              tokenizer.pad_token_id)
+    forwards, old = base_forwards(model, copies, batch, correct, config.temperature)
+    base = diagnose(model, old, batch, correct, config)
+    pass_before = sampler.pass_rate(question)
+    updates = variant_updates(model, copies, forwards, base, batch, correct, question.question_id, config)
+    del forwards
+    for variant in config.variants:
+        per_token, scaled, loss, gradients, predicted = updates.pop(variant)
+        apply_update(model, copies, base_state, gradients, config)
+        del gradients
+        logp_after = sequence_logprob(score_group(model, batch, temperature=config.temperature).token_logps,
+                                      batch.mask)
+        row = variant_row(question.question_id, variant, base, correct, logp_after, predicted, scaled, loss, batch,
+                          config)
+        tables["protocol"].append({**row, "pass_rate_before": pass_before,
+                                   "pass_rate_after": sampler.pass_rate(question)})
+        tables["responses"] += response_rows(question.question_id, variant, group, rewards, correct, base,
+                                             logp_after, predicted, scaled, batch)
+    model.load_state_dict(base_state)
+    copies.sync()
+    tables["tokens"] += token_rows(question.question_id, tokenizer, correct, base, batch)
+
+
+def save_protocol(result: ProtocolResult, out_dir) -> dict:
+    """Write protocol.parquet, responses.parquet, tokens.parquet, questions.parquet and meta.json."""
+    from pathlib import Path
+
+    from ..store import provenance, write_json, write_parquet
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name in ("protocol", "responses", "tokens", "questions"):
+        paths[name] = write_parquet(getattr(result, name), out / f"{name}.parquet")
+    kept = int(result.questions["kept"].sum()) if len(result.questions) else 0
+    meta = {"kind": "protocol", "settings": asdict(result.config), **provenance(),
+            "questions_sampled": len(result.questions), "questions_kept": kept,
+            "questions_dropped": len(result.questions) - kept}
+    paths["meta"] = write_json(meta, out / "meta.json")
+    return paths

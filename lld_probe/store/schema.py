@@ -1,0 +1,49 @@
+"""The run store's schema: the one place that names its files, columns and identifiers.
+
+    meta.json                                  method, settings, model, task, seed, world_size, versions
+    responses/step=NNNNNN[.rank=RRRRR].parquet one row per sampled response
+    tokens/step=NNNNNN[.rank=RRRRR].parquet    per-token rows for the responses the probes keep
+    probe_set.parquet                          step, probe_id, kind, logp of the fixed probe responses
+    scalars.parquet                            step, name, value: every metric the trainer logs
+
+A run on N processes writes one shard per rank and step (`.rank=RRRRR`); a 1-process run writes the
+plain name. Readers merge the shards of a step; a step is complete when all world_size shards of its
+responses exist (see docs/design.md, "The run store").
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+RESPONSE_COLUMNS = ["step", "question_id", "group_id", "response_index", "prompt", "completion", "reward",
+                    "correct", "advantage", "n_tokens", "logp_before", "logp_after", "selected_fraction",
+                    "nthr_selected_fraction"]
+TOKEN_COLUMNS = ["step", "group_id", "response_index", "token_id", "position", "logp_before", "logp_after",
+                 "nthr_score", "selected", "nthr_selected", "entropy"]
+PROBE_SET_COLUMNS = ["step", "probe_id", "kind", "question_id", "n_tokens", "logp"]
+SCALAR_COLUMNS = ["step", "name", "value"]
+# columns older stores may lack (a reader fills them with NaN / False)
+OPTIONAL_RESPONSE_COLUMNS = ["nthr_selected_fraction"]
+OPTIONAL_TOKEN_COLUMNS = ["nthr_selected"]
+
+STEP_FILE = re.compile(r"^step=(\d{6,})(?:\.rank=(\d{5}))?\.parquet$")
+
+
+def group_id(step: int, group_index: int) -> str:
+    """The id of the group_index-th group (one prompt's G responses) of a step: "STEP:INDEX"."""
+    return f"{int(step)}:{int(group_index)}"
+
+
+def step_path(folder, step: int, rank: int | None = None) -> Path:
+    """The file of one step (and, in a multi-process run, one rank's shard of it)."""
+    shard = "" if rank is None else f".rank={int(rank):05d}"
+    return Path(folder) / f"step={int(step):06d}{shard}.parquet"
+
+
+def parse_step_file(name: str) -> tuple[int, int | None] | None:
+    """(step, rank or None) of a step file's name; None for any other file."""
+    match = STEP_FILE.match(name)
+    if not match:
+        return None
+    return int(match.group(1)), (None if match.group(2) is None else int(match.group(2)))
