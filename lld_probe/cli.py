@@ -69,7 +69,9 @@ def _train(args) -> int:
     from .integrations.trl.run import run_training
     out = args.out or str(_default_out(f"train-{args.method}"))
     trainer = run_training(_train_settings(args, out))
-    print(f"run store: {out}  ({trainer.state.global_step} steps in {trainer.train_seconds:.0f} s)")
+    if trainer.accelerator.is_main_process:
+        print(f"run store: {out}  ({trainer.state.global_step} steps in {trainer.train_seconds:.0f} s, "
+              f"{trainer.accelerator.num_processes} process(es))")
     return 0
 
 
@@ -220,6 +222,19 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError, FileExistsError, ImportError) as error:
         print(f"lld-probe: error: {error}", file=sys.stderr)
         return 2
+    finally:
+        _end_processes()
+
+
+def _end_processes() -> None:
+    """Under torchrun / accelerate launch: leave the process group cleanly (else gloo aborts at exit)."""
+    import importlib.util
+    if importlib.util.find_spec("torch") is None or "torch" not in sys.modules:
+        return
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

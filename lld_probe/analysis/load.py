@@ -44,11 +44,13 @@ def correctness_column(reward: pd.Series, threshold: float | None) -> pd.Series:
     are not binary and no threshold is given (stats that need correctness then refuse with a clear error)."""
     values = torch.tensor(reward.to_numpy(dtype=float))
     known = ~torch.isnan(values)
-    correct = pd.Series(pd.NA, index=reward.index, dtype="boolean")
+    unknown = pd.Series(pd.NA, index=reward.index, dtype="boolean")
     if threshold is None and not rewards_are_binary(values[known]):
-        return correct
-    correct[known.numpy()] = correct_from_rewards(values[known], threshold).numpy()
-    return correct
+        return unknown
+    if bool(known.all()):
+        return pd.Series(correct_from_rewards(values, threshold).numpy(), index=reward.index)
+    unknown[known.numpy()] = correct_from_rewards(values[known], threshold).numpy()
+    return unknown
 
 
 def _finish(run: Run, threshold: float | None) -> Run:

@@ -8,6 +8,7 @@ responses to one prompt; process r holds the contiguous rows [r * local_rows, (r
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 
 import torch
@@ -18,10 +19,10 @@ class SingleProcess:
     rank = 0
     world_size = 1
 
-    def all_gather_object(self, value) -> list:
+    def all_gather_object(self, value, purpose: str = "other") -> list:
         return [value]
 
-    def all_reduce(self, tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
+    def all_reduce(self, tensor: torch.Tensor, op: str = "sum", purpose: str = "other") -> torch.Tensor:
         return tensor
 
     def barrier(self) -> None:
@@ -42,18 +43,22 @@ class TorchDistributed:
         if device is None:
             device = f"cuda:{torch.cuda.current_device()}" if dist.get_backend() == "nccl" else "cpu"
         self.device = torch.device(device)
-        self.bytes_sent = 0             # payload of all_reduce calls (for the benchmark)
+        self.traffic: dict = {}         # purpose -> bytes this process contributed (for tests and benchmarks)
 
-    def all_gather_object(self, value) -> list:
+    def _count(self, purpose: str, size: int) -> None:
+        self.traffic[purpose] = self.traffic.get(purpose, 0) + size
+
+    def all_gather_object(self, value, purpose: str = "other") -> list:
+        self._count(purpose, len(pickle.dumps(value)))
         values = [None] * self.world_size
         self._dist.all_gather_object(values, value)
         return values
 
-    def all_reduce(self, tensor: torch.Tensor, op: str = "sum") -> torch.Tensor:
+    def all_reduce(self, tensor: torch.Tensor, op: str = "sum", purpose: str = "other") -> torch.Tensor:
         ops = {"sum": self._dist.ReduceOp.SUM, "min": self._dist.ReduceOp.MIN, "max": self._dist.ReduceOp.MAX}
         moved = tensor.to(self.device).contiguous()
         self._dist.all_reduce(moved, op=ops[op])
-        self.bytes_sent += moved.numel() * moved.element_size()
+        self._count(purpose, moved.numel() * moved.element_size())
         return moved.to(tensor.device)
 
     def barrier(self) -> None:

@@ -21,7 +21,7 @@ def step_metrics(probed: ProbedBatch, delta: torch.Tensor, comm) -> dict:
     local = {"delta": delta, "correct": generation.correct, "lengths": lengths,
              "scaled_fraction": probed.scaled.sum(1).float() / lengths.clamp(min=1),
              "taus": probed.old.taus}
-    parts = comm.all_gather_object(local) if comm.world_size > 1 else [local]
+    parts = comm.all_gather_object(local, purpose="metrics") if comm.world_size > 1 else [local]
     delta = torch.cat([p["delta"] for p in parts])
     correct = torch.cat([p["correct"] for p in parts])
     lengths = torch.cat([p["lengths"] for p in parts])

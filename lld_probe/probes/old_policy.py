@@ -10,6 +10,7 @@ the correct responses' anchors over processes for tau.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
@@ -57,61 +58,77 @@ def split_group_indices(layout) -> list[int]:
 def _score_split_groups(generation, parts, token_logps, hidden, unembed, settings, comm, temperature,
                         scores, selected, taus) -> None:
     """Fill scores, selection and tau of this process's parts of split groups (collectives on every process)."""
-    batch, correct = generation.batch, generation.correct
-    split = split_group_indices(generation.layout)
-    mine = {part.group: part for part in parts}
-    # 1. the columns of each split group: V* = union of its token ids over processes, or the full vocabulary
+    batch = generation.batch
+    split = score_split_groups({part.group: part.local for part in parts}, split_group_indices(generation.layout),
+                               batch.tokens, batch.mask, generation.correct, token_logps, hidden, unembed,
+                               vocab=settings.nthr_vocab, anchor_self=settings.nthr_anchor_self,
+                               beta=settings.nthr_beta, temperature=temperature, comm=comm)
+    for part in parts:
+        rows = part.local
+        scores[rows] = split.scores[rows].float().cpu()
+        selected[rows] = split.selected[rows]
+    taus.update(split.taus)
+
+
+@dataclass(frozen=True)
+class SplitGroupScores:
+    scores: torch.Tensor       # [B, T] (float64 for float64 inputs), 0 outside the pieces
+    anchors: torch.Tensor      # [B] NaN outside the pieces and for incorrect responses
+    selected: torch.Tensor     # [B, T] bool
+    taus: dict                 # group -> tau, for the groups of the pieces
+
+
+def score_split_groups(pieces: dict, split: list, tokens, mask, correct, token_logps, hidden, unembed, *,
+                       vocab: str, anchor_self: bool, beta: float, temperature: float, comm) -> SplitGroupScores:
+    """NTHR of groups spread over processes, exactly as on one process. pieces: group -> this process's rows
+    of it (a slice); split: every split group, in the same order on every process (each process calls this
+    with its own pieces; a process may hold no piece of some group)."""
+    dim = hidden.shape[-1]
+    dtype = torch.float64 if hidden.dtype == torch.float64 else torch.float32
+    # 1. the columns of each group: V* = the union of its token ids over processes, or the full vocabulary
     columns = {g: None for g in split}
-    if settings.nthr_vocab == "group":
-        local_ids = {g: torch.unique(batch.tokens[p.local][batch.mask[p.local]]).tolist() for g, p in mine.items()}
-        gathered = comm.all_gather_object(local_ids)
+    if vocab == "group":
+        local_ids = {g: torch.unique(tokens[rows][mask[rows]]).tolist() for g, rows in pieces.items()}
+        gathered = comm.all_gather_object(local_ids, purpose="nthr")
         for g in split:
             union = sorted({i for ids in gathered for i in ids.get(g, [])})
             columns[g] = torch.tensor(union, dtype=torch.long, device=unembed.device)
-    # 2. the positive aggregate M+ of every split group, summed over processes in one all-reduce
-    dim = hidden.shape[-1]
+    # 2. the positive aggregate M+ of every group, summed over processes in one all-reduce
     sizes = [(unembed.shape[0] if columns[g] is None else columns[g].numel()) * dim for g in split]
-    dtype = torch.float64 if hidden.dtype == torch.float64 else torch.float32
-    flat = torch.zeros(sum(sizes), dtype=dtype, device=unembed.device)
     offsets = dict(zip(split, [sum(sizes[:i]) for i in range(len(split))]))
-    for g, part in mine.items():
-        rows = part.local
-        aggregate = positive_aggregate(hidden[rows], unembed, batch.tokens[rows], batch.mask[rows], correct[rows],
+    flat = torch.zeros(sum(sizes), dtype=dtype, device=unembed.device)
+    for g, rows in pieces.items():
+        aggregate = positive_aggregate(hidden[rows], unembed, tokens[rows], mask[rows], correct[rows],
                                        columns=columns[g], temperature=temperature, token_logprobs=token_logps[rows])
         flat[offsets[g]: offsets[g] + aggregate.numel()] = aggregate.flatten().to(dtype)
-    flat = comm.all_reduce(flat, "sum")
-    # 3. scores of this process's tokens, anchors of its correct responses, tau = beta * min over processes
+    flat = comm.all_reduce(flat, "sum", purpose="nthr")
+    # 3. this process's scores and anchors; the group's minimum anchor over processes
+    scores = torch.zeros(tokens.shape, dtype=dtype)
+    anchors = torch.full((tokens.shape[0],), math.nan, dtype=dtype)
     minimum = torch.full((len(split),), math.inf, dtype=torch.float64)
-    scores_of = {}
-    for g, part in mine.items():
-        rows = part.local
-        size = sizes[split.index(g)]
-        aggregate = flat[offsets[g]: offsets[g] + size].view(-1, dim)
-        group_scores = scores_from_aggregate(aggregate, hidden[rows], unembed, batch.tokens[rows], batch.mask[rows],
+    for g, rows in pieces.items():
+        index = split.index(g)
+        aggregate = flat[offsets[g]: offsets[g] + sizes[index]].view(-1, dim)
+        group_scores = scores_from_aggregate(aggregate, hidden[rows], unembed, tokens[rows], mask[rows],
                                              columns=columns[g], temperature=temperature,
                                              token_logprobs=token_logps[rows])
-        anchor_scores = group_scores if settings.nthr_anchor_self else \
-            group_scores - _own_contribution(hidden[rows], unembed, batch.tokens[rows], batch.mask[rows],
-                                             correct[rows], columns[g], temperature, token_logps[rows])
-        anchors = response_anchors(anchor_scores, batch.mask[rows], correct[rows])
-        valid = anchors[~torch.isnan(anchors)]
+        anchor_scores = group_scores if anchor_self else group_scores - _own_contribution(
+            hidden[rows], unembed, tokens[rows], mask[rows], correct[rows], columns[g], temperature, token_logps[rows])
+        scores[rows] = group_scores.cpu().to(dtype)
+        anchors[rows] = response_anchors(anchor_scores, mask[rows], correct[rows]).cpu().to(dtype)
+        valid = anchors[rows][~torch.isnan(anchors[rows])]
         if valid.numel():
-            minimum[split.index(g)] = float(valid.min())
-        scores[rows] = group_scores.float().cpu()
-        scores_of[g] = group_scores
-    minimum = comm.all_reduce(minimum, "min")
-    for g, part in mine.items():
+            minimum[index] = float(valid.min())
+    minimum = comm.all_reduce(minimum, "min", purpose="nthr")
+    # 4. tau = beta * min anchor of the whole group (PAPER: threshold), then the selection
+    selected = torch.zeros(tokens.shape, dtype=torch.bool)
+    taus = {}
+    for g, rows in pieces.items():
         lowest = float(minimum[split.index(g)])
-        if settings.nthr_beta == -math.inf:
-            tau = -math.inf
-        elif math.isinf(lowest):
-            tau = math.nan                   # no correct response in the whole group
-        else:
-            # the group's threshold from the minimum anchor over all processes (PAPER: tau = beta * min s+bar)
-            tau = nthr_threshold(torch.tensor([lowest]), torch.tensor([True]), settings.nthr_beta)
-        rows = part.local
-        selected[rows] = select_above(scores_of[g], batch.mask[rows], correct[rows], tau).cpu()
-        taus[g] = tau
+        has_correct = torch.tensor([not math.isinf(lowest)])
+        taus[g] = nthr_threshold(torch.tensor([lowest if has_correct else math.nan]), has_correct, beta)
+        selected[rows] = select_above(scores[rows], mask[rows].cpu(), correct[rows].cpu(), taus[g])
+    return SplitGroupScores(scores, anchors, selected, taus)
 
 
 def _own_contribution(hidden, unembed, tokens, mask, correct, columns, temperature, token_logps):

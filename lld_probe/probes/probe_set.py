@@ -22,7 +22,7 @@ def probe_candidates(probed: ProbedBatch, comm) -> list[dict]:
               "logp_before": float(probed.old.logp_before[i])} for i in range(generation.size)]
     if comm.world_size == 1:
         return local
-    return [row for rows in comm.all_gather_object(local) for row in rows]
+    return [row for rows in comm.all_gather_object(local, purpose="probe_set") for row in rows]
 
 
 def draw_probe_set(candidates: list[dict], size: int, group_size: int) -> list[dict]:

@@ -127,6 +127,8 @@ class ProbeRecorder:
         tokens = token_rows(probed, token_logps_after) if settings.token_rows else None
         self.store.write_step(step, responses, tokens)
         metrics = step_metrics(probed, logp_after - probed.old.logp_before.double(), self.comm)
+        if self.comm.world_size > 1:    # what this process sent for split groups' NTHR so far (0: whole groups)
+            metrics["lld/nthr_exchange_bytes"] = float(self.comm.traffic.get("nthr", 0))
         self._probe_set_step(model, probed)
         if settings.eval_every and step % settings.eval_every == 0 and eval_accuracy is not None:
             metrics["eval/accuracy"] = eval_accuracy()
@@ -158,7 +160,8 @@ class ProbeRecorder:
         digests = [zlib.crc32(str(key).encode()) for key in keys]
         first_row = layout.offset
         if layout.world_size > 1 and (layout.splits_groups or self._checked_layout != layout):
-            gathered = self.comm.all_gather_object((layout.local_rows, digests if layout.splits_groups else None))
+            gathered = self.comm.all_gather_object((layout.local_rows, digests if layout.splits_groups else None),
+                                                   purpose="layout")
             counts = [count for count, _ in gathered]
             if len(set(counts)) != 1:
                 raise ValueError(f"the processes disagree on the group layout: rows per process {counts} "

@@ -44,7 +44,7 @@ def _remote_rows(generation, old, parts, comm) -> dict:
                           for i, row in enumerate(range(part.local.start, part.local.stop))}
              for part in parts if not part.whole}
     merged: dict = {}
-    for rows in comm.all_gather_object(local):
+    for rows in comm.all_gather_object(local, purpose="nthr"):
         for group, values in rows.items():
             merged.setdefault(group, {}).update(values)
     return merged

@@ -161,10 +161,15 @@ def _read_steps(folder: Path, columns: list[str], world_size: int, warnings: lis
         if step != last:
             frames += read_parquet_files(files)
             continue
-        try:       # the last step may be half written by a live or killed run: all shards or none
-            frames += read_parquet_files(files)
-        except ValueError as error:
-            warnings.append(f"{error}; unreadable last step skipped")
+        step_frames = []      # the last step may be half written by a live or killed run: all shards or none
+        for file in files:
+            try:
+                step_frames.append(pd.read_parquet(file))
+            except Exception as error:
+                warnings.append(f"{file}: unreadable last step skipped ({error})")
+                step_frames = []
+                break
+        frames += step_frames
     if not frames:
         return pd.DataFrame(columns=columns)
     return pd.concat(frames, ignore_index=True)

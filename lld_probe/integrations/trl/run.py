@@ -4,6 +4,7 @@ LLDGRPOTrainer, trains, and leaves a run store in settings.out; `run_compare` do
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -83,6 +84,16 @@ def eval_questions_for(task_name: str, limit: int | None):
     return questions[:limit] if limit else questions
 
 
+def per_process_rows(rows_per_step: int) -> int:
+    """A step's rows (prompts x G, over all processes) per process of this launch (torchrun / accelerate
+    set WORLD_SIZE); groups may straddle processes, the probes handle that."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if rows_per_step % world_size:
+        raise ValueError(f"prompts_per_step x group_size = {rows_per_step} rows per step cannot be split evenly "
+                         f"over {world_size} processes")
+    return rows_per_step // world_size
+
+
 def make_trainer(settings: TrainSettings, *, model=None, tokenizer=None):
     """(trainer, settings) for a resolved settings object; model/tokenizer default to settings.model."""
     import torch
@@ -101,10 +112,11 @@ def make_trainer(settings: TrainSettings, *, model=None, tokenizer=None):
     dataset = build_dataset(task, tokenizer, max(64, settings.steps * settings.prompts_per_step), settings.seed)
     common = dict(
         output_dir=settings.out, max_steps=settings.steps, learning_rate=settings.learning_rate,
-        per_device_train_batch_size=settings.prompts_per_step * settings.group_size,
+        per_device_train_batch_size=per_process_rows(settings.prompts_per_step * settings.group_size),
         gradient_accumulation_steps=1, steps_per_generation=1, num_generations=settings.group_size,
         max_completion_length=settings.max_completion_length, temperature=settings.temperature,
-        beta=settings.kl_beta, seed=settings.seed, data_seed=settings.seed, use_cpu=True, bf16=settings.bf16,
+        beta=settings.kl_beta, seed=settings.seed, data_seed=settings.seed, use_cpu=not torch.cuda.is_available(),
+        bf16=settings.bf16,
         gradient_checkpointing=False, logging_steps=1, report_to=[], disable_tqdm=not settings.progress,
         save_strategy="steps" if settings.save_steps else "no", save_steps=settings.save_steps or 500,
         save_only_model=False, dataloader_num_workers=0, top_k=0, top_p=1.0)
