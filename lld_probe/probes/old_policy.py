@@ -126,7 +126,8 @@ def score_split_groups(pieces: dict, split: list, tokens, mask, correct, token_l
     for g, rows in pieces.items():
         lowest = float(minimum[split.index(g)])
         has_correct = torch.tensor([not math.isinf(lowest)])
-        taus[g] = nthr_threshold(torch.tensor([lowest if has_correct else math.nan]), has_correct, beta)
+        anchor = torch.tensor([lowest if has_correct else math.nan], dtype=torch.float64)
+        taus[g] = nthr_threshold(anchor, has_correct, beta)
         selected[rows] = select_above(scores[rows], mask[rows].cpu(), correct[rows].cpu(), taus[g])
     return SplitGroupScores(scores, anchors, selected, taus)
 

@@ -1,0 +1,30 @@
+"""Workers for tests/test_multiprocess.py, run in real processes (torch.multiprocessing, gloo on CPU)."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def split_group_worker(rank: int, world_size: int, store_file: str, cases: list, out_dir: str) -> None:
+    """Each case: (name, tensors of one group, the rows each rank holds, NTHR settings). This rank scores its
+    rows with score_split_groups and saves what it computed."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{store_file}", rank=rank, world_size=world_size)
+    from lld_probe.probes import TorchDistributed
+    from lld_probe.probes.old_policy import score_split_groups
+    comm = TorchDistributed()
+    results = {}
+    for name, group, bounds, settings in cases:
+        rows = slice(bounds[rank], bounds[rank + 1])
+        split = score_split_groups({0: rows}, [0], group["tokens"], group["mask"], group["correct"],
+                                   group["token_logps"], group["hidden"], group["unembed"], comm=comm, **settings)
+        results[name] = {"rows": rows, "scores": split.scores[rows], "anchors": split.anchors[rows],
+                         "selected": split.selected[rows], "tau": split.taus[0]}
+    results["traffic"] = dict(comm.traffic)
+    torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
+    dist.barrier()
+    dist.destroy_process_group()
