@@ -24,7 +24,24 @@ def _timed_run(settings) -> tuple[float, float]:
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start
+    recorder = getattr(trainer, "recorder", None)
+    if recorder is not None and recorder.comm.world_size > 1:       # bytes sent for split groups' NTHR
+        from .probes.old_policy import split_group_indices
+        groups = len(split_group_indices(recorder.last.probed.generation.layout)) * settings.steps
+        _EXCHANGE.append(recorder.comm.traffic.get("nthr", 0) / max(groups, 1))
     return seconds, getattr(trainer, "probe_seconds", 0.0)
+
+
+_EXCHANGE: list = []
+
+
+def relaunch(nproc: int, argv: list) -> int:
+    """Run this benchmark again under torchrun with nproc processes (gloo on CPU)."""
+    import os
+    import subprocess
+    import sys
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "-m", "lld_probe", *argv]
+    return subprocess.run(command, env={"OMP_NUM_THREADS": "1", **os.environ}).returncode
 
 
 def run_probe_overhead(model: str = "tiny", steps: int = 10, prompts_per_step: int = 4, repeats: int = 2,
@@ -46,8 +63,13 @@ def run_probe_overhead(model: str = "tiny", steps: int = 10, prompts_per_step: i
               "overhead_fastest": min(probed_times) / min(plain_times) - 1,
               "probe_s": in_probes, "probe_share_of_probed": in_probes / probed,
               "probe_share_of_rest": in_probes / (probed - in_probes),
-              "plain_runs_s": plain_times, "probed_runs_s": probed_times, "probe_runs_s": probe_seconds}
-    print(f"{model} {method}: {steps} steps x {prompts_per_step} prompts x G=8 | plain GRPOTrainer {plain:.1f} s | "
+              "plain_runs_s": plain_times, "probed_runs_s": probed_times, "probe_runs_s": probe_seconds,
+              "processes": _world_size(),
+              "nthr_bytes_per_split_group": statistics.median(_EXCHANGE) if _EXCHANGE else 0.0}
+    if _rank() != 0:
+        return result
+    print(f"{model} {method}: {steps} steps x {prompts_per_step} prompts x G=8, {result['processes']} process(es), "
+          f"{result['nthr_bytes_per_split_group']:.0f} bytes sent per split group | plain GRPOTrainer {plain:.1f} s | "
           f"with probes {probed:.1f} s | wall overhead {100 * result['overhead']:+.1f}% (median), "
           f"{100 * result['overhead_fastest']:+.1f}% (fastest runs) | time inside the probes {in_probes:.1f} s = "
           f"{100 * result['probe_share_of_rest']:.1f}% of the rest of the probed run")
@@ -55,3 +77,13 @@ def run_probe_overhead(model: str = "tiny", steps: int = 10, prompts_per_step: i
         with open(out, "w") as handle:
             json.dump(result, handle, indent=1)
     return result
+
+
+def _world_size() -> int:
+    import os
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def _rank() -> int:
+    import os
+    return int(os.environ.get("RANK", "0"))

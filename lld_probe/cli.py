@@ -20,10 +20,27 @@ def _bench(args) -> int:
 
 
 def _bench_probes(args) -> int:
-    from .bench_probes import run_probe_overhead
+    import os
+
+    from .bench_probes import relaunch, run_probe_overhead
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return relaunch(args.nproc, _without_option(sys.argv[1:], "--nproc"))
     run_probe_overhead(model=args.model, steps=args.steps, prompts_per_step=args.prompts_per_step,
                        repeats=args.repeats, method=args.method, out=args.json)
     return 0
+
+
+def _without_option(argv: list, name: str) -> list:
+    """argv without `name VALUE` / `name=VALUE`."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == name:
+            skip = True
+        elif not arg.startswith(name + "="):
+            kept.append(arg)
+    return kept
 
 
 def _protocol(args) -> int:
@@ -153,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     probes.add_argument("--steps", type=int, default=10)
     probes.add_argument("--prompts-per-step", type=int, default=4)
     probes.add_argument("--repeats", type=int, default=2)
+    probes.add_argument("--nproc", type=int, default=1,
+                        help="processes (torchrun, gloo on CPU); prompts per step are split over them")
     probes.add_argument("--json", default=None)
     probes.set_defaults(func=_bench_probes)
 
