@@ -199,3 +199,22 @@ def test_cli_report_names_bad_input_and_takes_a_threshold(tmp_path, capsys):
     (dumps / "1.jsonl").write_text('{"input": "q", "output": "1", "score": 1}\n{"input": "q", "score": oops}\n')
     assert main(["report", str(dumps), "--out", str(tmp_path / "r2")]) == 2
     assert "1.jsonl:2: malformed JSON" in capsys.readouterr().err
+
+
+def test_a_sharded_store_merges_ranks_and_skips_an_incomplete_last_step(tmp_path):
+    main = RunStoreWriter(tmp_path, rank=0, is_main=True)
+    other = RunStoreWriter(tmp_path, rank=1, is_main=False)
+    main.write_meta({"method": "nthr", "world_size": 2})
+    other.write_meta({"method": "ignored"})                 # only the main process writes run-wide files
+    for step in (1, 2):
+        main.write_step(step, _store_rows(step))
+        other.write_step(step, _store_rows(step).assign(group_id=f"{step}:1"))
+    main.write_step(3, _store_rows(3))                       # killed before rank 1 wrote step 3
+    with pytest.warns(UserWarning, match="step 3 has 1 of 2 rank shards; incomplete last step skipped"):
+        run = load(tmp_path)
+    assert run.meta["method"] == "nthr"
+    assert run.responses.groupby("step")["group_id"].apply(sorted).to_dict() == {
+        1: ["1:0"] * 4 + ["1:1"] * 4, 2: ["2:0"] * 4 + ["2:1"] * 4}
+    (tmp_path / "responses" / "step=000001.rank=00001.parquet").unlink()
+    with pytest.raises(ValueError, match="step 1 has 1 of 2 rank shards: the store is damaged"):
+        load(tmp_path)
