@@ -10,7 +10,7 @@ from pathlib import Path
 
 ALL_VARIANTS = ["grpo", "pos_only", "random", "nthr"]
 
-# sized to the budgets of issue 6 on a 2-core CPU: <= 15 min (smollm2), <= 2 min (tiny)
+# sized to the demo's time budgets on a 2-core CPU: <= 15 min (smollm2), <= 2 min (tiny)
 DEMO_SETTINGS = {
     False: {"model": "smollm2", "questions": 16, "train_steps": 4, "prompts_per_step": 2, "eval_every": 4,
             "eval_questions": 8},

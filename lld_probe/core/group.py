@@ -10,7 +10,7 @@ VOCAB_MODES = ("full", "group")
 
 
 def check_group(hidden, unembed, tokens, mask, correct=None, *, temperature=1.0, token_logprobs=None):
-    """Raise ValueError naming the argument unless the group's tensors fit the layout of DESIGN.md."""
+    """Raise ValueError naming the argument unless the group's tensors fit the group layout ([G, T(, d)], docs/design.md)."""
     check_tensor("hidden", hidden, ndim=3, dtype="float", finite=True)
     check_tensor("unembed", unembed, ndim=2, dtype="float", finite=True)
     check_tensor("tokens", tokens, ndim=2, dtype="long")

@@ -1,5 +1,5 @@
-"""Group batches: prompt + completion token ids laid out for scoring, with the response layout of
-DESIGN.md ([G, T] response tokens, padded) and the map between the two."""
+"""Group batches: prompt + completion token ids laid out for scoring, with the group layout
+([G, T] response tokens, padded) and the map between the two."""
 
 from __future__ import annotations
 
