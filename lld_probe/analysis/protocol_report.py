@@ -1,4 +1,5 @@
-"""summary.md and table1.md of a protocol folder: headline numbers, Table 1, and checks of the method's claims (first-order theory, fresh-sample pass rates)."""
+"""summary.md and table1.md of a protocol folder: headline numbers, Table 1, and checks of the method's
+claims (first-order theory, fresh-sample pass rates)."""
 
 from __future__ import annotations
 
