@@ -71,6 +71,8 @@ def _protocol(args) -> int:
 
 
 def _train_settings(args, out: str):
+    """The run's settings, every value checked (before any model loads)."""
+    from .integrations.trl.options import parse_trl_options
     from .integrations.trl.run import TrainSettings
     return TrainSettings(out=out, method=getattr(args, "method", "nthr"), model=args.model, task=args.task,
                          steps=args.steps, prompts_per_step=args.prompts_per_step, group_size=args.group_size,
@@ -79,13 +81,21 @@ def _train_settings(args, out: str):
                          eval_every=args.eval_every, eval_questions=args.eval_questions, nthr_beta=args.nthr_beta, nthr_eta=args.nthr_eta, nthr_vocab=args.vocab,
                          probe_set_size=args.probe_set_size, probe_every=args.probe_every,
                          probe_response_fraction=args.probe_fraction, bf16=args.bf16,
-                         save_steps=args.save_steps, resume=getattr(args, "resume", False))
+                         save_steps=args.save_steps, resume=getattr(args, "resume", False),
+                         correct_reward=args.correct_reward, correct_threshold=args.correct_threshold,
+                         extra=parse_trl_options(args.trl)).resolved()
 
 
 def _train(args) -> int:
     from .integrations.trl.run import run_training
     out = args.out or str(_default_out(f"train-{args.method}"))
-    trainer = run_training(_train_settings(args, out))
+    try:
+        trainer = run_training(_train_settings(args, out))
+    except FileExistsError as error:
+        if "already holds a run store" not in str(error):
+            raise
+        raise FileExistsError(f"{out} already holds a run store: choose another --out, or continue it with "
+                              f"--resume (checkpoints come from --save-steps)") from error
     if trainer.accelerator.is_main_process:
         print(f"run store: {out}  ({trainer.state.global_step} steps in {trainer.train_seconds:.0f} s, "
               f"{trainer.accelerator.num_processes} process(es))")
@@ -106,14 +116,16 @@ def _compare(args) -> int:
 
 def _report(args) -> int:
     from .analysis.report import write_report
-    path = write_report(args.runs, Path(args.out), correct_threshold=args.correct_threshold)
+    path = write_report(args.runs, Path(args.out), correct_threshold=args.correct_threshold,
+                        correct_reward=args.correct_reward)
     print(f"report: {path}")
     return 0
 
 
 def _figures(args) -> int:
     from .analysis.report import write_figures
-    written = write_figures(args.runs, Path(args.out), correct_threshold=args.correct_threshold)
+    written = write_figures(args.runs, Path(args.out), correct_threshold=args.correct_threshold,
+                            correct_reward=args.correct_reward)
     print(f"{len(written)} figures in {args.out}")
     return 0
 
@@ -140,6 +152,13 @@ def _add_training_arguments(parser) -> None:
     parser.add_argument("--probe-fraction", type=float, default=1.0, help="share of responses re-scored after each step")
     parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--save-steps", type=int, default=0, help="checkpoint every k steps (for --resume)")
+    parser.add_argument("--correct-reward", default=None,
+                        help="the reward function that decides correctness (default: the weighted sum)")
+    parser.add_argument("--correct-threshold", type=float, default=None,
+                        help="correct when that reward >= this (default: it must be binary 0/1)")
+    parser.add_argument("--trl", action="append", default=[], metavar="KEY=VALUE",
+                        help="any GRPOConfig / LLDConfig field, typed as TRL's own parser types it (repeatable), "
+                             "e.g. --trl mask_truncated_completions=true --trl loss_type=dapo")
     parser.add_argument("--out", default=None)
 
 
@@ -218,6 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", required=True)
     report.add_argument("--correct-threshold", type=float, default=None,
                         help="non-binary rewards: correct means reward >= this (default: rewards must be 0/1)")
+    report.add_argument("--correct-reward", default=None,
+                        help="the reward function (column) that decides correctness (default: the weighted reward)")
     report.set_defaults(func=_report)
 
     figures = commands.add_parser("figures", help="paper-style figures (PNG and PDF) for runs")
@@ -225,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     figures.add_argument("--out", required=True)
     figures.add_argument("--correct-threshold", type=float, default=None,
                         help="non-binary rewards: correct means reward >= this (default: rewards must be 0/1)")
+    figures.add_argument("--correct-reward", default=None,
+                        help="the reward function (column) that decides correctness (default: the weighted reward)")
     figures.set_defaults(func=_figures)
 
     demo = commands.add_parser("demo", help="the main job: protocol + short training comparison + report")

@@ -63,12 +63,12 @@ def test_split_group_nthr_equals_one_process(tmp_path, world_size, bounds_list):
     assert all(r["traffic"]["nthr"] > 0 for r in results)
 
 
-def _torchrun(tmp_path, out, prompts_per_step, method="nthr"):
+def _torchrun(tmp_path, out, prompts_per_step, method="nthr", *extra):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "lld_probe", "train",
                "--method", method, "--model", "tiny", "--steps", "2", "--group-size", "8",
                "--prompts-per-step", str(prompts_per_step), "--eval-every", "0", "--probe-every", "1",
-               "--out", str(out)]
+               "--out", str(out), *extra]
     done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
 
@@ -159,3 +159,25 @@ def test_bad_layouts_are_refused_with_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="not whole groups of 8"):
         _begin(single, 12, ["p"] * 12)
     assert not any((tmp_path / "b").glob("responses/*"))
+
+
+def test_two_processes_killed_mid_step_resume_and_evaluate(tmp_path):
+    import shutil
+    import warnings
+    from lld_probe.analysis import load
+    out = tmp_path / "resume"
+    _torchrun(tmp_path, out, 3, "random", "--save-steps", "1", "--eval-every", "1", "--eval-questions", "4")
+    # as if killed while writing step 2: its last checkpoint is step 1 and rank 1's shard of step 2 is missing
+    shutil.rmtree(out / "checkpoint-2")
+    (out / "responses" / "step=000002.rank=00001.parquet").unlink()
+    with pytest.warns(UserWarning, match="step 2 has 1 of 2 rank shards"):
+        assert sorted(load(out).responses["step"].unique()) == [1]
+    _torchrun(tmp_path, out, 3, "random", "--save-steps", "1", "--eval-every", "1", "--eval-questions", "4",
+              "--resume", "--steps", "3")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")          # every step complete: no warning
+        run = load(out)
+    assert sorted(run.responses["step"].unique()) == [1, 2, 3] and len(run.responses) == 3 * 24
+    assert run.meta["restarts"] == 1 and run.meta["world_size"] == 2
+    assert not run.scalars.duplicated(["step", "name"]).any()
+    assert sorted(run.scalar("eval/accuracy")["step"]) == [0, 1, 2, 3]

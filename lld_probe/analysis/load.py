@@ -53,14 +53,29 @@ def correctness_column(reward: pd.Series, threshold: float | None) -> pd.Series:
     return unknown
 
 
-def _finish(run: Run, threshold: float | None) -> Run:
+def deciding_reward(run: Run, correct_reward: str | None) -> pd.Series:
+    """The reward correctness is read from: the column of one reward function (NAME or reward_NAME) or the
+    (weighted) reward."""
     responses = run.responses
-    if "correct" not in responses.columns or threshold is not None:
-        responses["correct"] = correctness_column(responses["reward"].astype(float), threshold)
+    if correct_reward is None:
+        return responses["reward"].astype(float)
+    for column in (f"reward_{correct_reward}", correct_reward):
+        if column in responses.columns:
+            return responses[column].astype(float)
+    available = [c.removeprefix("reward_") for c in responses.columns if c.startswith("reward_")]
+    raise ValueError(f"{run.path}: no reward column {correct_reward!r} for correct_reward; this {run.kind} log has "
+                     f"{available or 'only the total reward'}")
+
+
+def _finish(run: Run, threshold: float | None, correct_reward: str | None) -> Run:
+    responses = run.responses
+    if "correct" not in responses.columns or threshold is not None or correct_reward is not None:
+        responses["correct"] = correctness_column(deciding_reward(run, correct_reward), threshold)
     if "advantage" not in responses.columns:
         responses["advantage"] = group_advantages_frame(responses)
     if responses["correct"].isna().any():
-        run.warnings.append("rewards are not binary: `correct` is NA (pass correct_threshold= to load(), or --correct-threshold)")
+        run.warnings.append("rewards are not binary: `correct` is NA (say what is correct with load(path, "
+                            "correct_threshold=X and/or correct_reward=NAME), or --correct-threshold / --correct-reward)")
     missing = [c for c in REQUIRED if c not in responses.columns]
     if missing:
         raise ValueError(f"{run.path}: the {run.kind} reader produced no columns {missing}")
@@ -69,9 +84,12 @@ def _finish(run: Run, threshold: float | None) -> Run:
     return run
 
 
-def load(path, *, correct_threshold: float | None = None) -> Run:
-    """Load a run from any supported source (see module doc); correct_threshold turns non-binary
-    rewards into correct/incorrect."""
+def load(path, *, correct_threshold: float | None = None, correct_reward: str | None = None,
+         reward_weights: list | None = None) -> Run:
+    """Load a run from any supported source (see module doc). Correctness: correct_reward names the reward
+    function (column) that decides it (default: the weighted reward), correct_threshold turns a
+    non-binary reward into correct/incorrect (reward >= threshold). reward_weights: the reward functions'
+    weights in a TRL log's reward (default: its training_args.bin, else 1 each)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or folder")
@@ -81,13 +99,13 @@ def load(path, *, correct_threshold: float | None = None) -> Run:
         run = _load_protocol(path)
     elif (path / "completions").is_dir() or (path / "trainer_state.json").is_file() or \
             any(path.glob("checkpoint-*/trainer_state.json")):
-        run = read_trl_output(path)
+        run = read_trl_output(path, reward_weights=reward_weights)
     elif step_jsonl_files(path):
         run = read_verl_dumps(path)
     else:
         raise ValueError(f"{path}: not a run store, protocol folder, TRL output_dir (completions/ or "
                          f"trainer_state.json) or verl dump folder ({{step}}.jsonl files)")
-    return _finish(run, correct_threshold)
+    return _finish(run, correct_threshold, correct_reward)
 
 
 def _load_store(path: Path) -> Run:

@@ -49,7 +49,27 @@ def _text(value) -> str:
         return str(value)
 
 
-def read_trl_output(path: Path) -> Run:
+def training_reward_weights(path: Path) -> list | None:
+    """reward_weights of the run's GRPOConfig, from the training_args.bin TRL saves with its checkpoints
+    (the output_dir's own, else the newest checkpoint's); None when no file is there or it sets none."""
+    files = [path / "training_args.bin"] + sorted(path.glob("checkpoint-*/training_args.bin"),
+                                                  key=lambda f: -int(re.sub(r"\D", "", f.parent.name) or 0))
+    for file in files:
+        if file.is_file():
+            import torch
+            try:
+                args = torch.load(file, weights_only=False)      # a pickled GRPOConfig: TRL must be importable
+            except Exception as error:
+                raise ValueError(f"{file}: not readable training arguments ({error})") from error
+            weights = getattr(args, "reward_weights", None)
+            return None if weights is None else [float(w) for w in weights]
+    return None
+
+
+def read_trl_output(path: Path, *, reward_weights: list | None = None) -> Run:
+    """reward_weights: the weights of the reward functions in the logged reward (default: those in the
+    run's training_args.bin, else 1 each, as TRL)."""
+    weights = reward_weights if reward_weights is not None else training_reward_weights(path)
     files = sorted((path / "completions").glob("completions_*.parquet")) if (path / "completions").is_dir() else []
     warnings, frames = [], []
     for file, frame in zip(files, read_parquet_files(files, warnings)):
@@ -64,7 +84,12 @@ def read_trl_output(path: Path) -> Run:
         reward_columns = [f"reward_{c}" for c in reward_columns]
         frame["prompt"] = frame["prompt"].map(_text)
         frame["completion"] = frame["completion"].map(_text)
-        frame["reward"] = numeric_reward(frame[reward_columns].sum(axis=1, min_count=1), file)
+        if weights is not None and len(weights) != len(reward_columns):
+            raise ValueError(f"{file}: {len(reward_columns)} reward columns {reward_columns} but {len(weights)} "
+                             f"reward_weights {weights}")
+        scale = pd.Series(weights if weights is not None else [1.0] * len(reward_columns), index=reward_columns)
+        # TRL's reward: the weighted sum of the reward functions (NaN where a function gave none)
+        frame["reward"] = numeric_reward(frame[reward_columns].mul(scale).sum(axis=1, min_count=1), file)
         frames.append(assign_groups(frame))
     if not frames:
         if not files and _trainer_state(path) is None:
@@ -75,5 +100,5 @@ def read_trl_output(path: Path) -> Run:
         responses = pd.concat(frames, ignore_index=True)
     state_file = _trainer_state(path)
     scalars = read_scalars(state_file) if state_file else pd.DataFrame(columns=["step", "name", "value"])
-    meta = {"method": "trl", "source": "trl"}
+    meta = {"method": "trl", "source": "trl", "reward_weights": weights}
     return Run("trl", path, responses, meta, scalars, warnings=warnings)

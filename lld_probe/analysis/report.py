@@ -16,18 +16,20 @@ from .protocol_report import protocol_summary
 from .training import accuracy_curves, final_accuracy_table, lld_rate_by_step, with_delta
 
 
-def _load_all(paths, correct_threshold: float | None = None) -> list[Run]:
-    runs = [path if isinstance(path, Run) else load(path, correct_threshold=correct_threshold) for path in paths]
+def _load_all(paths, correct_threshold: float | None = None, correct_reward: str | None = None) -> list[Run]:
+    runs = [path if isinstance(path, Run) else
+            load(path, correct_threshold=correct_threshold, correct_reward=correct_reward) for path in paths]
     if not runs:
         raise ValueError("no runs given")
     return runs
 
 
-def write_figures(paths, out_dir, *, correct_threshold: float | None = None) -> list[Path]:
+def write_figures(paths, out_dir, *, correct_threshold: float | None = None,
+                  correct_reward: str | None = None) -> list[Path]:
     """Every figure the runs support into out_dir; returns the written files."""
     from .protocol_figures import protocol_figures
     from .training_figures import training_figures
-    runs = _load_all(paths, correct_threshold)
+    runs = _load_all(paths, correct_threshold, correct_reward)
     written = []
     for run in runs:
         if run.kind == "protocol":
@@ -47,9 +49,11 @@ def lld_table(runs) -> pd.DataFrame:
         correct = run.responses["correct"]
         row["share_correct"] = float(correct.astype(float).mean()) if not correct.isna().any() else math.nan
         if "logp_after" in run.responses.columns and run.responses["logp_after"].notna().any():
-            measured = with_delta(run.responses).dropna(subset=["delta"])
+            frame = with_delta(run.responses)
+            measured = frame.dropna(subset=["delta"])
             correct, incorrect = measured[measured["correct"]], measured[~measured["correct"]]
             row["lld_rate"] = lld_rate(correct["delta"])
+            row["left_out"] = int(frame["delta"].isna().sum())      # truncated / unmeasured: in no LLD statistic
             row["lld_rate_last10"] = float(lld_rate_by_step(run.responses).tail(10)["lld_rate"].mean())
             row["delta_correct"] = float(correct["delta"].mean())
             row["delta_incorrect"] = float(incorrect["delta"].mean())
@@ -59,6 +63,14 @@ def lld_table(runs) -> pd.DataFrame:
 
 def training_summary(runs) -> str:
     lines = ["# Training runs", "", "## Per run", "", markdown_table(lld_table(runs)), ""]
+    logs_only = [run.name for run in runs if "logp_after" not in run.responses.columns]
+    if logs_only:
+        lines += [f"LLD columns are empty for {', '.join(logs_only)}: TRL and verl logs hold no likelihoods "
+                  f"after each update; train with lld_probe's probes (LLDGRPOTrainer, or LikelihoodProbeMixin on "
+                  f"your GRPOTrainer) to record them.", ""]
+    splits = {run.name: run.meta["eval_split"] for run in runs if run.meta.get("eval_split")}
+    for name, split in splits.items():
+        lines += [f"Held-out questions of {name}: {split}.", ""]
     curves = accuracy_curves(runs)
     if not curves.empty:
         lines += ["## Held-out greedy accuracy (mean and 95% t-interval across seeds; change = last - first, paired by seed)",
@@ -69,10 +81,10 @@ def training_summary(runs) -> str:
     return "\n".join(lines)
 
 
-def write_report(paths, out_dir, *, correct_threshold: float | None = None) -> Path:
-    """summary.md (+ figures/) for the runs; returns the summary path. correct_threshold turns
-    non-binary rewards into correct (reward >= threshold) / incorrect."""
-    runs = _load_all(paths, correct_threshold)
+def write_report(paths, out_dir, *, correct_threshold: float | None = None, correct_reward: str | None = None) -> Path:
+    """summary.md (+ figures/) for the runs; returns the summary path. correct_reward / correct_threshold
+    say what is correct (see lld_probe.analysis.load)."""
+    runs = _load_all(paths, correct_threshold, correct_reward)
     out = Path(out_dir)
     figures = write_figures(runs, out / "figures")
     sections = []

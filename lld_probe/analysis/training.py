@@ -35,9 +35,11 @@ def with_delta(responses: pd.DataFrame) -> pd.DataFrame:
 
 def lld_rate_by_step(responses: pd.DataFrame, *, eps: float = 0.0) -> pd.DataFrame:
     """Per step: share of measured correct responses with Delta <= eps (the LLD rate), their mean Delta,
-    and the mean Delta of incorrect responses."""
-    frame = with_delta(responses)
-    frame = frame[~frame["delta"].isna()]
+    the mean Delta of incorrect responses, and n_left_out: correct responses without a measured Delta
+    (truncated and masked, or not re-scored), which no rate includes."""
+    everything = with_delta(responses)
+    left_out = everything[everything["delta"].isna() & everything["correct"]].groupby("step").size()
+    frame = everything[~everything["delta"].isna()]
     rows = []
     for step, group in frame.groupby("step"):
         correct = group[group["correct"]]
@@ -45,8 +47,9 @@ def lld_rate_by_step(responses: pd.DataFrame, *, eps: float = 0.0) -> pd.DataFra
         rows.append({"step": int(step), "lld_rate": lld_rate(correct["delta"], eps),
                      "delta_correct": float(correct["delta"].mean()) if len(correct) else math.nan,
                      "delta_incorrect": float(incorrect["delta"].mean()) if len(incorrect) else math.nan,
-                     "n_correct": len(correct)})
-    return pd.DataFrame(rows, columns=["step", "lld_rate", "delta_correct", "delta_incorrect", "n_correct"])
+                     "n_correct": len(correct), "n_left_out": int(left_out.get(step, 0))})
+    return pd.DataFrame(rows, columns=["step", "lld_rate", "delta_correct", "delta_incorrect", "n_correct",
+                                       "n_left_out"])
 
 
 def delta_by_success_rate(responses: pd.DataFrame) -> pd.DataFrame:

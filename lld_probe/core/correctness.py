@@ -21,6 +21,7 @@ def correct_from_rewards(rewards: torch.Tensor, threshold: float | None = None) 
         if not rewards_are_binary(rewards):
             values = sorted(set(rewards.tolist()))[:6]
             raise ValueError(f"rewards must be binary (0 or 1) to tell correct from incorrect responses, got "
-                             f"values {values}; set correct_threshold to turn them into correct/incorrect")
+                             f"values {values}: say what is correct with correct_threshold=X (a reward >= X is correct) "
+                             f"and/or correct_reward=NAME (the reward function or column that decides)")
         return rewards == 1
     return rewards >= threshold

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -25,6 +26,26 @@ def resolve_model_path(name_or_path: str) -> str:
     return str(name_or_path)
 
 
+def looks_like_path(name: str) -> bool:
+    """A local path rather than a hub id ("org/name"): absolute, explicitly relative, or deeper than org/name."""
+    return name.startswith(("/", "./", "../", "~")) or name.count("/") > 1 or name.count(os.sep) > 1
+
+
+def check_model_location(path: str) -> None:
+    """A missing folder, or a folder that holds no model, is named in one line."""
+    folder = Path(path).expanduser()
+    if not folder.exists():
+        if looks_like_path(path):
+            raise FileNotFoundError(f"model folder {folder} does not exist")
+        return                                          # a hub id
+    if folder.is_file():
+        raise ValueError(f"{folder} is a file, not a model folder (a folder with config.json, weights and "
+                         f"tokenizer files)")
+    if not (folder / "config.json").is_file():
+        raise ValueError(f"{folder} is not a model folder: it has no config.json (a transformers model folder "
+                         f"holds config.json, weights and tokenizer files)")
+
+
 def load_model(name_or_path: str = "tiny", *, dtype: torch.dtype = torch.float32, device: str | None = None):
     """Load a causal LM and its tokenizer by name ("tiny", "smollm2"), local folder or hub id.
 
@@ -34,13 +55,16 @@ def load_model(name_or_path: str = "tiny", *, dtype: torch.dtype = torch.float32
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     path = resolve_model_path(name_or_path)
-    local = Path(path).exists()
+    check_model_location(path)
     try:
         tokenizer = tiny.load_tokenizer(path) if tiny.is_tiny_folder(path) else AutoTokenizer.from_pretrained(path)
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     except OSError as error:
-        where = "folder" if local else "model id (is the hub reachable? HF_HUB_OFFLINE is set in tests)"
-        raise FileNotFoundError(f"could not load model {name_or_path!r} as a {where}: {error}") from error
+        if Path(path).exists():
+            raise FileNotFoundError(f"could not load the model in folder {path}: {error}") from error
+        offline = " (HF_HUB_OFFLINE is set: only cached models load)" if os.environ.get("HF_HUB_OFFLINE") else ""
+        raise FileNotFoundError(f"could not load model id {name_or_path!r} from the Hugging Face hub{offline}: "
+                                f"{str(error).splitlines()[0]}") from error
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"

@@ -15,7 +15,8 @@ from .records import ProbedBatch
 def step_metrics(probed: ProbedBatch, delta: torch.Tensor, comm) -> dict:
     """lld/rate (share of measured correct responses with Delta <= 0), lld/delta_correct,
     lld/delta_incorrect, lld/selected_fraction (of incorrect responses' tokens the method scaled),
-    lld/tau (mean over groups with a threshold), lld/mean_length; absent when nothing was measured."""
+    lld/tau (mean over groups with a threshold), lld/mean_length (of responses with measured tokens), and
+    lld/left_out (responses without measured tokens: truncated and masked); absent when there is none."""
     generation = probed.generation
     lengths = generation.batch.mask.sum(1)
     local = {"delta": delta, "correct": generation.correct, "lengths": lengths,
@@ -40,5 +41,9 @@ def step_metrics(probed: ProbedBatch, delta: torch.Tensor, comm) -> dict:
     finite = [taus[g] for g in sorted(taus) if math.isfinite(taus[g])]
     if finite:
         metrics["lld/tau"] = float(np.mean(finite))
-    metrics["lld/mean_length"] = float(lengths.float().mean())
+    with_tokens = lengths > 0
+    if with_tokens.any():
+        metrics["lld/mean_length"] = float(lengths[with_tokens].float().mean())
+    if not bool(with_tokens.all()):       # truncated (masked) or empty responses: outside every LLD statistic
+        metrics["lld/left_out"] = float((~with_tokens).sum())
     return metrics

@@ -44,7 +44,9 @@ def score_old_policy(generation: GenerationBatch, token_logps, entropy, hidden, 
     if generation.layout.splits_groups:
         _score_split_groups(generation, [p for p in parts if not p.whole], token_logps, hidden, unembed, settings,
                             comm, temperature, scores, selected, taus)
-    return OldPolicyScores(token_logps=token_logps, logp_before=sequence_logprob(token_logps, batch.mask),
+    logp_before = sequence_logprob(token_logps, batch.mask)
+    logp_before = logp_before.masked_fill(~batch.mask.any(1), math.nan)    # nothing measured: not 0, unknown
+    return OldPolicyScores(token_logps=token_logps, logp_before=logp_before,
                            entropy=entropy.float().cpu().masked_fill(~batch.mask, 0.0), scores=scores,
                            selected=selected, taus=taus)
 

@@ -19,7 +19,8 @@ def probe_candidates(probed: ProbedBatch, comm) -> list[dict]:
               "question_id": generation.question_ids[i],
               "prompt_ids": batch.input_ids[i, : int(batch.prompt_lengths[i])].tolist(),
               "completion_ids": batch.tokens[i, : int(batch.mask[i].sum())].tolist(),
-              "logp_before": float(probed.old.logp_before[i])} for i in range(generation.size)]
+              "logp_before": float(probed.old.logp_before[i])} for i in range(generation.size)
+             if batch.mask[i].any()]          # responses without measured tokens never enter the probe set
     if comm.world_size == 1:
         return local
     return [row for rows in comm.all_gather_object(local, purpose="probe_set") for row in rows]

@@ -58,8 +58,9 @@ class ProbeRecorder:
         after its checkpoint and picks its probe set up again."""
         store = self.store
         if resumed_step == 0 and store.has_steps():
-            raise FileExistsError(f"{store.path} already holds a run store: write to a new folder, or resume "
-                                  f"the run from a checkpoint of it")
+            raise FileExistsError(f"{store.path} already holds a run store: give the trainer another output_dir, "
+                                  f"or resume from one of its checkpoints (trainer.train(resume_from_checkpoint="
+                                  f"True), with checkpoints from save_steps)")
         if resumed_step > 0:
             store.truncate_after(resumed_step)
             items = store.path / "probe_items.json"
@@ -71,29 +72,31 @@ class ProbeRecorder:
     # --- one generation batch -----------------------------------------------------------------------
     @timed
     def begin_batch(self, step: int, prompt_ids, completion_ids, *, rewards: torch.Tensor,
-                    global_rewards: torch.Tensor, advantages: torch.Tensor, group_size: int, prompts, completions,
-                    question_ids, prompt_keys=None) -> GenerationBatch:
-        """This process's rows of a generation batch (generation order). rewards [B] are this process's,
-        global_rewards those of all processes' rows in order (to know every group's correctness);
-        prompt_keys (one hashable per row, default the prompt) must agree within each group."""
+                    deciding_rewards: torch.Tensor, advantages: torch.Tensor, group_size: int, prompts, completions,
+                    question_ids, prompt_keys=None, truncated=None) -> GenerationBatch:
+        """This process's rows of a generation batch (generation order). rewards [B]: this process's rewards
+        as logged; deciding_rewards: the reward that decides correctness for ALL processes' rows in order
+        (to know every group's correctness); prompt_keys (one hashable per row, default the prompt) must
+        agree within each group; truncated [B]: responses the trainer masked out (their completion_ids are
+        empty: no measured tokens)."""
         count = len(completion_ids)
         if count == 0:
             raise ValueError("empty generation batch: no responses to probe")
         layout = RowLayout(self.comm.rank, self.comm.world_size, count, group_size)
-        self._check_layout(layout, list(prompt_keys if prompt_keys is not None else prompts), global_rewards)
-        global_correct = correct_from_rewards(global_rewards.float().cpu(), self.settings.correct_threshold)
+        self._check_layout(layout, list(prompt_keys if prompt_keys is not None else prompts), deciding_rewards)
+        global_correct = correct_from_rewards(deciding_rewards.float().cpu(), self.settings.correct_threshold)
         correct = global_correct[layout.global_rows()]
         groups = {part.group: global_correct[part.group * group_size: (part.group + 1) * group_size]
                   for part in layout.groups()}
         kept = torch.ones(count, dtype=torch.bool)
         if self.settings.response_fraction < 1.0:
             kept = torch.from_numpy(self._kept_rng.random(count) < self.settings.response_fraction)
-        generation = GenerationBatch(
+        return GenerationBatch(
             step=step, batch=build_group_batch(prompt_ids, completion_ids, self.pad_id), layout=layout,
             rewards=rewards.float().cpu(), correct=correct, group_correct=groups,
             advantages=advantages.detach().float().cpu().clone(), prompts=tuple(str(p) for p in prompts),
-            completions=tuple(completions), question_ids=tuple(str(q) for q in question_ids), kept=kept)
-        return generation
+            completions=tuple(completions), question_ids=tuple(str(q) for q in question_ids), kept=kept,
+            truncated=torch.zeros(count, dtype=torch.bool) if truncated is None else torch.as_tensor(truncated))
 
     @timed
     def score_old_policy(self, generation: GenerationBatch, token_logps, entropy, hidden, unembed) -> ProbedBatch:
@@ -115,7 +118,7 @@ class ProbeRecorder:
                                "(the loss did not run on the batch?)")
         generation, settings = probed.generation, self.settings
         batch, step = generation.batch, generation.step
-        kept = generation.kept.nonzero().flatten()
+        kept = (generation.kept & batch.mask.any(1)).nonzero().flatten()    # responses with measured tokens
         logp_after = torch.full((batch.size,), math.nan, dtype=torch.float64)
         token_logps_after = torch.full(batch.mask.shape, math.nan)
         if len(kept):    # packed: the real tokens only, each prompt once (lld_probe.scoring.packing)
@@ -153,7 +156,7 @@ class ProbeRecorder:
             self.store.append_probe_set(probe_set_rows(self.probe_items, step, logps))
 
     # --- checks -------------------------------------------------------------------------------------
-    def _check_layout(self, layout: RowLayout, keys: list, global_rewards: torch.Tensor) -> None:
+    def _check_layout(self, layout: RowLayout, keys: list, deciding_rewards: torch.Tensor) -> None:
         """Every process holds the same number of rows, the rewards cover them all, and each group's rows
         share one prompt; otherwise a ValueError (on every process) names the problem. Whole groups are
         checked locally; a split layout compares prompt digests across processes."""
@@ -169,8 +172,8 @@ class ProbeRecorder:
             if layout.splits_groups:
                 digests, first_row = [d for _, rows in gathered for d in rows], 0
         total = layout.local_rows * layout.world_size
-        if global_rewards.numel() != total:
-            raise ValueError(f"the rewards cover {global_rewards.numel()} responses, but {layout.world_size} "
+        if deciding_rewards.numel() != total:
+            raise ValueError(f"the rewards cover {deciding_rewards.numel()} responses, but {layout.world_size} "
                              f"process(es) x {layout.local_rows} rows = {total}")
         if total % layout.group_size:
             raise ValueError(f"generation batch of {total} rows is not whole groups of {layout.group_size}")

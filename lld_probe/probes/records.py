@@ -19,7 +19,7 @@ class GenerationBatch:
     step: int                       # the optimizer step that will use it
     batch: GroupBatch               # prompt + completion token layout [B, T]
     layout: RowLayout               # where these rows sit among all processes' rows
-    rewards: torch.Tensor           # [B] the reward correctness is read from
+    rewards: torch.Tensor           # [B] the reward as the trainer logs it (weighted sum of reward functions)
     correct: torch.Tensor           # [B] bool
     group_correct: dict             # group index -> [G] bool: correctness of the whole group (all processes)
     advantages: torch.Tensor        # [B] sequence advantages as the trainer computed them
@@ -27,6 +27,7 @@ class GenerationBatch:
     completions: tuple
     question_ids: tuple
     kept: torch.Tensor              # [B] bool: re-scored after the step
+    truncated: torch.Tensor         # [B] bool: cut at the length limit and masked out of the loss (no tokens)
 
     @property
     def size(self) -> int:
@@ -41,7 +42,7 @@ class GenerationBatch:
 class OldPolicyScores:
     """The old policy on the batch: what a separate scoring forward or the training forward saw."""
     token_logps: torch.Tensor       # [B, T] log pi_old(y_t), 0 off mask
-    logp_before: torch.Tensor       # [B] sequence sums
+    logp_before: torch.Tensor       # [B] sequence sums; NaN for a response without measured tokens
     entropy: torch.Tensor           # [B, T]
     scores: torch.Tensor            # [B, T] NTHR scores
     selected: torch.Tensor          # [B, T] NTHR selection (incorrect responses only)

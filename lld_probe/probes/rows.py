@@ -30,6 +30,7 @@ def response_rows(probed: ProbedBatch, logp_after: torch.Tensor) -> pd.DataFrame
         "logp_before": old.logp_before.double().cpu().numpy(), "logp_after": logp_after.numpy(),
         "selected_fraction": (probed.scaled.sum(1).float() / lengths.clamp(min=1)).double().numpy(),
         "nthr_selected_fraction": (old.selected.sum(1).float() / lengths.clamp(min=1)).double().numpy(),
+        "truncated": generation.truncated.numpy(),
     })
 
 

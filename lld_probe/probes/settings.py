@@ -24,7 +24,8 @@ class ProbeSettings:
     probe_every: int = 5                # re-score the probe set every k optimizer steps
     eval_every: int = 0                 # greedy accuracy on eval_questions every k steps, 0: never
     eval_max_new_tokens: int | None = None
-    correct_threshold: float | None = None   # None: rewards must be binary {0, 1}
+    correct_threshold: float | None = None   # correct when the deciding reward >= this; None: it must be binary
+    correct_reward: str | None = None   # the reward function that decides correctness; None: the weighted sum
     store_dir: str | None = None        # None: the trainer's output_dir
     reuse_training_forward: bool = True  # old-policy scores from the training framework's own loss forward
                                         # when it runs at the old policy; False: a separate no-grad forward

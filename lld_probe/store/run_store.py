@@ -57,7 +57,7 @@ class RunStoreWriter:
         write_json(meta, existing)
 
     def write_step(self, step: int, responses: pd.DataFrame, tokens: pd.DataFrame | None = None) -> None:
-        missing = [c for c in RESPONSE_COLUMNS if c not in responses.columns]
+        missing = [c for c in RESPONSE_COLUMNS if c not in responses.columns and c not in OPTIONAL_RESPONSE_COLUMNS]
         if missing:
             raise ValueError(f"responses for step {step} lack columns {missing}")
         # tokens first: a step whose responses file exists is complete
@@ -188,18 +188,18 @@ def read_run_store(path) -> RunStore:
     world_size = int(meta.get("world_size", 1))
     warnings: list[str] = []
     responses = _read_steps(path / "responses", RESPONSE_COLUMNS, world_size, warnings)
-    for column in OPTIONAL_RESPONSE_COLUMNS:
+    for column, value in OPTIONAL_RESPONSE_COLUMNS.items():
         if column not in responses.columns:
-            responses[column] = float("nan")
+            responses[column] = value
     missing = [c for c in RESPONSE_COLUMNS if c not in responses.columns]
     if missing:
         raise ValueError(f"{path / 'responses'}: missing columns {missing}")
     # tokens of a step whose responses never landed are not part of the run
     tokens = _read_steps(path / "tokens", TOKEN_COLUMNS, world_size, warnings,
                          steps=set(responses["step"]) if len(responses) else set())
-    for column in OPTIONAL_TOKEN_COLUMNS:
+    for column, value in OPTIONAL_TOKEN_COLUMNS.items():
         if column not in tokens.columns:
-            tokens[column] = False
+            tokens[column] = value
     frames = {}
     for name, columns in (("probe_set", PROBE_SET_COLUMNS), ("scalars", SCALAR_COLUMNS)):
         file = path / f"{name}.parquet"

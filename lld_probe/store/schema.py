@@ -18,14 +18,14 @@ from pathlib import Path
 
 RESPONSE_COLUMNS = ["step", "question_id", "group_id", "response_index", "prompt", "completion", "reward",
                     "correct", "advantage", "n_tokens", "logp_before", "logp_after", "selected_fraction",
-                    "nthr_selected_fraction"]
+                    "nthr_selected_fraction", "truncated"]
 TOKEN_COLUMNS = ["step", "group_id", "response_index", "token_id", "position", "logp_before", "logp_after",
                  "nthr_score", "selected", "nthr_selected", "entropy"]
 PROBE_SET_COLUMNS = ["step", "probe_id", "kind", "question_id", "n_tokens", "logp"]
 SCALAR_COLUMNS = ["step", "name", "value"]
 # columns older stores may lack (a reader fills them with NaN / False)
-OPTIONAL_RESPONSE_COLUMNS = ["nthr_selected_fraction"]
-OPTIONAL_TOKEN_COLUMNS = ["nthr_selected"]
+OPTIONAL_RESPONSE_COLUMNS = {"nthr_selected_fraction": float("nan"), "truncated": False}
+OPTIONAL_TOKEN_COLUMNS = {"nthr_selected": False}
 
 STEP_FILE = re.compile(r"^step=(\d{6,})(?:\.rank=(\d{5}))?\.parquet$")
 

@@ -1,4 +1,6 @@
-"""Users' own questions from a JSONL file: one {"prompt": ..., "answer": ...} object a line."""
+"""Users' own questions from a JSONL file: one {"prompt": ..., "answer": ...} object a line, with an
+optional "split" ("train" / "eval") per line; without one, a fixed ~30% of the questions (by a hash of the
+prompt, like the arithmetic task) is held out for evaluation."""
 
 from __future__ import annotations
 
@@ -6,16 +8,21 @@ import json
 from pathlib import Path
 
 from .answers import math_reward
+from .arithmetic import is_held_out
 from .base import Question, Reward
 
 
-def load_questions_jsonl(path) -> list[Question]:
-    """Questions from JSONL with keys prompt and answer (question_id optional: default "line-N").
-    Malformed lines raise ValueError naming the file and line."""
+SPLITS = ("train", "eval")
+
+
+def load_questions_jsonl(path, *, with_splits: bool = False):
+    """Questions from JSONL with keys prompt and answer (question_id optional: default "line-N"; split
+    optional). Malformed lines raise ValueError naming the file and line. with_splits: also the split of
+    each question (None where the file gives none)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"question file not found: {path}")
-    questions, ids = [], set()
+    questions, splits, ids = [], [], set()
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
@@ -35,10 +42,18 @@ def load_questions_jsonl(path) -> list[Question]:
             if question_id in ids:
                 raise ValueError(f"{path}:{number}: duplicate question_id {question_id!r}")
             ids.add(question_id)
+            split = record.get("split")
+            if split is not None and split not in SPLITS:
+                raise ValueError(f"{path}:{number}: split must be one of {SPLITS}, got {split!r}")
+            splits.append(split)
             questions.append(Question(question_id, record["prompt"], str(record["answer"])))
     if not questions:
         raise ValueError(f"{path}: no questions")
-    return questions
+    if any(s is not None for s in splits) and any(s is None for s in splits):
+        line = splits.index(None)
+        raise ValueError(f"{path}: question {questions[line].question_id!r} has no split while others have one: "
+                         f"give every line a split, or none")
+    return (questions, splits) if with_splits else questions
 
 
 class JsonlTask:
@@ -48,11 +63,22 @@ class JsonlTask:
 
     def __init__(self, path):
         self.path = Path(path)
-        self._questions = load_questions_jsonl(self.path)
+        questions, splits = load_questions_jsonl(self.path, with_splits=True)
+        explicit = splits[0] is not None
+        # the file's own split field, else a hash of the prompt (deterministic, independent of the order)
+        self.split_source = "the file's split field" if explicit else "a hash of the prompt (~30% held out)"
+        self._splits = {"train": [], "eval": []}
+        for question, split in zip(questions, splits):
+            held_out = split == "eval" if explicit else is_held_out(question.prompt)
+            self._splits["eval" if held_out else "train"].append(question)
 
     def questions(self, n: int, seed: int = 0, *, split: str = "train") -> list[Question]:
+        """n questions of the split ("train" or "eval"), shuffled deterministically by seed; fewer when the
+        split has fewer."""
         import random
-        pool = list(self._questions)
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        pool = list(self._splits[split])
         random.Random(seed).shuffle(pool)
         return pool[:n]
 

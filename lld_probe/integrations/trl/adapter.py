@@ -13,6 +13,7 @@ process's contiguous slice of it), log, and the `_step` counter of optimizer ste
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import asdict, replace
 
 import torch
@@ -45,6 +46,21 @@ def completion_rows(completion_ids: torch.Tensor, completion_mask: torch.Tensor)
     return [row[: int(n)].tolist() for row, n in zip(completion_ids, lengths)]
 
 
+def _dataset_description(dataset) -> str:
+    """What a Python-API run trained on, when it names no task: the dataset's size and columns."""
+    if dataset is None:
+        return "unknown"
+    columns = getattr(dataset, "column_names", None)
+    size = len(dataset) if hasattr(dataset, "__len__") else "?"
+    return f"train_dataset: {size} rows" + (f", columns {list(columns)}" if columns else "")
+
+
+def _prompt_id(prompt) -> str:
+    """A question id from the prompt itself (a stable digest) when the dataset has no question_id column."""
+    import hashlib
+    return "prompt-" + hashlib.sha256(str(prompt).encode()).hexdigest()[:12]
+
+
 def pad_advantages(advantages: torch.Tensor, width: int) -> torch.Tensor:
     """Per-token advantages [B, T] widened with zeros to TRL's completion width; [B] passes through."""
     if advantages.dim() == 1:
@@ -61,6 +77,8 @@ class LikelihoodProbeMixin:
     def __init__(self, *args, probe_settings: ProbeSettings | None = None, eval_questions=None, eval_task=None,
                  **kwargs):
         super().__init__(*args, **kwargs)
+        # transformers deprecates the name TRL calls every step; the message says nothing to a user of this run
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         settings = replace(probe_settings or ProbeSettings(), seed=int(self.args.seed))
         if settings.eval_every and not eval_questions:
             raise ValueError("eval_every is set but no eval_questions were given")
@@ -113,21 +131,41 @@ class LikelihoodProbeMixin:
 
     def _lld_begin_batch(self, inputs, output):
         """TRL's generation batch (this process's rows) -> the recorder's GenerationBatch."""
-        weights = self.reward_weights.to(self._lld_rewards_per_func.device)
-        global_rewards = (self._lld_rewards_per_func * weights[None, :]).nansum(dim=1).float().cpu()
+        rewards_per_func = self._lld_rewards_per_func.float().cpu()        # all processes' rows
+        logged = (rewards_per_func * self.reward_weights.float().cpu()[None, :]).nansum(dim=1)   # TRL's reward
         count = output["completion_ids"].shape[0]
-        process = self.accelerator.process_index
+        offset = self.accelerator.process_index * count
         prompt_ids = [row[mask.bool()].tolist() for row, mask in zip(output["prompt_ids"].cpu(),
                                                                      output["prompt_mask"].cpu())]
-        completion_ids = completion_rows(output["completion_ids"].cpu(), output["completion_mask"].cpu())
-        prompts = [x["prompt"] for x in inputs]
-        offset = process * count
+        completion_ids, truncated, texts = self._lld_completions(output)
         return self.recorder.begin_batch(
-            self.state.global_step + 1, prompt_ids, completion_ids,
-            rewards=global_rewards[offset: offset + count], global_rewards=global_rewards,
-            advantages=output["advantages"], group_size=self.num_generations, prompts=prompts,
-            completions=self.processing_class.batch_decode(completion_ids, skip_special_tokens=True),
-            question_ids=[x.get("question_id", (offset + i) // self.num_generations) for i, x in enumerate(inputs)])
+            self.state.global_step + 1, prompt_ids, completion_ids, rewards=logged[offset: offset + count],
+            deciding_rewards=self._lld_deciding_rewards(rewards_per_func, logged), advantages=output["advantages"],
+            group_size=self.num_generations, prompts=[x["prompt"] for x in inputs], completions=texts,
+            question_ids=[x.get("question_id", _prompt_id(x["prompt"])) for x in inputs], truncated=truncated)
+
+    def _lld_deciding_rewards(self, rewards_per_func, logged):
+        """The reward correctness is read from: one reward function's (correct_reward) or TRL's weighted sum."""
+        name = self.probe_settings.correct_reward
+        if name is None:
+            return logged
+        names = list(self.reward_func_names)
+        if name not in names:
+            raise ValueError(f"correct_reward {name!r} is not one of this trainer's reward functions {names}")
+        return rewards_per_func[:, names.index(name)]
+
+    def _lld_completions(self, output):
+        """(measured completion token lists, truncated flags, texts). With mask_truncated_completions, TRL masks
+        a completion cut at the length limit out of the loss: it is kept as text, with no measured tokens."""
+        ids, mask = output["completion_ids"].cpu(), output["completion_mask"].cpu()
+        masked_out = ~mask.bool().any(1) if getattr(self, "mask_truncated_completions", False) else \
+            torch.zeros(ids.shape[0], dtype=torch.bool)
+        pad = self.processing_class.pad_token_id
+        full = [row[row != pad].tolist() if pad is not None else row.tolist() for row in ids]
+        measured = completion_rows(ids, mask)
+        texts = self.processing_class.batch_decode([f if cut else m for f, m, cut in zip(full, measured, masked_out)],
+                                                   skip_special_tokens=True)
+        return measured, masked_out.tolist(), texts
 
     def log(self, logs, start_time=None):
         super().log(logs, start_time)
@@ -169,6 +207,12 @@ class LikelihoodProbeMixin:
                 "loss_type": self.loss_type, "kl_beta": self.beta, "epsilon_low": self.epsilon_low,
                 "epsilon_high": self.epsilon_high, "max_completion_length": self.args.max_completion_length,
                 "scale_rewards": self.scale_rewards, "old_policy_source": self.old_policy_source,
+                "model": getattr(self._lld_model().config, "_name_or_path", None) or type(self._lld_model()).__name__,
+                "task": _dataset_description(self.train_dataset),
+                # logp_after is measured once per generation batch, after all the optimizer steps that use it
+                "delta_spans_optimizer_steps": max(1, self.args.steps_per_generation * self.num_iterations
+                                                   // self.args.gradient_accumulation_steps),
+                "correct_reward": settings.correct_reward, "correct_threshold": settings.correct_threshold,
                 "start_time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **settings.extra_meta}
 
     def _lld_train_begin(self) -> None:

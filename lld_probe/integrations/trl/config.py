@@ -50,7 +50,10 @@ class LLDConfig(GRPOConfig):
     lld_eval_every: int = field(default=0, metadata={
         "help": "greedy accuracy on the trainer's eval_questions every k steps (0: never)"})
     correct_threshold: float | None = field(default=None, metadata={
-        "help": "a response is correct when its (weighted) reward >= this; None: rewards must be binary 0/1"})
+        "help": "a response is correct when the deciding reward >= this; None: that reward must be binary 0/1"})
+    correct_reward: str | None = field(default=None, metadata={
+        "help": "name of the reward function that decides correctness (e.g. an accuracy reward next to a "
+                "format reward); None: the weighted sum of all reward functions (reward_weights)"})
 
     def __post_init__(self):
         super().__post_init__()
@@ -67,5 +70,6 @@ class LLDConfig(GRPOConfig):
                              response_fraction=self.probe_response_fraction, token_rows=self.probe_token_rows,
                              probe_set_size=self.probe_set_size, probe_every=self.probe_every,
                              eval_every=self.lld_eval_every, correct_threshold=self.correct_threshold,
+                             correct_reward=self.correct_reward,
                              reuse_training_forward=self.probe_reuse_training_forward,
                              score_max_tokens=self.probe_score_max_tokens, **extra)

@@ -4,9 +4,10 @@ LLDGRPOTrainer, trains, and leaves a run store in settings.out; `run_compare` do
 
 from __future__ import annotations
 
+import math
 import os
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from ...core import VARIANTS
@@ -18,43 +19,89 @@ MODEL_DEFAULTS = {
 }
 
 
+def _setting(default, help: str, flag: str | None = None):
+    return field(default=default, metadata={"help": help, "flag": flag})
+
+
 @dataclass
 class TrainSettings:
-    out: str
-    method: str = "nthr"
-    model: str = "tiny"
-    task: str = "arithmetic"
-    steps: int = 30
-    prompts_per_step: int = 4
-    group_size: int = 8
-    learning_rate: float | None = None         # None: MODEL_DEFAULTS
-    temperature: float = 1.0
-    max_completion_length: int | None = None   # None: MODEL_DEFAULTS
-    seed: int = 0
-    eval_every: int = 10                       # greedy held-out accuracy every k steps (0: never)
-    eval_questions: int | None = None          # None: the whole eval set
-    nthr_beta: float = 1.0
-    nthr_eta: str = "paper"
-    nthr_vocab: str = "group"
-    probe_set_size: int = 16
-    probe_every: int = 5
-    probe_response_fraction: float = 1.0
-    probes: bool = True                        # False: plain TRL GRPOTrainer (for the overhead figure)
-    bf16: bool = False
-    kl_beta: float = 0.0
-    save_steps: int = 0                        # checkpoints for --resume (0: none)
-    resume: bool = False
-    progress: bool = True
-    extra: dict = field(default_factory=dict)   # any other GRPOConfig field
+    """A training run from names (what `lld-probe train` builds): which model, task and method, the shape
+    of a step, and the probes. make_trainer turns it into an LLDConfig (TRL's config) and a trainer;
+    `extra` sets any other GRPOConfig / LLDConfig field."""
+    out: str = field(metadata={"help": "run folder (TRL's output_dir; the run store)", "flag": "--out"})
+    # > what to train
+    method: str = _setting("nthr", "grpo | pos_only | random | nthr", "--method")
+    model: str = _setting("tiny", "tiny | smollm2 | a model folder or hub id", "--model")
+    task: str = _setting("arithmetic", "arithmetic[2|3] | questions.jsonl", "--task")
+    # > a step
+    steps: int = _setting(30, "optimizer steps", "--steps")
+    prompts_per_step: int = _setting(4, "prompts per step over all processes", "--prompts-per-step")
+    group_size: int = _setting(8, "responses per prompt (G)", "--group-size")
+    learning_rate: float | None = _setting(None, "None: the model's measured default (MODEL_DEFAULTS)", "--lr")
+    temperature: float = _setting(1.0, "sampling temperature", "--temperature")
+    max_completion_length: int | None = _setting(None, "None: the model's default (MODEL_DEFAULTS)",
+                                                 "--max-completion-length")
+    seed: int = _setting(0, "seed of data order, sampling and the random control", "--seed")
+    kl_beta: float = _setting(0.0, "TRL's KL coefficient (GRPOConfig.beta)", None)
+    bf16: bool = _setting(False, "bf16 autocast (log-likelihoods stay float32)", "--bf16")
+    # > the method and the probes
+    nthr_beta: float = _setting(1.0, "NTHR threshold factor (-inf: every incorrect token)", "--nthr-beta")
+    nthr_eta: str = _setting("paper", "paper | zero | p | 1-p | a number in [0, 1]", "--nthr-eta")
+    nthr_vocab: str = _setting("group", "group (V*) | full", "--vocab")
+    probe_set_size: int = _setting(16, "probe responses (0: none)", "--probe-set-size")
+    probe_every: int = _setting(5, "re-score the probe set every k steps", "--probe-every")
+    probe_response_fraction: float = _setting(1.0, "share of responses re-scored after a step", "--probe-fraction")
+    probes: bool = _setting(True, "False: plain TRL GRPOTrainer (for the overhead figure)", None)
+    correct_reward: str | None = _setting(None, "the reward function whose value says correct (default: the "
+                                                "weighted sum of all)", "--correct-reward")
+    correct_threshold: float | None = _setting(None, "correct when that reward >= this (None: rewards must be "
+                                                     "binary)", "--correct-threshold")
+    # > evaluation, checkpoints, output
+    eval_every: int = _setting(10, "greedy held-out accuracy every k steps (0: never)", "--eval-every")
+    eval_questions: int | None = _setting(None, "first N held-out questions (None: all)", "--eval-questions")
+    save_steps: int = _setting(0, "checkpoint every k steps for resume (0: none)", "--save-steps")
+    resume: bool = _setting(False, "continue the run in `out` from its last checkpoint", "--resume")
+    progress: bool = _setting(True, "TRL's progress bar", None)
+    extra: dict = field(default_factory=dict, metadata={"help": "any other GRPOConfig / LLDConfig field",
+                                                          "flag": "--trl"})
 
     def resolved(self) -> "TrainSettings":
+        """Defaults filled in (None only: 0 is a value) and every value checked; a ValueError names the
+        setting, its command-line flag and the bad value."""
         if self.method not in VARIANTS:
-            raise ValueError(f"method must be one of {VARIANTS}, got {self.method!r}")
-        if self.steps < 1 or self.prompts_per_step < 1 or self.group_size < 2:
-            raise ValueError("steps and prompts_per_step must be >= 1 and group_size >= 2")
-        defaults = MODEL_DEFAULTS.get(self.model, MODEL_DEFAULTS["smollm2"])
-        return replace(self, learning_rate=self.learning_rate or defaults["learning_rate"],
-                       max_completion_length=self.max_completion_length or defaults["max_completion_length"])
+            self._refuse("method", f"must be one of {VARIANTS}")
+        for name, low in (("steps", 1), ("prompts_per_step", 1), ("group_size", 2), ("probe_every", 1)):
+            if getattr(self, name) < low:
+                self._refuse(name, f"must be at least {low}")
+        for name in ("eval_every", "save_steps", "probe_set_size"):
+            if getattr(self, name) < 0:
+                self._refuse(name, "must be 0 (off) or more")
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            self._refuse("temperature", "must be a positive number")
+        if not 0 < self.probe_response_fraction <= 1:
+            self._refuse("probe_response_fraction", "must be in (0, 1]")
+        if self.eval_questions is not None and self.eval_questions < 1:
+            self._refuse("eval_questions", "must be at least 1 (leave it unset for all)")
+        defaults = MODEL_DEFAULTS.get(self.model)
+        values = {}
+        for name in ("learning_rate", "max_completion_length"):
+            value = getattr(self, name)
+            if value is None:
+                if defaults is None:
+                    self._refuse(name, f"has no default for model {self.model!r} (measured defaults exist for "
+                                       f"{sorted(MODEL_DEFAULTS)}): give it (the paper used lr 1e-6, 1,024+ tokens)")
+                value = defaults[name]
+            values[name] = value
+        if not (math.isfinite(values["learning_rate"]) and values["learning_rate"] >= 0):
+            self._refuse("learning_rate", "must be a finite number >= 0", values["learning_rate"])
+        if values["max_completion_length"] < 1:
+            self._refuse("max_completion_length", "must be at least 1", values["max_completion_length"])
+        return replace(self, **values)
+
+    def _refuse(self, name: str, rule: str, value=None):
+        flag = {f.name: f.metadata.get("flag") for f in fields(self)}[name]
+        shown = getattr(self, name) if value is None else value
+        raise ValueError(f"{name}{f' ({flag})' if flag else ''} {rule}, got {shown!r}")
 
 
 def reward_function(task):
@@ -95,7 +142,8 @@ def per_process_rows(rows_per_step: int) -> int:
 
 
 def make_trainer(settings: TrainSettings, *, model=None, tokenizer=None):
-    """(trainer, settings) for a resolved settings object; model/tokenizer default to settings.model."""
+    """(trainer, settings) for a settings object; model/tokenizer default to settings.model. Every setting
+    is checked, and the TRL config built, before a model loads."""
     import torch
     from trl import GRPOConfig, GRPOTrainer
 
@@ -105,11 +153,11 @@ def make_trainer(settings: TrainSettings, *, model=None, tokenizer=None):
     from .trainer import LLDGRPOTrainer
 
     settings = settings.resolved()
-    torch.manual_seed(settings.seed)
-    if model is None:
-        model, tokenizer = load_model(settings.model)
     task = get_task(settings.task)
-    dataset = build_dataset(task, tokenizer, max(64, settings.steps * settings.prompts_per_step), settings.seed)
+    eval_questions = eval_questions_for(settings.task, settings.eval_questions) if settings.eval_every else []
+    if settings.eval_every and not eval_questions:
+        raise ValueError(f"task {settings.task!r} has no held-out questions for eval_every (--eval-every) "
+                         f"{settings.eval_every}: add questions with \"split\": \"eval\", or set it to 0")
     common = dict(
         output_dir=settings.out, max_steps=settings.steps, learning_rate=settings.learning_rate,
         per_device_train_batch_size=per_process_rows(settings.prompts_per_step * settings.group_size),
@@ -120,25 +168,39 @@ def make_trainer(settings: TrainSettings, *, model=None, tokenizer=None):
         gradient_checkpointing=False, logging_steps=1, report_to=[], disable_tqdm=not settings.progress,
         save_strategy="steps" if settings.save_steps else "no", save_steps=settings.save_steps or 500,
         save_only_model=False, dataloader_num_workers=0, top_k=0, top_p=1.0)
-    common.update(settings.extra)     # the user's GRPOConfig fields win
+    lld = dict(lld_method=settings.method, nthr_beta=settings.nthr_beta, nthr_eta=settings.nthr_eta,
+               nthr_vocab=settings.nthr_vocab, probe_set_size=settings.probe_set_size,
+               probe_every=settings.probe_every, probe_response_fraction=settings.probe_response_fraction,
+               lld_eval_every=settings.eval_every, correct_reward=settings.correct_reward,
+               correct_threshold=settings.correct_threshold)
+    values = {**common, **lld, **settings.extra}          # the user's GRPOConfig / LLDConfig fields win
+    if settings.probes:
+        config = LLDConfig(**values)
+    else:
+        config = GRPOConfig(**{k: v for k, v in values.items() if k not in _lld_only_fields()})
+    torch.manual_seed(settings.seed)
+    if model is None:
+        model, tokenizer = load_model(settings.model)
+    dataset = build_dataset(task, tokenizer, max(64, settings.steps * settings.prompts_per_step), settings.seed)
     reward = reward_function(task)
     if not settings.probes:
-        trainer = GRPOTrainer(model=model, args=GRPOConfig(**common), reward_funcs=[reward],
-                              train_dataset=dataset, processing_class=tokenizer)
-        return trainer, settings
-    config = LLDConfig(**common, lld_method=settings.method, nthr_beta=settings.nthr_beta,
-                       nthr_eta=settings.nthr_eta, nthr_vocab=settings.nthr_vocab,
-                       probe_set_size=settings.probe_set_size, probe_every=settings.probe_every,
-                       probe_response_fraction=settings.probe_response_fraction,
-                       lld_eval_every=settings.eval_every)
-    extra_meta = {"model": settings.model, "task": settings.task, "settings": asdict(settings)}
+        return GRPOTrainer(model=model, args=config, reward_funcs=[reward], train_dataset=dataset,
+                           processing_class=tokenizer), settings
+    extra_meta = {"model": settings.model, "task": settings.task, "settings": asdict(settings),
+                  "eval_split": getattr(task, "split_source", "the task's held-out split")}
     trainer = LLDGRPOTrainer(model=model, args=config, reward_funcs=[reward], train_dataset=dataset,
                              processing_class=tokenizer,
                              probe_settings=config.probe_settings(extra_meta=extra_meta,
-                                                                  eval_max_new_tokens=settings.max_completion_length),
-                             eval_questions=eval_questions_for(settings.task, settings.eval_questions),
-                             eval_task=task)
+                                                                  eval_max_new_tokens=config.max_completion_length),
+                             eval_questions=eval_questions, eval_task=task)
     return trainer, settings
+
+
+def _lld_only_fields() -> set:
+    from trl import GRPOConfig
+
+    from .config import LLDConfig
+    return {f.name for f in fields(LLDConfig)} - {f.name for f in fields(GRPOConfig)}
 
 
 def run_training(settings: TrainSettings, *, model=None, tokenizer=None):
