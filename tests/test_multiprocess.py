@@ -144,7 +144,7 @@ class _DisagreeingProcesses:
 
 def _begin(recorder, count, prompts):
     return recorder.begin_batch(1, [[1, 2]] * count, [[3]] * count, rewards=torch.ones(count),
-                                global_rewards=torch.ones(count * recorder.comm.world_size), advantages=torch.zeros(count),
+                                deciding_rewards=torch.ones(count * recorder.comm.world_size), advantages=torch.zeros(count),
                                 group_size=8, prompts=prompts, completions=["x"] * count, question_ids=[0] * count)
 
 
