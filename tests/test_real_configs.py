@@ -82,6 +82,9 @@ def test_two_weighted_reward_functions_are_read_back_with_their_weights(tmp_path
     assert float(decided["correct"].mean()) == pytest.approx(float((responses["reward_accuracy"] == 1).mean()))
     with pytest.raises(ValueError, match="no reward column 'speed'.*'accuracy', 'format_reward'"):
         load(tmp_path / "two", correct_reward="speed")
+    from lld_probe.analysis import write_report
+    summary = write_report([tmp_path / "two"], tmp_path / "report", correct_reward="accuracy").read_text()
+    assert "hold no likelihoods after each update" in summary
 
 
 def test_partial_credit_trains_once_a_rule_is_given(tmp_path):
