@@ -20,10 +20,13 @@ def split_group_worker(rank: int, world_size: int, store_file: str, cases: list,
     results = {}
     for name, group, bounds, settings in cases:
         rows = slice(bounds[rank], bounds[rank + 1])
-        split = score_split_groups({0: rows}, [0], group["tokens"], group["mask"], group["correct"],
+        holders = tuple(r for r in range(world_size) if bounds[r + 1] > bounds[r])
+        pieces = {0: rows} if rows.stop > rows.start else {}
+        split = score_split_groups(pieces, {0: holders}, group["tokens"], group["mask"], group["correct"],
                                    group["token_logps"], group["hidden"], group["unembed"], comm=comm, **settings)
-        results[name] = {"rows": rows, "scores": split.scores[rows], "anchors": split.anchors[rows],
-                         "selected": split.selected[rows], "tau": split.taus[0]}
+        if pieces:
+            results[name] = {"rows": rows, "scores": split.scores[rows], "anchors": split.anchors[rows],
+                             "selected": split.selected[rows], "tau": split.taus[0]}
     results["traffic"] = dict(comm.traffic)
     torch.save(results, os.path.join(out_dir, f"rank{rank}.pt"))
     dist.barrier()

@@ -22,8 +22,11 @@ class SingleProcess:
     def all_gather_object(self, value, purpose: str = "other") -> list:
         return [value]
 
-    def all_reduce(self, tensor: torch.Tensor, op: str = "sum", purpose: str = "other") -> torch.Tensor:
+    def all_reduce(self, tensor: torch.Tensor, op: str = "sum", purpose: str = "other", ranks=None) -> torch.Tensor:
         return tensor
+
+    def prepare_groups(self, rank_sets) -> None:
+        pass
 
     def barrier(self) -> None:
         pass
@@ -44,6 +47,7 @@ class TorchDistributed:
             device = f"cuda:{torch.cuda.current_device()}" if dist.get_backend() == "nccl" else "cpu"
         self.device = torch.device(device)
         self.traffic: dict = {}         # purpose -> bytes this process contributed (for tests and benchmarks)
+        self._subgroups: dict = {}      # sorted ranks -> process group
 
     def _count(self, purpose: str, size: int) -> None:
         self.traffic[purpose] = self.traffic.get(purpose, 0) + size
@@ -54,10 +58,19 @@ class TorchDistributed:
         self._dist.all_gather_object(values, value)
         return values
 
-    def all_reduce(self, tensor: torch.Tensor, op: str = "sum", purpose: str = "other") -> torch.Tensor:
+    def prepare_groups(self, rank_sets) -> None:
+        """Create the process subgroups for these sets of ranks (a collective: every process calls it with
+        the same sets in the same order); created once, then reused."""
+        for ranks in sorted({tuple(sorted(r)) for r in rank_sets}):
+            if ranks not in self._subgroups and len(ranks) < self.world_size:
+                self._subgroups[ranks] = self._dist.new_group(list(ranks))
+
+    def all_reduce(self, tensor: torch.Tensor, op: str = "sum", purpose: str = "other", ranks=None) -> torch.Tensor:
+        """Reduce over all processes, or over `ranks` only (a subgroup made by prepare_groups)."""
         ops = {"sum": self._dist.ReduceOp.SUM, "min": self._dist.ReduceOp.MIN, "max": self._dist.ReduceOp.MAX}
+        group = None if ranks is None or len(ranks) == self.world_size else self._subgroups[tuple(sorted(ranks))]
         moved = tensor.to(self.device).contiguous()
-        self._dist.all_reduce(moved, op=ops[op])
+        self._dist.all_reduce(moved, op=ops[op], group=group)
         self._count(purpose, moved.numel() * moved.element_size())
         return moved.to(tensor.device)
 
@@ -108,3 +121,8 @@ class RowLayout:
 
     def global_rows(self) -> slice:
         return slice(self.offset, self.offset + self.local_rows)
+
+    def ranks_of_group(self, group: int) -> tuple:
+        """The processes that hold some of a group's rows."""
+        first, last = group * self.group_size, (group + 1) * self.group_size - 1
+        return tuple(range(first // self.local_rows, last // self.local_rows + 1))

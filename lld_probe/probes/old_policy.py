@@ -61,7 +61,9 @@ def _score_split_groups(generation, parts, token_logps, hidden, unembed, setting
                         scores, selected, taus) -> None:
     """Fill scores, selection and tau of this process's parts of split groups (collectives on every process)."""
     batch = generation.batch
-    split = score_split_groups({part.group: part.local for part in parts}, split_group_indices(generation.layout),
+    layout = generation.layout
+    sharing = {g: layout.ranks_of_group(g) for g in split_group_indices(layout)}
+    split = score_split_groups({part.group: part.local for part in parts}, sharing,
                                batch.tokens, batch.mask, generation.correct, token_logps, hidden, unembed,
                                vocab=settings.nthr_vocab, anchor_self=settings.nthr_anchor_self,
                                beta=settings.nthr_beta, temperature=temperature, comm=comm)
@@ -80,38 +82,37 @@ class SplitGroupScores:
     taus: dict                 # group -> tau, for the groups of the pieces
 
 
-def score_split_groups(pieces: dict, split: list, tokens, mask, correct, token_logps, hidden, unembed, *,
+def score_split_groups(pieces: dict, sharing: dict, tokens, mask, correct, token_logps, hidden, unembed, *,
                        vocab: str, anchor_self: bool, beta: float, temperature: float, comm) -> SplitGroupScores:
     """NTHR of groups spread over processes, exactly as on one process. pieces: group -> this process's rows
-    of it (a slice); split: every split group, in the same order on every process (each process calls this
-    with its own pieces; a process may hold no piece of some group)."""
-    dim = hidden.shape[-1]
+    of it (a slice); sharing: every split group -> the processes that hold it (the same on every process).
+    Each process calls this with its own pieces (none for the groups it does not hold); the reductions of a
+    group run among the processes that share it, in ascending group order."""
     dtype = torch.float64 if hidden.dtype == torch.float64 else torch.float32
+    comm.prepare_groups(sharing.values())
     # 1. the columns of each group: V* = the union of its token ids over processes, or the full vocabulary
-    columns = {g: None for g in split}
+    columns = {g: None for g in sharing}
     if vocab == "group":
         local_ids = {g: torch.unique(tokens[rows][mask[rows]]).tolist() for g, rows in pieces.items()}
         gathered = comm.all_gather_object(local_ids, purpose="nthr")
-        for g in split:
+        for g in sharing:
             union = sorted({i for ids in gathered for i in ids.get(g, [])})
             columns[g] = torch.tensor(union, dtype=torch.long, device=unembed.device)
-    # 2. the positive aggregate M+ of every group, summed over processes in one all-reduce
-    sizes = [(unembed.shape[0] if columns[g] is None else columns[g].numel()) * dim for g in split]
-    offsets = dict(zip(split, [sum(sizes[:i]) for i in range(len(split))]))
-    flat = torch.zeros(sum(sizes), dtype=dtype, device=unembed.device)
-    for g, rows in pieces.items():
-        aggregate = positive_aggregate(hidden[rows], unembed, tokens[rows], mask[rows], correct[rows],
-                                       columns=columns[g], temperature=temperature, token_logprobs=token_logps[rows])
-        flat[offsets[g]: offsets[g] + aggregate.numel()] = aggregate.flatten().to(dtype)
-    flat = comm.all_reduce(flat, "sum", purpose="nthr")
-    # 3. this process's scores and anchors; the group's minimum anchor over processes
+    mine = sorted(pieces)
+    # 2. the positive aggregate M+ of each group, summed over the processes that hold it
+    aggregates = {}
+    for g in mine:
+        rows = pieces[g]
+        part = positive_aggregate(hidden[rows], unembed, tokens[rows], mask[rows], correct[rows],
+                                  columns=columns[g], temperature=temperature, token_logprobs=token_logps[rows])
+        aggregates[g] = comm.all_reduce(part.to(dtype), "sum", purpose="nthr", ranks=sharing[g])
+    # 3. this process's scores and anchors; the group's minimum anchor over its processes
     scores = torch.zeros(tokens.shape, dtype=dtype)
     anchors = torch.full((tokens.shape[0],), math.nan, dtype=dtype)
-    minimum = torch.full((len(split),), math.inf, dtype=torch.float64)
-    for g, rows in pieces.items():
-        index = split.index(g)
-        aggregate = flat[offsets[g]: offsets[g] + sizes[index]].view(-1, dim)
-        group_scores = scores_from_aggregate(aggregate, hidden[rows], unembed, tokens[rows], mask[rows],
+    lowest = {}
+    for g in mine:
+        rows = pieces[g]
+        group_scores = scores_from_aggregate(aggregates[g], hidden[rows], unembed, tokens[rows], mask[rows],
                                              columns=columns[g], temperature=temperature,
                                              token_logprobs=token_logps[rows])
         anchor_scores = group_scores if anchor_self else group_scores - _own_contribution(
@@ -119,17 +120,16 @@ def score_split_groups(pieces: dict, split: list, tokens, mask, correct, token_l
         scores[rows] = group_scores.cpu().to(dtype)
         anchors[rows] = response_anchors(anchor_scores, mask[rows], correct[rows]).cpu().to(dtype)
         valid = anchors[rows][~torch.isnan(anchors[rows])]
-        if valid.numel():
-            minimum[index] = float(valid.min())
-    minimum = comm.all_reduce(minimum, "min", purpose="nthr")
+        local_min = torch.tensor([float(valid.min()) if valid.numel() else math.inf], dtype=torch.float64)
+        lowest[g] = float(comm.all_reduce(local_min, "min", purpose="nthr", ranks=sharing[g])[0])
     # 4. tau = beta * min anchor of the whole group (PAPER: threshold), then the selection
     selected = torch.zeros(tokens.shape, dtype=torch.bool)
     taus = {}
-    for g, rows in pieces.items():
-        lowest = float(minimum[split.index(g)])
-        has_correct = torch.tensor([not math.isinf(lowest)])
-        anchor = torch.tensor([lowest if has_correct else math.nan], dtype=torch.float64)
-        taus[g] = nthr_threshold(anchor, has_correct, beta)
+    for g in mine:
+        rows = pieces[g]
+        has_correct = not math.isinf(lowest[g])
+        anchor = torch.tensor([lowest[g] if has_correct else math.nan], dtype=torch.float64)
+        taus[g] = nthr_threshold(anchor, torch.tensor([has_correct]), beta)
         selected[rows] = select_above(scores[rows], mask[rows].cpu(), correct[rows].cpu(), taus[g])
     return SplitGroupScores(scores, anchors, selected, taus)
 
