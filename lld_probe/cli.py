@@ -152,10 +152,7 @@ def _add_training_arguments(parser) -> None:
     parser.add_argument("--probe-fraction", type=float, default=1.0, help="share of responses re-scored after each step")
     parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--save-steps", type=int, default=0, help="checkpoint every k steps (for --resume)")
-    parser.add_argument("--correct-reward", default=None,
-                        help="the reward function that decides correctness (default: the weighted sum)")
-    parser.add_argument("--correct-threshold", type=float, default=None,
-                        help="correct when that reward >= this (default: it must be binary 0/1)")
+    _add_correctness_arguments(parser)
     parser.add_argument("--trl", action="append", default=[], metavar="KEY=VALUE",
                         help="any GRPOConfig / LLDConfig field, typed as TRL's own parser types it (repeatable), "
                              "e.g. --trl mask_truncated_completions=true --trl loss_type=dapo")
@@ -171,7 +168,18 @@ def _demo(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lld-probe", description="Diagnostics for likelihood dynamics in GRPO (LLD, NTHR).")
     commands = parser.add_subparsers(dest="command", required=True)
+    _add_bench_commands(commands)
+    _add_protocol_command(commands)
+    _add_training_commands(commands)
+    _add_analysis_commands(commands)
+    demo = commands.add_parser("demo", help="the main job: protocol + short training comparison + report")
+    demo.add_argument("--quick", action="store_true", help="the same on the tiny model in about 2 minutes")
+    demo.add_argument("--out", default=None)
+    demo.set_defaults(func=_demo)
+    return parser
 
+
+def _add_bench_commands(commands) -> None:
     bench = commands.add_parser("bench", help="benchmarks that print figures")
     bench_kinds = bench.add_subparsers(dest="kind", required=True)
     nthr = bench_kinds.add_parser("nthr", help="cost of nthr_token_scores vs a forward+backward")
@@ -194,6 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     probes.add_argument("--json", default=None)
     probes.set_defaults(func=_bench_probes)
 
+
+def _add_protocol_command(commands) -> None:
     protocol = commands.add_parser("protocol", help="the paper's per-question one-step LLD protocol")
     protocol.add_argument("--model", default="tiny", help="tiny | smollm2 | a model folder or hub id")
     protocol.add_argument("--task", default="arithmetic", help="arithmetic | arithmetic2 | arithmetic3 | questions.jsonl")
@@ -219,6 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
     protocol.add_argument("--out", default=None)
     protocol.set_defaults(func=_protocol)
 
+
+def _add_training_commands(commands) -> None:
     train = commands.add_parser("train", help="one GRPO / NTHR / Pos Only / Random training run with probes")
     train.add_argument("--method", default="nthr", choices=["grpo", "pos_only", "random", "nthr"])
     train.add_argument("--seed", type=int, default=0)
@@ -232,29 +244,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_training_arguments(compare)
     compare.set_defaults(func=_compare)
 
+
+def _add_analysis_commands(commands) -> None:
     report = commands.add_parser("report", help="markdown summary with tables and figures for runs")
     report.add_argument("runs", nargs="+", help="run stores, protocol folders, TRL output dirs or verl dumps")
     report.add_argument("--out", required=True)
-    report.add_argument("--correct-threshold", type=float, default=None,
-                        help="non-binary rewards: correct means reward >= this (default: rewards must be 0/1)")
-    report.add_argument("--correct-reward", default=None,
-                        help="the reward function (column) that decides correctness (default: the weighted reward)")
+    _add_correctness_arguments(report)
     report.set_defaults(func=_report)
 
     figures = commands.add_parser("figures", help="paper-style figures (PNG and PDF) for runs")
     figures.add_argument("runs", nargs="+")
     figures.add_argument("--out", required=True)
-    figures.add_argument("--correct-threshold", type=float, default=None,
-                        help="non-binary rewards: correct means reward >= this (default: rewards must be 0/1)")
-    figures.add_argument("--correct-reward", default=None,
-                        help="the reward function (column) that decides correctness (default: the weighted reward)")
+    _add_correctness_arguments(figures)
     figures.set_defaults(func=_figures)
 
-    demo = commands.add_parser("demo", help="the main job: protocol + short training comparison + report")
-    demo.add_argument("--quick", action="store_true", help="the same on the tiny model in about 2 minutes")
-    demo.add_argument("--out", default=None)
-    demo.set_defaults(func=_demo)
-    return parser
+
+def _add_correctness_arguments(parser) -> None:
+    parser.add_argument("--correct-threshold", type=float, default=None,
+                        help="correct means the deciding reward >= this (default: it must be binary 0/1)")
+    parser.add_argument("--correct-reward", default=None,
+                        help="the reward function (column) that decides correctness (default: the weighted reward)")
 
 
 def main(argv=None) -> int:

@@ -128,39 +128,51 @@ def interaction_scores(hidden: torch.Tensor, unembed: torch.Tensor, tokens: torc
         local = token_column - start
         hit = (local >= 0) & (local < stop - start)
         if method == "outer":
-            # g_k restricted to the chunk: e_{y_k} - pi_k
-            source_errors = -probs[source_idx]
-            source_hit = hit[source_idx]
-            rows = source_hit.nonzero().squeeze(1)
-            source_errors[rows, local[source_idx][rows]] += 1.0
-            query_rows = hit[query_idx].nonzero().squeeze(1)
-            for weighting, weight in enumerate(union_weight):
-                # M_c = sum_k w_k g_k h_k^T  (PAPER: M+ = sum over correct tokens g_k h_k^T)
-                matrix = (source_errors * weight[source_idx, None]).T @ union_hidden[source_idx]  # [Vc, d]
-                projected = union_hidden[query_idx] @ matrix.T                     # [N_q, Vc] = M_c h_t
-                # s(t) += g_t^T M_c h_t = (M_c h_t)[y_t] - <pi_t, M_c h_t>
-                query_scores[weighting] -= (probs[query_idx] * projected).sum(1)
-                query_scores[weighting, query_rows] += projected[query_rows, local[query_idx][query_rows]]
+            _add_outer_chunk(query_scores, probs, local, hit, union_hidden, union_weight, source_idx, query_idx)
         else:
             # sum_{v in C} pi_k(v) pi_t(v), accumulated over chunks
             prob_products += probs[source_idx] @ probs[query_idx].T
 
     if method == "pairwise":
-        src_hidden, qry_hidden = union_hidden[source_idx], union_hidden[query_idx]
-        src_tokens, qry_tokens = union_tokens[source_idx], union_tokens[query_idx]
-        src_in, qry_in = in_columns[source_idx], in_columns[query_idx]
-        # pi_k(y_t) (only where y_t in C) and pi_t(y_k) (only where y_k in C)
-        p_src_at_qry = torch.exp(src_hidden @ unembed[qry_tokens].to(dtype).T / temperature
-                                 - lse[source_idx, None]) * qry_in[None, :]
-        p_qry_at_src = torch.exp(qry_hidden @ unembed[src_tokens].to(dtype).T / temperature
-                                 - lse[query_idx, None]).T * src_in[:, None]
-        same = (src_tokens[:, None] == qry_tokens[None, :]) & src_in[:, None]
-        # PAPER: alpha(k,k') = 1[y_k = y_k'] - pi_k(y_k') - pi_k'(y_k) + <pi_k, pi_k'>
-        alpha = same.to(dtype) - p_src_at_qry - p_qry_at_src + prob_products
-        kernel = alpha * (src_hidden @ qry_hidden.T)                              # [N_s, N_q]
-        query_scores = union_weight[:, source_idx] @ kernel                      # [K, N_q]
+        query_scores = _pairwise_scores(prob_products, union_hidden, union_tokens, union_weight, in_columns, lse,
+                                        unembed, source_idx, query_idx, temperature)
 
     flat = scores[:, union_mask]
     flat[:, query_idx] = query_scores
     scores[:, union_mask] = flat
     return scores if stacked else scores[0]
+
+
+def _add_outer_chunk(query_scores, probs, local, hit, union_hidden, union_weight, source_idx, query_idx) -> None:
+    """"outer" order, one vocabulary chunk: add g_t^T M_c h_t to every query's score, per weighting."""
+    # g_k restricted to the chunk: e_{y_k} - pi_k
+    source_errors = -probs[source_idx]
+    rows = hit[source_idx].nonzero().squeeze(1)
+    source_errors[rows, local[source_idx][rows]] += 1.0
+    query_rows = hit[query_idx].nonzero().squeeze(1)
+    for weighting, weight in enumerate(union_weight):
+        # M_c = sum_k w_k g_k h_k^T  (PAPER: M+ = sum over correct tokens g_k h_k^T)
+        matrix = (source_errors * weight[source_idx, None]).T @ union_hidden[source_idx]  # [Vc, d]
+        projected = union_hidden[query_idx] @ matrix.T                     # [N_q, Vc] = M_c h_t
+        # s(t) += g_t^T M_c h_t = (M_c h_t)[y_t] - <pi_t, M_c h_t>
+        query_scores[weighting] -= (probs[query_idx] * projected).sum(1)
+        query_scores[weighting, query_rows] += projected[query_rows, local[query_idx][query_rows]]
+
+
+def _pairwise_scores(prob_products, union_hidden, union_tokens, union_weight, in_columns, lse, unembed, source_idx,
+                     query_idx, temperature) -> torch.Tensor:
+    """"pairwise" order: [K, N_q] scores from the accumulated sum_{v in C} pi_k(v) pi_t(v)."""
+    dtype = union_hidden.dtype
+    src_hidden, qry_hidden = union_hidden[source_idx], union_hidden[query_idx]
+    src_tokens, qry_tokens = union_tokens[source_idx], union_tokens[query_idx]
+    src_in, qry_in = in_columns[source_idx], in_columns[query_idx]
+    # pi_k(y_t) (only where y_t in C) and pi_t(y_k) (only where y_k in C)
+    p_src_at_qry = torch.exp(src_hidden @ unembed[qry_tokens].to(dtype).T / temperature
+                             - lse[source_idx, None]) * qry_in[None, :]
+    p_qry_at_src = torch.exp(qry_hidden @ unembed[src_tokens].to(dtype).T / temperature
+                             - lse[query_idx, None]).T * src_in[:, None]
+    same = (src_tokens[:, None] == qry_tokens[None, :]) & src_in[:, None]
+    # PAPER: alpha(k,k') = 1[y_k = y_k'] - pi_k(y_k') - pi_k'(y_k) + <pi_k, pi_k'>
+    alpha = same.to(dtype) - p_src_at_qry - p_qry_at_src + prob_products
+    kernel = alpha * (src_hidden @ qry_hidden.T)                              # [N_s, N_q]
+    return union_weight[:, source_idx] @ kernel                              # [K, N_q]
