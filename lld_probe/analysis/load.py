@@ -21,6 +21,7 @@ import torch
 
 from ..core import correct_from_rewards, group_advantages, rewards_are_binary
 from ..store.run_store import is_run_store, read_run_store
+from ..store.schema import protocol_group_id
 from .read_trl import read_trl_output
 from .read_verl import read_verl_dumps
 from .run import Run, step_jsonl_files
@@ -69,6 +70,7 @@ def deciding_reward(run: Run, correct_reward: str | None) -> pd.Series:
 
 def _finish(run: Run, threshold: float | None, correct_reward: str | None) -> Run:
     responses = run.responses
+    correct_reward = correct_reward or run.meta.get("default_correct_reward")
     if "correct" not in responses.columns or threshold is not None or correct_reward is not None:
         responses["correct"] = correctness_column(deciding_reward(run, correct_reward), threshold)
     if "advantage" not in responses.columns:
@@ -128,7 +130,8 @@ def _load_protocol(path: Path) -> Run:
     if len(responses):
         responses.insert(0, "step", 0)
         # one group per (question, variant): every variant updates the same sampled group
-        responses.insert(1, "group_id", responses["question_id"].astype(str) + "|" + responses["variant"].astype(str))
+        responses.insert(1, "group_id", [protocol_group_id(q, v) for q, v in zip(responses["question_id"],
+                                                                                  responses["variant"])])
         responses["prompt"] = responses["question_id"].astype(str)
     else:
         responses = pd.DataFrame(columns=REQUIRED)

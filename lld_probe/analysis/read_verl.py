@@ -36,6 +36,7 @@ def read_verl_dumps(path: Path) -> Run:
     if not frames:
         raise ValueError(f"{path}: no complete verl dump ({{step}}.jsonl) to read")
     responses = pd.concat(frames, ignore_index=True)
-    if "acc" in responses.columns and "correct" not in responses.columns:
-        responses["correct"] = responses["acc"].astype(float) == 1.0
-    return Run("verl", path, responses, {"method": "verl", "source": "verl"}, warnings=warnings)
+    meta = {"method": "verl", "source": "verl"}
+    if "acc" in responses.columns:          # verl's own correctness: the deciding reward unless one is named
+        meta["default_correct_reward"] = "acc"
+    return Run("verl", path, responses, meta, warnings=warnings)

@@ -35,6 +35,11 @@ def group_id(step: int, group_index: int) -> str:
     return f"{int(step)}:{int(group_index)}"
 
 
+def protocol_group_id(question_id, variant: str) -> str:
+    """The id of a protocol group: one question's sampled group under one variant's update, "QUESTION|VARIANT"."""
+    return f"{question_id}|{variant}"
+
+
 def step_path(folder, step: int, rank: int | None = None) -> Path:
     """The file of one step (and, in a multi-process run, one rank's shard of it)."""
     shard = "" if rank is None else f".rank={int(rank):05d}"
