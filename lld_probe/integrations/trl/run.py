@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from ...core import VARIANTS
+from ...store.run_store import RunStoreWriter
 
 # per-model defaults measured on this repository's models (README: training comparisons)
 MODEL_DEFAULTS = {
@@ -82,6 +83,9 @@ class TrainSettings:
             self._refuse("probe_response_fraction", "must be in (0, 1]")
         if self.eval_questions is not None and self.eval_questions < 1:
             self._refuse("eval_questions", "must be at least 1 (leave it unset for all)")
+        if self.model not in MODEL_DEFAULTS:
+            from ...models.loading import check_model_location
+            check_model_location(self.model)          # a missing or empty folder, named before anything else
         defaults = MODEL_DEFAULTS.get(self.model)
         values = {}
         for name in ("learning_rate", "max_completion_length"):
@@ -89,7 +93,8 @@ class TrainSettings:
             if value is None:
                 if defaults is None:
                     self._refuse(name, f"has no default for model {self.model!r} (measured defaults exist for "
-                                       f"{sorted(MODEL_DEFAULTS)}): give it (the paper used lr 1e-6, 1,024+ tokens)")
+                                       f"{sorted(MODEL_DEFAULTS)}): give it (the paper used lr 1e-6, 1,024+ tokens)",
+                                 shown=False)
                 value = defaults[name]
             values[name] = value
         if not (math.isfinite(values["learning_rate"]) and values["learning_rate"] >= 0):
@@ -98,10 +103,10 @@ class TrainSettings:
             self._refuse("max_completion_length", "must be at least 1", values["max_completion_length"])
         return replace(self, **values)
 
-    def _refuse(self, name: str, rule: str, value=None):
+    def _refuse(self, name: str, rule: str, value=None, *, shown: bool = True):
         flag = {f.name: f.metadata.get("flag") for f in fields(self)}[name]
-        shown = getattr(self, name) if value is None else value
-        raise ValueError(f"{name}{f' ({flag})' if flag else ''} {rule}, got {shown!r}")
+        value = getattr(self, name) if value is None else value
+        raise ValueError(f"{name}{f' ({flag})' if flag else ''} {rule}" + (f", got {value!r}" if shown else ""))
 
 
 def reward_function(task):
@@ -208,6 +213,9 @@ def run_training(settings: TrainSettings, *, model=None, tokenizer=None):
     if settings.resume and not any(Path(settings.out).glob("checkpoint-*")):
         raise FileNotFoundError(f"--resume: no checkpoint-* folder in {settings.out} to continue from "
                                 f"(checkpoints are written with --save-steps K)")
+    if not settings.resume and settings.probes and RunStoreWriter(settings.out).has_steps():   # before a model loads
+        raise FileExistsError(f"{settings.out} already holds a run store: write to another folder (out), or "
+                              f"resume it (resume=True, with checkpoints from save_steps)")
     trainer, settings = make_trainer(settings, model=model, tokenizer=tokenizer)
     resume = settings.resume
     start = time.perf_counter()
