@@ -43,30 +43,77 @@ def _without_option(argv: list, name: str) -> list:
     return kept
 
 
+def _protocol_config(args, optimizer: str, lr):
+    from .core import parse_eta
+    from .protocol import ProtocolConfig
+    return ProtocolConfig(model=args.model, task=_task_name(args), questions=args.questions, seed=args.seed,
+                          group_size=args.group_size, temperature=args.temperature,
+                          max_new_tokens=args.max_new_tokens, variants=args.variants.split(","),
+                          optimizer=optimizer, lr=lr, nthr_beta=args.nthr_beta, nthr_eta=parse_eta(args.nthr_eta),
+                          vocab=args.vocab, anchor_self=not args.anchor_exclude_self,
+                          fresh_samples=args.fresh_samples, bf16=args.bf16, sampling_chunk=args.sampling_chunk,
+                          mixed=args.mixed)
+
+
+def _task_name(args) -> str:
+    """--task, with --split/--question-column/--answer-column/--task-config folded into an hf: task name."""
+    from .tasks import hf_task_name
+    if not args.task.startswith("hf:") or "?" in args.task:
+        return args.task
+    return hf_task_name(args.task[3:], split=args.split, config=args.task_config, question=args.question_column,
+                        answer=args.answer_column)
+
+
+def _optimizer_runs(args) -> list:
+    """(optimizer, lr) pairs from --optimizer sgd,adamw and --lr (one value, or one per optimizer)."""
+    optimizers = [name.strip() for name in args.optimizer.split(",") if name.strip()]
+    for name in optimizers:
+        if name not in ("sgd", "adamw"):
+            raise ValueError(f"--optimizer must be sgd, adamw or a comma list of them, got {args.optimizer!r}")
+    lrs = [float(value) for value in args.lr.split(",")] if args.lr else [None]
+    if len(lrs) == 1:
+        lrs = lrs * len(optimizers)
+    if len(lrs) != len(optimizers):
+        raise ValueError(f"--lr needs one value or one per optimizer ({len(optimizers)}), got {args.lr!r}")
+    return list(zip(optimizers, lrs))
+
+
 def _protocol(args) -> int:
     from .analysis.protocol_report import write_protocol_report
-    from .core import parse_eta
-    from .protocol import ProtocolConfig, run_protocol, save_protocol
-    config = ProtocolConfig(model=args.model, task=args.task, questions=args.questions, seed=args.seed,
-                            group_size=args.group_size, temperature=args.temperature,
-                            max_new_tokens=args.max_new_tokens, variants=args.variants.split(","),
-                            optimizer=args.optimizer, lr=args.lr, nthr_beta=args.nthr_beta, nthr_eta=parse_eta(args.nthr_eta),
-                            vocab=args.vocab, anchor_self=not args.anchor_exclude_self,
-                            fresh_samples=args.fresh_samples, bf16=args.bf16, sampling_chunk=args.sampling_chunk,
-                            mixed=args.mixed)
+    from .protocol import run_protocol, save_protocol
     out = Path(args.out) if args.out else _default_out("protocol")
-    result = run_protocol(config)
-    save_protocol(result, out)
-    kept = int(result.questions["kept"].sum())
-    print(f"kept {kept} of {len(result.questions)} questions (mixed groups); dropped {len(result.questions) - kept}")
-    if args.mixed is not None and kept < args.mixed:
-        print(f"warning: only {kept} mixed groups among {args.questions} questions (--mixed {args.mixed}): "
-              f"raise --questions", file=sys.stderr)
-    if kept:
-        write_protocol_report(out)
-        print(f"report: {out / 'summary.md'}  figures: {out / 'figures'}")
-    else:
-        print("no mixed group: nothing to analyse (try more --questions or another --temperature)")
+    runs = _optimizer_runs(args)
+    model = tokenizer = None
+    folders = {}
+    for optimizer, lr in runs:
+        config = _protocol_config(args, optimizer, lr)
+        if model is None:
+            from .models import load_model
+            model, tokenizer = load_model(config.model)
+        folder = out if len(runs) == 1 else out / f"{optimizer}"
+        if len(runs) > 1:
+            print(f"== {optimizer} (lr {config.resolved().lr:g}) -> {folder}")
+        result = run_protocol(config, model=model, tokenizer=tokenizer)
+        save_protocol(result, folder)
+        kept = int(result.questions["kept"].sum())
+        print(f"kept {kept} of {len(result.questions)} questions (mixed groups); dropped {len(result.questions) - kept}")
+        if args.mixed is not None and kept < args.mixed:
+            print(f"warning: only {kept} mixed groups among {args.questions} questions (--mixed {args.mixed}): "
+                  f"raise --questions", file=sys.stderr)
+        if kept:
+            write_protocol_report(folder)
+            folders[f"{optimizer} lr {result.config.lr:g}"] = folder
+            print(f"report: {folder / 'summary.md'}  figures: {folder / 'figures'}")
+        else:
+            print("no mixed group: nothing to analyse (try more --questions or another --temperature)")
+    if len(folders) > 1:
+        import pandas as pd
+
+        from .analysis.optimizer_comparison import comparison_markdown
+        from .store import write_text
+        path = write_text(comparison_markdown({name: pd.read_parquet(folder / "protocol.parquet")
+                                               for name, folder in folders.items()}), out / "comparison.md")
+        print(f"side by side: {path}")
     return 0
 
 
@@ -206,15 +253,25 @@ def _add_bench_commands(commands) -> None:
 def _add_protocol_command(commands) -> None:
     protocol = commands.add_parser("protocol", help="the paper's per-question one-step LLD protocol")
     protocol.add_argument("--model", default="tiny", help="tiny | smollm2 | a model folder or hub id")
-    protocol.add_argument("--task", default="arithmetic", help="arithmetic | arithmetic2 | arithmetic3 | questions.jsonl")
+    protocol.add_argument("--task", default="arithmetic",
+                          help="arithmetic | arithmetic2 | arithmetic3 | chain | questions.jsonl (prompt/answer, GSM8K "
+                               "question/answer '#### N', MATH problem/solution \\boxed{}) | hf:PATH_OR_NAME (a datasets "
+                               "data set: a save_to_disk folder or a hub name, with --split and the column options)")
+    protocol.add_argument("--split", default="test", help="hf: tasks: the split")
+    protocol.add_argument("--task-config", default=None, help="hf: tasks: the data set's config (e.g. main for gsm8k)")
+    protocol.add_argument("--question-column", default="question", help="hf: tasks: the question column")
+    protocol.add_argument("--answer-column", default="answer",
+                          help="hf: tasks: the reference column ('#### N', \\boxed{} or the plain answer)")
     protocol.add_argument("--questions", type=int, default=32)
     protocol.add_argument("--seed", type=int, default=0)
     protocol.add_argument("--group-size", type=int, default=8)
     protocol.add_argument("--temperature", type=float, default=1.0)
     protocol.add_argument("--max-new-tokens", type=int, default=None)
     protocol.add_argument("--variants", default="grpo,pos_only,random,nthr")
-    protocol.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd")
-    protocol.add_argument("--lr", type=float, default=None, help="default: 1e-3 for sgd, 1e-6 for adamw")
+    protocol.add_argument("--optimizer", default="sgd",
+                          help="sgd | adamw | sgd,adamw (both from the same samples' seeds, side by side in comparison.md)")
+    protocol.add_argument("--lr", default=None,
+                          help="one value, or one per optimizer (1e-3,1e-4); default: 1e-3 for sgd, 1e-6 for adamw")
     protocol.add_argument("--nthr-beta", "--beta", dest="nthr_beta", type=float, default=1.0,
                           help="NTHR threshold factor (-inf: every incorrect token); --beta is its old name")
     protocol.add_argument("--nthr-eta", "--eta", dest="nthr_eta", default="zero", help="paper | zero | p | 1-p | a number in [0, 1]")

@@ -1,4 +1,5 @@
-"""Figures of the per-question protocol: Fig 1, Fig 4, Fig 3 (token heat map), predicted vs measured."""
+"""Figures of the per-question protocol: Fig 1, Fig 4, Fig 3 (token heat map), predicted vs measured,
+LLD against the group's success rate and against response length."""
 
 from __future__ import annotations
 
@@ -146,8 +147,9 @@ def token_heatmap_html(rows: pd.DataFrame, question_id: str, cmap=None, norm=Non
     return "".join(parts)
 
 
-def protocol_figures(protocol: pd.DataFrame, tokens: pd.DataFrame, out_dir) -> list:
-    """Every protocol figure that the variants present allow."""
+def protocol_figures(protocol: pd.DataFrame, tokens: pd.DataFrame, out_dir, responses: pd.DataFrame | None = None) -> list:
+    """Every protocol figure that the variants present allow (with `responses`: also LLD against length)."""
+    from .lld_breakdown import lld_by_length, lld_by_success_rate
     written = []
     present = set(protocol["variant"])
     if {"grpo", "pos_only"} <= present:
@@ -160,4 +162,43 @@ def protocol_figures(protocol: pd.DataFrame, tokens: pd.DataFrame, out_dir) -> l
         question = laziest_question(protocol)
         if not tokens[(tokens["question_id"] == question) & (~tokens["correct"])].empty:
             written += token_heatmap(tokens, question, out_dir)
+    written += lld_breakdown_figure(lld_by_success_rate(protocol), out_dir, "lld_vs_success_rate",
+                                    xlabel="group success rate p", unit="questions")
+    if responses is not None and not responses.empty:
+        by_length = lld_by_length(responses)
+        if not by_length.empty:
+            written += lld_breakdown_figure(by_length, out_dir, "lld_vs_length",
+                                            xlabel="length of the correct response", unit="responses")
     return written
+
+
+def lld_breakdown_figure(table: pd.DataFrame, out_dir, name: str, *, xlabel: str, unit: str) -> list:
+    """Two panels over the bins of `table` (lld_breakdown.lld_by_success_rate / lld_by_length): the LLD
+    share and the median Delta per variant, with their bootstrap 95% intervals."""
+    apply_style()
+    if table.empty:
+        raise ValueError("the breakdown table is empty: nothing to plot")
+    bins = list(dict.fromkeys(table["bin"]))
+    variants = list(dict.fromkeys(table["variant"]))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    width = 0.8 / len(variants)
+    for index, variant in enumerate(variants):
+        rows = table[table["variant"] == variant].set_index("bin").reindex(bins)
+        x = np.arange(len(bins)) + (index - (len(variants) - 1) / 2) * width
+        for ax, (value, low, high) in zip(axes, (("lld_share", "lld_low", "lld_high"),
+                                                 ("median_delta", "median_low", "median_high"))):
+            errors = np.vstack([rows[value] - rows[low], rows[high] - rows[value]]).clip(min=0)
+            ax.errorbar(x, rows[value], yerr=errors, fmt="o", color=color(variant, index), label=label(variant),
+                        capsize=3, markersize=5)
+    for ax in axes:
+        ax.set_xticks(np.arange(len(bins)))
+        counts = table.groupby("bin", sort=False)["n"].max().reindex(bins)
+        ax.set_xticklabels([f"{b}\n(n={int(n)} {unit})" for b, n in zip(bins, counts)], fontsize=8)
+        ax.set_xlabel(xlabel)
+    axes[0].set_ylabel("LLD share (Δ ≤ 0)")
+    axes[0].set_ylim(-0.03, 1.03)
+    axes[1].set_ylabel("median Δ")
+    axes[1].axhline(0, color="black", linewidth=0.8)
+    axes[0].legend(ncol=len(variants), loc="upper center", bbox_to_anchor=(1.1, -0.28), fontsize=8)
+    fig.suptitle("Where LLD lives (bootstrap 95% intervals)", fontsize=10)
+    return save_figure(fig, out_dir, name)

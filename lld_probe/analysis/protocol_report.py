@@ -13,7 +13,30 @@ from .markdown import markdown_table
 from .stats import paired_wilcoxon, spearman, table1, variant_summary
 
 
-def protocol_summary(protocol: pd.DataFrame, questions: pd.DataFrame, meta: dict) -> str:
+def lld_breakdown_sections(protocol: pd.DataFrame, tokens: pd.DataFrame | None = None,
+                           responses: pd.DataFrame | None = None) -> list[str]:
+    """Markdown: LLD share and median Delta by success rate p and by length; NTHR's selected tokens
+    that also occur in a correct response."""
+    from .lld_breakdown import lld_by_length, lld_by_success_rate, selected_token_overlap_summary
+    columns = ["variant", "bin", "n", "lld_share", "lld_low", "lld_high", "median_delta", "median_low", "median_high"]
+    lines = ["## Where LLD lives: by the group's success rate p (questions; bootstrap 95% intervals)", "",
+             markdown_table(lld_by_success_rate(protocol)[columns]), ""]
+    if responses is not None and not responses.empty:
+        by_length = lld_by_length(responses)
+        if not by_length.empty:
+            lines += ["## Where LLD lives: by the length of the correct response (correct responses; bootstrap 95% intervals)",
+                      "", markdown_table(by_length[columns]), ""]
+    if tokens is not None and not tokens.empty and "selected" in tokens:
+        overlap = selected_token_overlap_summary(tokens)
+        if not overlap.empty:
+            lines += ["## NTHR's selected tokens that also occur in a correct response of the group",
+                      "(mean over questions of the per-question share; bootstrap 95% intervals)", "",
+                      markdown_table(overlap), ""]
+    return lines
+
+
+def protocol_summary(protocol: pd.DataFrame, questions: pd.DataFrame, meta: dict, *,
+                     tokens: pd.DataFrame | None = None, responses: pd.DataFrame | None = None) -> str:
     settings = meta.get("settings", {})
     lines = [f"# LLD protocol: {settings.get('model')} on {settings.get('task')}", "",
              f"Questions sampled {len(questions)}, kept (mixed groups) {int(questions['kept'].sum())}, "
@@ -35,6 +58,7 @@ def protocol_summary(protocol: pd.DataFrame, questions: pd.DataFrame, meta: dict
     for variant, group in protocol.groupby("variant", sort=False):
         rho, p_value = spearman(group["predicted_delta"], group["delta_sum"])
         rows.append({"variant": variant, "spearman_predicted_vs_measured": rho, "p_value": p_value})
+    lines += lld_breakdown_sections(protocol, tokens, responses)
     lines += ["## How much of Delta the first-order theory explains", "", markdown_table(pd.DataFrame(rows)), "",
               "## NTHR selection", "",
               f"Mean fraction of incorrect-response tokens selected: {protocol['nthr_selected_fraction'].mean():.3f}", ""]
@@ -47,14 +71,16 @@ def write_protocol_report(folder, figures: bool = True) -> list[Path]:
     protocol = pd.read_parquet(folder / "protocol.parquet")
     questions = pd.read_parquet(folder / "questions.parquet")
     tokens = pd.read_parquet(folder / "tokens.parquet")
+    responses = pd.read_parquet(folder / "responses.parquet")
     meta = json.loads((folder / "meta.json").read_text())
     if protocol.empty:
         raise ValueError(f"{folder}: no mixed group was kept, nothing to report "
                          f"({len(questions)} questions sampled, all-correct or all-wrong)")
-    written = [write_text(protocol_summary(protocol, questions, meta), folder / "summary.md")]
+    written = [write_text(protocol_summary(protocol, questions, meta, tokens=tokens, responses=responses),
+                          folder / "summary.md")]
     if "grpo" in set(protocol["variant"]):
         written.append(write_text(markdown_table(table1(protocol)), folder / "table1.md"))
     if figures:
         from .protocol_figures import protocol_figures
-        written += protocol_figures(protocol, tokens, folder / "figures")
+        written += protocol_figures(protocol, tokens, folder / "figures", responses=responses)
     return written

@@ -33,7 +33,8 @@ def write_figures(paths, out_dir, *, correct_threshold: float | None = None,
     written = []
     for run in runs:
         if run.kind == "protocol":
-            written += protocol_figures(run.extra["protocol"], run.tokens, Path(out_dir) / run.name)
+            written += protocol_figures(run.extra["protocol"], run.tokens, Path(out_dir) / run.name,
+                                        responses=run.responses)
     training = [run for run in runs if run.kind != "protocol"]
     if training:
         written += training_figures(training, out_dir)
@@ -90,7 +91,12 @@ def write_report(paths, out_dir, *, correct_threshold: float | None = None, corr
     sections = []
     for run in runs:
         if run.kind == "protocol":
-            sections.append(protocol_summary(run.extra["protocol"], run.extra["questions"], run.meta))
+            sections.append(protocol_summary(run.extra["protocol"], run.extra["questions"], run.meta,
+                                             tokens=run.tokens, responses=run.responses))
+    from .optimizer_comparison import comparison_markdown, protocol_label, same_setup_groups
+    for protocols in same_setup_groups([run for run in runs if run.kind == "protocol"]):
+        sections.append(comparison_markdown({f"{run.name}: {protocol_label(run.meta)}": run.extra["protocol"]
+                                             for run in protocols}))
     training = [run for run in runs if run.kind != "protocol"]
     if training:
         sections.append(training_summary(training))

@@ -1,0 +1,57 @@
+"""Protocol folders side by side (e.g. the same questions under one SGD step and one AdamW step): per
+folder and variant the LLD share and median Delta(x) with its bootstrap interval, and each variant
+against GRPO per question (Wilcoxon signed-rank)."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from .stats import paired_wilcoxon, variant_summary
+
+
+def protocol_label(meta: dict) -> str:
+    """"adamw lr 0.0001" from a protocol's meta.json."""
+    settings = meta.get("settings", {})
+    return f"{settings.get('optimizer')} lr {settings.get('lr'):g}" if settings.get("lr") is not None else str(settings.get("optimizer"))
+
+
+def same_setup_groups(runs) -> list[list]:
+    """Protocol runs grouped by (model, task, seed, group size): groups of two or more are worth a side by side."""
+    groups = {}
+    for run in runs:
+        settings = run.meta.get("settings", {})
+        key = tuple(str(settings.get(name)) for name in ("model", "task", "seed", "group_size"))
+        groups.setdefault(key, []).append(run)
+    return [group for group in groups.values() if len(group) >= 2]
+
+
+def compare_protocols(tables: dict) -> pd.DataFrame:
+    """tables: label -> protocol.parquet frame. One row per (label, variant): questions, LLD share,
+    median Delta [interval], and against GRPO: median per-question difference, questions where the
+    variant is higher, Wilcoxon p."""
+    rows = []
+    for name, protocol in tables.items():
+        summary = variant_summary(protocol).set_index("variant")
+        wide = protocol.pivot_table(index="question_id", columns="variant", values="delta_sum")
+        for variant in summary.index:
+            row = {"protocol": name, "variant": variant, "questions": int(summary.loc[variant, "questions"]),
+                   "lld_share": summary.loc[variant, "lld_share"], "median_delta": summary.loc[variant, "median_delta"],
+                   "ci_low": summary.loc[variant, "ci_low"], "ci_high": summary.loc[variant, "ci_high"],
+                   "vs_grpo_median_difference": math.nan, "higher_than_grpo": "", "wilcoxon_p": math.nan}
+            if variant != "grpo" and "grpo" in wide:
+                test = paired_wilcoxon(protocol, "grpo", variant)
+                pairs = wide[["grpo", variant]].dropna()
+                row.update(vs_grpo_median_difference=test["median_difference"], wilcoxon_p=test["p_value"],
+                           higher_than_grpo=f"{int((pairs[variant] > pairs['grpo']).sum())}/{len(pairs)}")
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def comparison_markdown(tables: dict) -> str:
+    from .markdown import markdown_table
+    return "\n".join(["## Protocols side by side (same model and task; optimizer / lr)", "",
+                      "LLD share: questions with Delta(x) <= 0. median_delta with its bootstrap 95% interval over "
+                      "questions. vs GRPO: median of (variant - GRPO) per question, questions where the variant is "
+                      "higher, Wilcoxon signed-rank p.", "", markdown_table(compare_protocols(tables)), ""])

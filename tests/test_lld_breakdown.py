@@ -1,0 +1,76 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from lld_probe.analysis.lld_breakdown import (lld_by_length, lld_by_success_rate, selected_token_overlap,
+                                              selected_token_overlap_summary)
+from lld_probe.analysis.optimizer_comparison import compare_protocols
+from lld_probe.analysis.protocol_figures import lld_breakdown_figure
+from lld_probe.analysis.stats import lld_rate
+
+
+def _protocol(seed=0, shift=0.0):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for q in range(24):
+        n_correct = 1 + q % 7
+        base = rng.normal(0.05 * n_correct - 0.1, 0.1)
+        for variant, offset in (("grpo", 0.0), ("pos_only", 0.2), ("random", 0.0), ("nthr", 0.1)):
+            rows.append({"question_id": f"q{q}", "variant": variant, "n_correct": n_correct, "p": n_correct / 8,
+                         "delta_sum": base + offset + shift, "delta_mean": (base + offset) / 30,
+                         "delta_incorrect_sum": -0.5, "pass_rate_before": np.nan, "pass_rate_after": np.nan})
+    return pd.DataFrame(rows)
+
+
+def test_lld_by_success_rate_uses_the_shared_lld_rate():
+    protocol = _protocol()
+    table = lld_by_success_rate(protocol)
+    assert set(table["variant"]) == {"grpo", "pos_only", "random", "nthr"}
+    grpo = protocol[protocol["variant"] == "grpo"]
+    low = table[(table["variant"] == "grpo") & (table["bin"] == "p < 1/3")].iloc[0]
+    inside = grpo[grpo["p"] < 1 / 3]["delta_sum"]
+    assert low["n"] == len(inside) and low["lld_share"] == pytest.approx(lld_rate(inside))
+    assert low["lld_low"] <= low["lld_share"] <= low["lld_high"]
+    assert low["median_delta"] == pytest.approx(inside.median())
+    assert table.groupby("variant")["n"].sum().eq(24).all()
+
+
+def test_lld_by_length_is_over_correct_responses():
+    responses = pd.DataFrame([{"question_id": f"q{q}", "variant": v, "response_index": r, "correct": r < 3,
+                               "n_tokens": 10 + 5 * r + q, "logp_before": -5.0,
+                               "logp_after": -5.0 + (0.1 if r == 0 else -0.1)}
+                              for q in range(6) for v in ("grpo", "pos_only") for r in range(8)])
+    table = lld_by_length(responses)
+    assert table.groupby("variant")["n"].sum().eq(18).all()            # 6 questions x 3 correct responses
+    shortest = table[table["variant"] == "grpo"].sort_values("x").iloc[0]
+    assert shortest["lld_share"] < table[table["variant"] == "grpo"].sort_values("x").iloc[-1]["lld_share"]
+
+
+def test_selected_token_overlap_counts_ids_and_pairs():
+    rows = []
+    for index, (text, correct, selected) in enumerate([("abc", True, "000"), ("abd", False, "110"),
+                                                       ("xbz", False, "011")]):
+        for position, (char, flag) in enumerate(zip(text, selected)):
+            rows.append({"question_id": "q", "response_index": index, "position": position, "token_id": ord(char),
+                         "correct": correct, "selected": flag == "1"})
+    table = selected_token_overlap(pd.DataFrame(rows)).iloc[0]
+    # selected: a, b (of abd), b, z (of xbz): ids a, b, b occur in "abc"; z does not
+    assert table["selected"] == 4 and table["selected_shared"] == pytest.approx(3 / 4)
+    # pairs: (start, a), (a, b) occur in abc; (x, b), (b, z) do not
+    assert table["selected_shared_pair"] == pytest.approx(2 / 4)
+    assert table["unselected_shared"] == pytest.approx(0.0)           # d, x
+    assert len(selected_token_overlap_summary(pd.DataFrame(rows))) == 4
+
+
+def test_breakdown_figures_and_comparison(tmp_path):
+    protocol = _protocol()
+    written = lld_breakdown_figure(lld_by_success_rate(protocol), tmp_path, "lld_vs_success_rate",
+                                   xlabel="group success rate p", unit="questions")
+    assert [p.suffix for p in written] == [".png", ".pdf"] and all(p.stat().st_size > 0 for p in written)
+    table = compare_protocols({"sgd": protocol, "adamw": _protocol(shift=-0.3)})
+    assert len(table) == 8
+    row = table[(table["protocol"] == "sgd") & (table["variant"] == "pos_only")].iloc[0]
+    assert row["higher_than_grpo"] == "24/24" and row["wilcoxon_p"] < 1e-4
+    assert table[table["protocol"] == "adamw"]["lld_share"].max() > table[table["protocol"] == "sgd"]["lld_share"].max()
+    with pytest.raises(ValueError, match="empty"):
+        lld_breakdown_figure(pd.DataFrame(), tmp_path, "x", xlabel="", unit="")
