@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -179,10 +180,12 @@ def make_trainer(settings: TrainSettings, *, model=None, tokenizer=None):
                lld_eval_every=settings.eval_every, correct_reward=settings.correct_reward,
                correct_threshold=settings.correct_threshold)
     values = {**common, **lld, **settings.extra}          # the user's GRPOConfig / LLDConfig fields win
-    if settings.probes:
-        config = LLDConfig(**values)
-    else:
-        config = GRPOConfig(**{k: v for k, v in values.items() if k not in _lld_only_fields()})
+    with warnings.catch_warnings():   # transformers 5 renames gradient_checkpointing; older versions know only it
+        warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*", category=FutureWarning)
+        if settings.probes:
+            config = LLDConfig(**values)
+        else:
+            config = GRPOConfig(**{k: v for k, v in values.items() if k not in _lld_only_fields()})
     torch.manual_seed(settings.seed)
     if model is None:
         model, tokenizer = load_model(settings.model)
