@@ -252,7 +252,7 @@ def _add_bench_commands(commands) -> None:
 
 def _add_protocol_command(commands) -> None:
     protocol = commands.add_parser("protocol", help="the paper's per-question one-step LLD protocol")
-    protocol.add_argument("--model", default="tiny", help="tiny | smollm2 | a model folder or hub id")
+    protocol.add_argument("--model", default="tiny", help="tiny | chain (the LLD testbed) | smollm2 | a model folder or hub id")
     protocol.add_argument("--task", default="arithmetic",
                           help="arithmetic | arithmetic2 | arithmetic3 | chain | questions.jsonl (prompt/answer, GSM8K "
                                "question/answer '#### N', MATH problem/solution \\boxed{}) | hf:PATH_OR_NAME (a datasets "

@@ -59,7 +59,10 @@ def test_selected_token_overlap_counts_ids_and_pairs():
     # pairs: (start, a), (a, b) occur in abc; (x, b), (b, z) do not
     assert table["selected_shared_pair"] == pytest.approx(2 / 4)
     assert table["unselected_shared"] == pytest.approx(0.0)           # d, x
-    assert len(selected_token_overlap_summary(pd.DataFrame(rows))) == 4
+    # "abd" shares the opening "ab" with "abc": selected a, b of it are in the opening, xbz's are not
+    assert table["selected_shared_opening"] == pytest.approx(2 / 4)
+    assert table["unselected_shared_opening"] == pytest.approx(0.0)
+    assert len(selected_token_overlap_summary(pd.DataFrame(rows))) == 6
 
 
 def test_breakdown_figures_and_comparison(tmp_path):

@@ -65,13 +65,33 @@ def lld_by_length(responses: pd.DataFrame, bins: int = 3) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _shared_opening(group: pd.DataFrame) -> np.ndarray:
+    """Per token of the group (in its order): True where the token lies in the longest opening its
+    response shares with a correct response of the group (the same token in the same context)."""
+    sequences = {index: frame["token_id"].tolist() for index, frame in group.groupby("response_index", sort=False)}
+    correct = set(group.loc[group["correct"].astype(bool), "response_index"])
+    flags = []
+    for index, sequence in sequences.items():
+        longest = 0
+        for other in correct - {index}:
+            reference = sequences[other]
+            length = 0
+            while length < min(len(sequence), len(reference)) and sequence[length] == reference[length]:
+                length += 1
+            longest = max(longest, length)
+        flags += [position < longest for position in range(len(sequence))]
+    return np.array(flags, dtype=bool)
+
+
 def selected_token_overlap(tokens: pd.DataFrame) -> pd.DataFrame:
     """Per question: among incorrect responses' tokens, the share whose token id (and whose pair of
-    previous and current token ids) also occurs in a correct response of the group, for NTHR's
-    selected tokens and for the unselected ones (the baseline)."""
+    previous and current token ids) also occurs in a correct response of the group, and the share in
+    the opening the response shares word for word with a correct one, for NTHR's selected tokens and
+    for the unselected ones (the baseline)."""
     rows = []
     for question_id, group in tokens.groupby("question_id", sort=False):
         group = group.sort_values(["response_index", "position"])
+        opening = _shared_opening(group)
         previous = group.groupby("response_index")["token_id"].shift(1).fillna(-1).astype(int)
         pairs = list(zip(previous, group["token_id"]))
         correct = group["correct"].astype(bool).to_numpy()
@@ -87,7 +107,9 @@ def selected_token_overlap(tokens: pd.DataFrame) -> pd.DataFrame:
                      "selected_shared": float(in_correct[selected].mean()) if selected.any() else math.nan,
                      "unselected_shared": float(in_correct[~selected].mean()) if (~selected).any() else math.nan,
                      "selected_shared_pair": float(pair_in_correct[selected].mean()) if selected.any() else math.nan,
-                     "unselected_shared_pair": float(pair_in_correct[~selected].mean()) if (~selected).any() else math.nan})
+                     "unselected_shared_pair": float(pair_in_correct[~selected].mean()) if (~selected).any() else math.nan,
+                     "selected_shared_opening": float(opening[~correct][selected].mean()) if selected.any() else math.nan,
+                     "unselected_shared_opening": float(opening[~correct][~selected].mean()) if (~selected).any() else math.nan})
     return pd.DataFrame(rows)
 
 
@@ -98,7 +120,9 @@ def selected_token_overlap_summary(tokens: pd.DataFrame) -> pd.DataFrame:
     for column, what in (("selected_shared", "NTHR-selected tokens: token id occurs in a correct response"),
                          ("unselected_shared", "unselected incorrect tokens: token id occurs in a correct response"),
                          ("selected_shared_pair", "NTHR-selected tokens: (previous, token) pair occurs in a correct response"),
-                         ("unselected_shared_pair", "unselected incorrect tokens: (previous, token) pair occurs in a correct response")):
+                         ("unselected_shared_pair", "unselected incorrect tokens: (previous, token) pair occurs in a correct response"),
+                         ("selected_shared_opening", "NTHR-selected tokens: in the opening shared word for word with a correct response"),
+                         ("unselected_shared_opening", "unselected incorrect tokens: in the opening shared word for word with a correct response")):
         if per_question.empty:
             continue
         mean, low, high = bootstrap_ci(per_question[column], statistic=np.mean)

@@ -1,4 +1,4 @@
-"""Models: "tiny" (shipped in data/tiny), "smollm2" (from its PyPI package), or any HF folder/id."""
+"""Models: "tiny" (shipped in data/tiny), "chain" (data/chain), "smollm2" (from its PyPI package), or any HF folder/id."""
 
 from .generation import Completion, greedy_completions, sample_groups
 from .loading import NAMED_MODELS, load_model, resolve_model_path

@@ -9,18 +9,21 @@ import torch
 
 from . import smollm2
 from . import tiny
+from .chain import CHAIN_DIR
 from .tiny import TINY_DIR
 
-NAMED_MODELS = ("tiny", "smollm2")
+NAMED_MODELS = ("tiny", "chain", "smollm2")
+SHIPPED_DIRS = {"tiny": (TINY_DIR, "train_tiny"), "chain": (CHAIN_DIR, "train_chain")}
 
 
 def resolve_model_path(name_or_path: str) -> str:
-    """"tiny" and "smollm2" map to their folders; anything else is a local folder or a hub id."""
-    if name_or_path == "tiny":
-        if not (TINY_DIR / "config.json").is_file():
-            raise FileNotFoundError(f"the tiny model is missing from {TINY_DIR}: regenerate it with "
-                                    "`python -m lld_probe.models.train_tiny`")
-        return str(TINY_DIR)
+    """"tiny", "chain" and "smollm2" map to their folders; anything else is a local folder or a hub id."""
+    if name_or_path in SHIPPED_DIRS:
+        folder, script = SHIPPED_DIRS[name_or_path]
+        if not (folder / "config.json").is_file():
+            raise FileNotFoundError(f"the {name_or_path} model is missing from {folder}: regenerate it with "
+                                    f"`python -m lld_probe.models.{script}`")
+        return str(folder)
     if name_or_path == "smollm2":
         return str(smollm2.converted_dir())
     return str(name_or_path)
@@ -47,7 +50,7 @@ def check_model_location(path: str) -> None:
 
 
 def load_model(name_or_path: str = "tiny", *, dtype: torch.dtype = torch.float32, device: str | None = None):
-    """Load a causal LM and its tokenizer by name ("tiny", "smollm2"), local folder or hub id.
+    """Load a causal LM and its tokenizer by name ("tiny", "chain", "smollm2"), local folder or hub id.
 
     The tokenizer pads on the left (for generation) and has a pad token (eos when it had none);
     the model's generation config carries the same pad and eos ids.

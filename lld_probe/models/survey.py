@@ -5,7 +5,7 @@ from __future__ import annotations
 from ..tasks import format_prompt
 from .generation import greedy_completions, sample_groups
 
-DEFAULT_MAX_NEW_TOKENS = {"tiny": 24, "smollm2": 48}
+DEFAULT_MAX_NEW_TOKENS = {"tiny": 24, "chain": 96, "smollm2": 48}
 
 
 def max_new_tokens_for(model_name: str, requested: int | None = None) -> int:
