@@ -1,7 +1,11 @@
-"""`lld-probe demo`: the main job. On SmolLM2-135M-Instruct (or the tiny model with --quick):
-1. the per-question LLD protocol (Fig 1, Fig 3, Fig 4, Table 1, predicted vs measured Delta);
-2. a short GRPO vs NTHR training comparison with the likelihood probes;
-3. one report (summary.md + figures) over both."""
+"""`lld-probe demo`: the main job.
+1. the per-question LLD protocol on the testbed (the "chain" model on multi-step arithmetic chains,
+   where correct and incorrect solutions share most of their text), under the default optimizer and
+   under the other one: the questions whose correct responses lose likelihood under GRPO, and what
+   Pos Only, Random and NTHR do to them;
+2. the same protocol on SmolLM2-135M-Instruct (full demo only);
+3. a short GRPO vs NTHR training comparison with the likelihood probes (SmolLM2; the tiny model with --quick);
+4. one report (summary.md + figures) over all of it, the testbed first."""
 
 from __future__ import annotations
 
@@ -10,12 +14,18 @@ from pathlib import Path
 
 ALL_VARIANTS = ["grpo", "pos_only", "random", "nthr"]
 
-# sized to the demo's time budgets on a 2-core CPU: <= 15 min (smollm2), <= 2 min (tiny)
+# the testbed's protocol: default optimizer first, then the other one for the side by side
+# (sampling at temperature 0.7, as the paper samples DeepSeek-R1-Distill at 0.6: more groups with a high
+# success rate and more text shared between correct and incorrect responses)
+TESTBED = {"model": "chain", "task": "chain", "questions": 40, "mixed": 24, "temperature": 0.7,
+           "optimizers": [("adamw", 1e-4), ("sgd", 1e-3)]}
+
+# sized to the time budgets on a 2-core CPU: <= 15 min (full), <= 2 min (--quick)
 DEMO_SETTINGS = {
     False: {"model": "smollm2", "questions": 16, "train_steps": 4, "prompts_per_step": 2, "eval_every": 4,
-            "eval_questions": 8},
+            "eval_questions": 8, "smollm2_protocol": True},
     True: {"model": "tiny", "questions": 24, "train_steps": 12, "prompts_per_step": 4, "eval_every": 4,
-           "eval_questions": None},
+           "eval_questions": None, "smollm2_protocol": False},
 }
 
 
@@ -23,38 +33,59 @@ def _stage(start: float, text: str) -> None:
     print(f"[{time.time() - start:6.0f} s] {text}", flush=True)
 
 
-def run_demo(*, quick: bool = False, out: Path) -> Path:
+def _protocol(config, folder: Path, start: float, model=None, tokenizer=None) -> bool:
+    """Run and save one protocol with its report; True when it kept a mixed group."""
     from .analysis.protocol_report import write_protocol_report
+    from .protocol import run_protocol, save_protocol
+    result = run_protocol(config, model=model, tokenizer=tokenizer)
+    save_protocol(result, folder)
+    kept = int(result.questions["kept"].sum())
+    _stage(start, f"kept {kept} of {len(result.questions)} questions with mixed groups")
+    if kept:
+        write_protocol_report(folder)
+    return bool(kept)
+
+
+def run_demo(*, quick: bool = False, out: Path) -> Path:
     from .analysis.report import write_report
+    from .models import load_model
     from .models.hardware import fast_bf16
-    from .protocol import ProtocolConfig, run_protocol, save_protocol
     from .integrations.trl.run import TrainSettings, run_training
+    from .protocol import ProtocolConfig
 
     settings = DEMO_SETTINGS[quick]
     out = Path(out)
     bf16 = fast_bf16()
     start = time.time()
-    _stage(start, f"lld-probe demo on {settings['model']!r} (bf16 compute: {bf16}); results in {out}")
-    _stage(start, f"1/3 per-question LLD protocol on {settings['questions']} questions, variants {ALL_VARIANTS}")
-    config = ProtocolConfig(model=settings["model"], questions=settings["questions"], variants=ALL_VARIANTS,
-                            fresh_samples=0, bf16=bf16)
-    result = run_protocol(config)
-    protocol_dir = out / "protocol"
-    save_protocol(result, protocol_dir)
-    kept = int(result.questions["kept"].sum())
-    _stage(start, f"kept {kept} of {len(result.questions)} questions with mixed groups")
-    if kept:
-        write_protocol_report(protocol_dir)
-    runs = [protocol_dir] if kept else []
+    _stage(start, f"lld-probe demo (bf16 compute: {bf16}); results in {out}")
+    runs = []
+    model, tokenizer = load_model(TESTBED["model"])
+    for optimizer, lr in TESTBED["optimizers"]:
+        _stage(start, f"1/4 LLD protocol on the testbed ({TESTBED['model']!r} on {TESTBED['task']!r}, temperature "
+                      f"{TESTBED['temperature']}, one {optimizer} step, lr {lr:g}), variants {ALL_VARIANTS}")
+        config = ProtocolConfig(model=TESTBED["model"], task=TESTBED["task"], questions=TESTBED["questions"],
+                                mixed=TESTBED["mixed"], temperature=TESTBED["temperature"], variants=ALL_VARIANTS,
+                                optimizer=optimizer, lr=lr, fresh_samples=0)
+        folder = out / f"protocol-testbed-{optimizer}"
+        if _protocol(config, folder, start, model, tokenizer):
+            runs.append(folder)
+    del model, tokenizer
+    if settings["smollm2_protocol"]:
+        _stage(start, f"2/4 LLD protocol on {settings['model']!r}, {settings['questions']} questions")
+        config = ProtocolConfig(model=settings["model"], questions=settings["questions"], variants=ALL_VARIANTS,
+                                fresh_samples=0, bf16=bf16)
+        if _protocol(config, out / "protocol", start):
+            runs.append(out / "protocol")
     for method in ("grpo", "nthr"):
-        _stage(start, f"2/3 training {method}: {settings['train_steps']} steps x {settings['prompts_per_step']} prompts x G=8")
+        _stage(start, f"3/4 training {method} on {settings['model']!r}: {settings['train_steps']} steps x "
+                      f"{settings['prompts_per_step']} prompts x G=8")
         run_dir = out / "train" / f"{method}-seed0"
         run_training(TrainSettings(out=str(run_dir), method=method, model=settings["model"],
                                    steps=settings["train_steps"], prompts_per_step=settings["prompts_per_step"],
                                    eval_every=settings["eval_every"], eval_questions=settings["eval_questions"],
                                    probe_every=2, bf16=bf16))
         runs.append(run_dir)
-    _stage(start, "3/3 report and figures")
+    _stage(start, "4/4 report and figures")
     summary = write_report(runs, out / "report")
     _stage(start, f"done. report: {summary}  figures: {out / 'report' / 'figures'}")
     return summary

@@ -44,3 +44,17 @@ def test_protocol_runs_on_the_testbed(chain):
                           model=model, tokenizer=tokenizer, progress=False)
     assert result.config.max_new_tokens == 96
     assert len(result.protocol) == 4 and result.protocol["delta_sum"].notna().all()
+
+
+def test_cli_runs_both_optimizers_side_by_side(tmp_path, capsys):
+    from lld_probe.cli import main
+    assert main(["protocol", "--model", "chain", "--task", "chain", "--questions", "4", "--mixed", "2",
+                 "--variants", "grpo,pos_only,nthr", "--fresh-samples", "0", "--optimizer", "adamw,sgd",
+                 "--lr", "1e-4,1e-3", "--out", str(tmp_path)]) == 0
+    comparison = (tmp_path / "comparison.md").read_text()
+    assert "adamw lr 0.0001" in comparison and "sgd lr 0.001" in comparison
+    summary = (tmp_path / "adamw" / "summary.md").read_text()
+    assert "Where LLD lives" in summary and "NTHR's selected tokens" in summary
+    assert (tmp_path / "sgd" / "figures" / "lld_vs_length.png").is_file()
+    assert main(["protocol", "--optimizer", "adamw,lion", "--out", str(tmp_path / "x")]) == 2
+    assert "--optimizer must be" in capsys.readouterr().err
