@@ -5,7 +5,7 @@ import pytest
 from lld_probe.models import NAMED_MODELS, load_model, sample_groups
 from lld_probe.models.chain import CHAIN_DIR
 from lld_probe.tasks import format_prompt, get_task
-from lld_probe.trainers.protocol import ProtocolConfig, run_protocol
+from lld_probe.protocol import ProtocolConfig, run_protocol
 
 
 @pytest.fixture(scope="module")
