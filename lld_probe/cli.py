@@ -70,7 +70,10 @@ def _optimizer_runs(args) -> list:
     for name in optimizers:
         if name not in ("sgd", "adamw"):
             raise ValueError(f"--optimizer must be sgd, adamw or a comma list of them, got {args.optimizer!r}")
-    lrs = [float(value) for value in args.lr.split(",")] if args.lr else [None]
+    try:
+        lrs = [float(value) for value in args.lr.split(",")] if args.lr else [None]
+    except ValueError:
+        raise ValueError(f"--lr must be a number or a comma list of numbers, got {args.lr!r}") from None
     if len(lrs) == 1:
         lrs = lrs * len(optimizers)
     if len(lrs) != len(optimizers):
