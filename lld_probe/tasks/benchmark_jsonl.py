@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
 from .answers import math_reward
 from .base import Question, Reward
 from .benchmark_records import record_question
+from .jsonl import json_lines
 
 # format -> (question column, answer column, answer format)
 JSONL_LAYOUTS = {"gsm8k": ("question", "answer", "gsm8k"), "math": ("problem", "solution", "math")}
@@ -50,29 +50,19 @@ def jsonl_layout(record: dict) -> str | None:
 def read_benchmark_jsonl(path, layout: str | None = None) -> list[Question]:
     """Questions from a GSM8K- or MATH-style JSONL file (layout None: from the first record's keys)."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"question file not found: {path}")
     if layout is not None and layout not in JSONL_LAYOUTS:
         raise ValueError(f"layout must be one of {sorted(JSONL_LAYOUTS)}, got {layout!r}")
     questions = []
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise ValueError(f"{path}:{number}: not valid JSON ({error.msg})") from None
-            if not isinstance(record, dict):
-                raise ValueError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
-            layout = layout or jsonl_layout(record)
-            if layout is None:
-                raise ValueError(f"{path}:{number}: neither GSM8K (question, answer) nor MATH (problem, solution) "
-                                 f"columns (has {', '.join(map(repr, record))})")
-            question_column, answer_column, answer_format = JSONL_LAYOUTS[layout]
-            questions.append(record_question(record, where=f"{path}:{number}", question_column=question_column,
-                                             answer_column=answer_column, answer_format=answer_format,
-                                             question_id=str(record.get("question_id", record.get("unique_id", f"line-{number}")))))
+    for number, record in json_lines(path):
+        layout = layout or jsonl_layout(record)
+        if layout is None:
+            raise ValueError(f"{path}:{number}: neither GSM8K (question, answer) nor MATH (problem, solution) "
+                             f"columns (has {', '.join(map(repr, record))})")
+        question_column, answer_column, answer_format = JSONL_LAYOUTS[layout]
+        question_id = str(record.get("question_id", record.get("unique_id", f"line-{number}")))
+        questions.append(record_question(record, where=f"{path}:{number}", question_column=question_column,
+                                         answer_column=answer_column, answer_format=answer_format,
+                                         question_id=question_id))
     if not questions:
         raise ValueError(f"{path}: no questions (empty file)")
     return questions

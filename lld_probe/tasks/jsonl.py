@@ -15,14 +15,11 @@ from .base import Question, Reward
 SPLITS = ("train", "eval")
 
 
-def load_questions_jsonl(path, *, with_splits: bool = False):
-    """Questions from JSONL with keys prompt and answer (question_id optional: default "line-N"; split
-    optional). Malformed lines raise ValueError naming the file and line. with_splits: also the split of
-    each question (None where the file gives none)."""
-    path = Path(path)
+def json_lines(path: Path):
+    """(line number, object) for every non-blank line of a question file; a line that is not a JSON object
+    raises ValueError naming the file and line."""
     if not path.is_file():
         raise FileNotFoundError(f"question file not found: {path}")
-    questions, splits, ids = [], [], set()
     with path.open(encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
@@ -33,20 +30,30 @@ def load_questions_jsonl(path, *, with_splits: bool = False):
                 raise ValueError(f"{path}:{number}: not valid JSON ({error.msg})") from None
             if not isinstance(record, dict):
                 raise ValueError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
-            missing = [key for key in ("prompt", "answer") if key not in record]
-            if missing:
-                raise ValueError(f"{path}:{number}: missing key(s) {', '.join(missing)}")
-            if not isinstance(record["prompt"], str) or not record["prompt"].strip():
-                raise ValueError(f"{path}:{number}: prompt must be a non-empty string")
-            question_id = str(record.get("question_id", f"line-{number}"))
-            if question_id in ids:
-                raise ValueError(f"{path}:{number}: duplicate question_id {question_id!r}")
-            ids.add(question_id)
-            split = record.get("split")
-            if split is not None and split not in SPLITS:
-                raise ValueError(f"{path}:{number}: split must be one of {SPLITS}, got {split!r}")
-            splits.append(split)
-            questions.append(Question(question_id, record["prompt"], str(record["answer"])))
+            yield number, record
+
+
+def load_questions_jsonl(path, *, with_splits: bool = False):
+    """Questions from JSONL with keys prompt and answer (question_id optional: default "line-N"; split
+    optional). Malformed lines raise ValueError naming the file and line. with_splits: also the split of
+    each question (None where the file gives none)."""
+    path = Path(path)
+    questions, splits, ids = [], [], set()
+    for number, record in json_lines(path):
+        missing = [key for key in ("prompt", "answer") if key not in record]
+        if missing:
+            raise ValueError(f"{path}:{number}: missing key(s) {', '.join(missing)}")
+        if not isinstance(record["prompt"], str) or not record["prompt"].strip():
+            raise ValueError(f"{path}:{number}: prompt must be a non-empty string")
+        question_id = str(record.get("question_id", f"line-{number}"))
+        if question_id in ids:
+            raise ValueError(f"{path}:{number}: duplicate question_id {question_id!r}")
+        ids.add(question_id)
+        split = record.get("split")
+        if split is not None and split not in SPLITS:
+            raise ValueError(f"{path}:{number}: split must be one of {SPLITS}, got {split!r}")
+        splits.append(split)
+        questions.append(Question(question_id, record["prompt"], str(record["answer"])))
     if not questions:
         raise ValueError(f"{path}: no questions")
     if any(s is not None for s in splits) and any(s is None for s in splits):
