@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import random
 
 from .answers import math_reward
 from .base import Question, Reward
+from .splits import distinct_questions, is_held_out  # noqa: F401  (is_held_out: re-exported)
 
 LEVELS = {1: "single-digit addition", 2: "two-digit addition", 3: "two-step expression"}
 INSTRUCTION = "Answer with a number."
@@ -23,11 +23,6 @@ def _operands(level: int, rng: random.Random):
     if rng.random() < 0.5:
         return f"{a} + {b} * {c}", a + b * c
     return f"({a} + {b}) - {c}", a + b - c
-
-
-def is_held_out(expression: str) -> bool:
-    """A fixed ~30% of all expressions is reserved for evaluation (hash of the expression)."""
-    return hashlib.sha256(expression.encode()).digest()[0] < 77
 
 
 class ArithmeticTask:
@@ -47,21 +42,12 @@ class ArithmeticTask:
     def questions(self, n: int, seed: int = 0, *, split: str = "train") -> list[Question]:
         """n distinct questions of the split ("train" or "eval"), deterministic in seed; fewer when
         the split has fewer distinct questions (level 1 has 100 in all)."""
-        if split not in ("train", "eval"):
-            raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
-        if n < 0:
-            raise ValueError(f"n must be >= 0, got {n}")
         rng = random.Random(f"{seed}-{self.level}")
-        seen, out = set(), []
-        for _ in range(200 * max(n, 1)):
-            if len(out) == n:
-                break
+
+        def draw():
             expression, answer = _operands(self.level, rng)
-            if expression in seen or is_held_out(expression) != (split == "eval"):
-                continue
-            seen.add(expression)
-            out.append(self.question(expression, answer))
-        return out
+            return expression, self.question(expression, answer)
+        return distinct_questions(n, split, draw)
 
     def reward(self, completion: str, answer: str) -> Reward:
         value, parsed = math_reward(completion, answer, mode="last_number")

@@ -10,6 +10,7 @@ import random
 
 from .answers import math_reward
 from .base import Question, Reward
+from .splits import distinct_questions
 
 OPERATIONS = {"+": "plus", "-": "minus", "*": "times"}
 MAX_VALUE = 99          # every intermediate value stays in 0..MAX_VALUE
@@ -107,22 +108,12 @@ class ChainTask:
 
     def questions(self, n: int, seed: int = 0, *, split: str = "train") -> list[Question]:
         """n distinct questions of the split ("train" or "eval"), deterministic in seed."""
-        if split not in ("train", "eval"):
-            raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
-        if n < 0:
-            raise ValueError(f"n must be >= 0, got {n}")
         rng = random.Random(f"chain-{seed}-{self.steps}")
-        seen, out = set(), []
-        for _ in range(200 * max(n, 1)):
-            if len(out) == n:
-                break
+
+        def draw():
             start, operations = random_chain(rng, self.steps)
-            text = chain_text(start, operations)
-            if text in seen or is_held_out(text) != (split == "eval"):
-                continue
-            seen.add(text)
-            out.append(self.question(start, operations))
-        return out
+            return chain_text(start, operations), self.question(start, operations)
+        return distinct_questions(n, split, draw, held_out=is_held_out)
 
     def reward(self, completion: str, answer: str) -> Reward:
         value, parsed = math_reward(completion, answer, mode="auto")

@@ -8,11 +8,8 @@ import json
 from pathlib import Path
 
 from .answers import math_reward
-from .arithmetic import is_held_out
+from .splits import SPLITS, is_held_out
 from .base import Question, Reward
-
-
-SPLITS = ("train", "eval")
 
 
 def json_lines(path: Path):
