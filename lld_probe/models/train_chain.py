@@ -12,7 +12,6 @@ Deterministic for a given seed on one machine and torch version (two threads); a
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ import torch
 from ..tasks import format_prompt
 from ..tasks.chain import STYLES, ChainTask, _apply, write_solution
 from .chain import CHAIN_DIR, build_config
-from .generation import sample_groups
+from .warmup import completion_only_step, sampled_accuracy, save_warmed_model
 from .tiny import build_tokenizer
 
 MAX_NEW_TOKENS = 96
@@ -58,16 +57,6 @@ def training_example(task: ChainTask, question, rng: random.Random, mistake_rate
     return task.solution(question, style)
 
 
-def sampled_accuracy(model, tokenizer, task, questions, seed):
-    prompts = [format_prompt(tokenizer, q.prompt) for q in questions]
-    groups = sample_groups(model, tokenizer, prompts, group_size=8, temperature=1.0, max_new_tokens=MAX_NEW_TOKENS,
-                           seed=seed, batch_prompts=len(prompts))
-    rewards = [[task.reward(c.text, q.answer).reward for c in group] for q, group in zip(questions, groups)]
-    accuracy = sum(map(sum, rewards)) / (8 * len(rewards))
-    mixed = sum(0 < sum(r) < 8 for r in rewards) / len(rewards)
-    return accuracy, mixed
-
-
 def train(out: Path = CHAIN_DIR, seed: int = 0, *, steps_per_chain: int = 3, mistake_rate: float = 0.3,
           styles: int = len(STYLES), target_accuracy: float = 0.4, max_steps: int = 4000, batch_size: int = 32, lr: float = 1e-3,
           hidden_size: int = 192, layers: int = 4, eval_every: int = 100) -> dict:
@@ -84,35 +73,21 @@ def train(out: Path = CHAIN_DIR, seed: int = 0, *, steps_per_chain: int = 3, mis
     rng = random.Random(seed)
     log, start = [], time.time()
     for step in range(1, max_steps + 1):
-        model.train()
         chosen = rng.sample(pool, batch_size)
         prompts = [format_prompt(tokenizer, q.prompt) for q in chosen]
         completions = [training_example(task, q, rng, mistake_rate, styles) + tokenizer.eos_token for q in chosen]
-        batch = tokenizer([p + c for p, c in zip(prompts, completions)], return_tensors="pt", padding=True,
-                          padding_side="right", add_special_tokens=False)
-        labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
-        for row, prompt in enumerate(prompts):     # loss on the completion only
-            labels[row, : len(tokenizer(prompt, add_special_tokens=False)["input_ids"])] = -100
-        loss = model(**batch, labels=labels).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        loss = completion_only_step(model, tokenizer, optimizer, prompts, completions)
         if step % eval_every == 0:
-            accuracy, mixed = sampled_accuracy(model, tokenizer, task, probe_questions, seed)
+            accuracy, mixed = sampled_accuracy(model, tokenizer, task, probe_questions, seed,
+                                               max_new_tokens=MAX_NEW_TOKENS, batch_prompts=len(probe_questions))
             log.append({"step": step, "loss": round(loss.item(), 4), "sampled_accuracy": accuracy,
                         "mixed_share": mixed, "seconds": round(time.time() - start, 1)})
             print(log[-1], flush=True)
             if accuracy >= target_accuracy:
                 break
-    out.mkdir(parents=True, exist_ok=True)
-    model.config.use_cache = True
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    info = {"seed": seed, "steps": step, "task": f"chain{steps_per_chain}", "mistake_rate": mistake_rate, "styles": styles,
-            "target_sampled_accuracy": target_accuracy, "hidden_size": hidden_size, "layers": layers,
-            "parameters": sum(p.numel() for p in model.parameters()), "log": log}
-    (out / "training.json").write_text(json.dumps(info, indent=1))
-    return info
+    return save_warmed_model(model, tokenizer, out, {
+        "seed": seed, "steps": step, "task": f"chain{steps_per_chain}", "mistake_rate": mistake_rate, "styles": styles,
+        "target_sampled_accuracy": target_accuracy, "hidden_size": hidden_size, "layers": layers, "log": log})
 
 
 def main(argv=None):

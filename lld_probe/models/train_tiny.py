@@ -9,7 +9,6 @@ Deterministic for a given seed on one machine and torch version (two threads); a
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import time
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import torch
 
 from ..tasks import ArithmeticTask, format_prompt
-from .generation import sample_groups
+from .warmup import completion_only_step, sampled_accuracy, save_warmed_model
 from .tiny import TINY_DIR, build_config, build_tokenizer
 
 TEMPLATES = [" {c}", " The answer is {c}.", " {e} = {c}", " It is {c}."]
@@ -32,16 +31,6 @@ def training_pairs(task: ArithmeticTask, tokenizer, seed: int) -> list[tuple[str
             completion = template.format(c=question.answer, e=expression)
             pairs.append((format_prompt(tokenizer, question.prompt), completion + tokenizer.eos_token))
     return pairs
-
-
-def sampled_accuracy(model, tokenizer, task, questions, seed):
-    prompts = [format_prompt(tokenizer, q.prompt) for q in questions]
-    groups = sample_groups(model, tokenizer, prompts, group_size=8, temperature=1.0, max_new_tokens=24, engine="hf",
-                           seed=seed, batch_prompts=32)
-    rewards = [[task.reward(c.text, q.answer).reward for c in group] for q, group in zip(questions, groups)]
-    accuracy = sum(map(sum, rewards)) / (8 * len(rewards))
-    mixed = sum(0 < sum(r) < 8 for r in rewards) / len(rewards)
-    return accuracy, mixed
 
 
 def train(out: Path = TINY_DIR, seed: int = 0, target_accuracy: float = 0.5, max_steps: int = 600,
@@ -60,32 +49,18 @@ def train(out: Path = TINY_DIR, seed: int = 0, target_accuracy: float = 0.5, max
     rng = random.Random(seed)
     log, start = [], time.time()
     for step in range(1, max_steps + 1):
-        model.train()
         chosen = rng.sample(pairs, batch_size)
-        batch = tokenizer([p + c for p, c in chosen], return_tensors="pt", padding=True,
-                          padding_side="right", add_special_tokens=False)
-        labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
-        for row, (prompt, _) in enumerate(chosen):     # loss on the completion only
-            labels[row, : len(tokenizer(prompt, add_special_tokens=False)["input_ids"])] = -100
-        loss = model(**batch, labels=labels).loss
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+        loss = completion_only_step(model, tokenizer, optimizer, [p for p, _ in chosen], [c for _, c in chosen])
         if step % 20 == 0:
-            accuracy, mixed = sampled_accuracy(model, tokenizer, task, probe_questions, seed)
+            accuracy, mixed = sampled_accuracy(model, tokenizer, task, probe_questions, seed, max_new_tokens=24,
+                                               engine="hf", batch_prompts=32)
             log.append({"step": step, "loss": round(loss.item(), 4), "sampled_accuracy": accuracy,
                         "mixed_share": mixed, "seconds": round(time.time() - start, 1)})
             print(log[-1], flush=True)
             if accuracy >= target_accuracy:
                 break
-    out.mkdir(parents=True, exist_ok=True)
-    model.config.use_cache = True
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    info = {"seed": seed, "steps": step, "target_sampled_accuracy": target_accuracy,
-            "parameters": sum(p.numel() for p in model.parameters()), "log": log}
-    (out / "training.json").write_text(json.dumps(info, indent=1))
-    return info
+    return save_warmed_model(model, tokenizer, out, {"seed": seed, "steps": step,
+                                                     "target_sampled_accuracy": target_accuracy, "log": log})
 
 
 def main(argv=None):
