@@ -52,7 +52,7 @@ def _protocol_config(args, optimizer: str, lr):
                           optimizer=optimizer, lr=lr, nthr_beta=args.nthr_beta, nthr_eta=parse_eta(args.nthr_eta),
                           vocab=args.vocab, anchor_self=not args.anchor_exclude_self,
                           fresh_samples=args.fresh_samples, bf16=args.bf16, sampling_chunk=args.sampling_chunk,
-                          mixed=args.mixed)
+                          mixed=args.mixed, device=args.device)
 
 
 def _task_name(args) -> str:
@@ -92,7 +92,7 @@ def _protocol(args) -> int:
         config = _protocol_config(args, optimizer, lr)
         if model is None:
             from .models import load_model
-            model, tokenizer = load_model(config.model)
+            model, tokenizer = load_model(config.model, device=config.resolved().device)
         folder = out if len(runs) == 1 else out / f"{optimizer}"
         if len(runs) > 1:
             print(f"== {optimizer} (lr {config.resolved().lr:g}) -> {folder}")
@@ -284,6 +284,8 @@ def _add_protocol_command(commands) -> None:
     protocol.add_argument("--bf16", action="store_true", help="bf16 copy for sampling and the update gradient (float32 parameters and log-likelihoods)")
     protocol.add_argument("--mixed", type=int, default=None,
                           help="stop once this many mixed groups are kept (--questions is then the most sampled)")
+    protocol.add_argument("--device", default="auto",
+                          help="auto (cuda when torch sees a GPU, else cpu) | cpu | cuda | cuda:N")
     protocol.add_argument("--sampling-chunk", type=int, default=8,
                           help="questions whose groups are sampled in one generate call")
     protocol.add_argument("--out", default=None)

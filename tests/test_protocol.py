@@ -127,6 +127,18 @@ def test_bad_settings_are_clear_errors():
         ProtocolConfig(optimizer="lion").resolved()
     with pytest.raises(ValueError, match="group_size"):
         ProtocolConfig(group_size=1).resolved()
+    with pytest.raises(ValueError, match="device must be auto, cpu, cuda or cuda:N, got 'gpu0'"):
+        ProtocolConfig(device="gpu0").resolved()
+
+
+def test_device_auto_is_the_gpu_when_torch_sees_one(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert ProtocolConfig().resolved().device == "cpu"
+    with pytest.raises(ValueError, match="torch sees no CUDA GPU"):
+        ProtocolConfig(device="cuda:1").resolved()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert ProtocolConfig().resolved().device == "cuda"
+    assert ProtocolConfig(device="cuda:1").resolved().device == "cuda:1"
 
 
 def test_bf16_compute_copy_keeps_a_float32_master(tiny):

@@ -26,6 +26,14 @@ def check_tensor(name: str, value, *, ndim: int | None = None, dtype: str | None
     return value
 
 
+def on_device(device, *tensors):
+    """The tensors on `device` (None stays None). Core functions take a group's masks and ids from
+    wherever they were built (often the CPU) and its hidden states from the model's device: they
+    compute where the model lives (the unembedding's device, else the first float input's) and
+    return their results there."""
+    return tuple(None if tensor is None else tensor.to(device) for tensor in tensors)
+
+
 def check_shape(name: str, value: torch.Tensor, shape: tuple) -> None:
     """Raise ValueError naming `name` unless value.shape == shape."""
     if tuple(value.shape) != tuple(shape):

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from ._checks import check_shape, check_tensor
+from ._checks import check_shape, check_tensor, on_device
 
 STD_CONVENTIONS = ("sample", "population", "none")
 ETA_POLICIES = ("paper", "zero", "p", "1-p")
@@ -93,6 +93,7 @@ def token_advantages(advantages: torch.Tensor, mask: torch.Tensor, selected: tor
     check_tensor("mask", mask, ndim=2, dtype="bool")
     if mask.shape[0] != advantages.shape[0]:
         raise ValueError(f"mask must have {advantages.shape[0]} rows (one per advantage), got {mask.shape[0]}")
+    mask, selected = on_device(advantages.device, mask, selected)
     per_token = advantages[:, None].expand(mask.shape).clone()
     if selected is not None:
         check_tensor("selected", selected, dtype="bool")
@@ -112,15 +113,16 @@ def random_matched_selection(selected: torch.Tensor, mask: torch.Tensor, correct
     check_shape("mask", mask, tuple(selected.shape))
     check_tensor("correct", correct, ndim=1, dtype="bool")
     check_shape("correct", correct, (selected.shape[0],))
-    if generator is None:
+    if generator is None:       # a CPU generator: the same draws whichever device the group is on
         generator = torch.Generator().manual_seed(0 if seed is None else int(seed))
+    mask, correct = on_device(selected.device, mask, correct)
     chosen = torch.zeros_like(selected)
     for row in range(selected.shape[0]):
         count = int((selected[row] & mask[row]).sum())
         if correct[row] or count == 0:
             continue
         positions = mask[row].nonzero().squeeze(1)
-        order = torch.randperm(positions.numel(), generator=generator)
+        order = torch.randperm(positions.numel(), generator=generator).to(positions.device)
         chosen[row, positions[order[:count]]] = True
     return chosen
 

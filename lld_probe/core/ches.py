@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import check_shape, check_tensor
+from ._checks import check_shape, check_tensor, on_device
 
 
 def ches(hidden_chosen, mask_chosen, hidden_rejected, mask_rejected, *, length_normalized=False) -> torch.Tensor:
@@ -24,6 +24,8 @@ def ches(hidden_chosen, mask_chosen, hidden_rejected, mask_rejected, *, length_n
     if hidden_chosen.shape[0] != hidden_rejected.shape[0] or hidden_chosen.shape[2] != hidden_rejected.shape[2]:
         raise ValueError(f"hidden_rejected must have batch and hidden size of hidden_chosen "
                          f"{tuple(hidden_chosen.shape)}, got {tuple(hidden_rejected.shape)}")
+    mask_chosen, hidden_rejected, mask_rejected = on_device(hidden_chosen.device, mask_chosen, hidden_rejected,
+                                                            mask_rejected)
     dtype = torch.float64 if hidden_chosen.dtype == torch.float64 else torch.float32
     sum_chosen = (hidden_chosen.to(dtype) * mask_chosen[..., None]).sum(1)
     sum_rejected = (hidden_rejected.to(dtype) * mask_rejected[..., None]).sum(1)

@@ -6,6 +6,7 @@ import math
 
 import torch
 
+from ._checks import on_device
 from .group import check_group
 from .interaction import DEFAULT_BUDGET, interaction_scores
 
@@ -30,6 +31,8 @@ def gwhes(hidden, unembed, tokens, mask, correct, *, temperature=1.0, token_logp
     """
     check_group(hidden, unembed, tokens, mask, correct, temperature=temperature,
                 token_logprobs=token_logprobs)
+    hidden, tokens, mask, correct, token_logprobs = on_device(unembed.device, hidden, tokens, mask, correct,
+                                                              token_logprobs)
     p_plus, p_minus = preference_weights(correct)
     correct_tokens = mask & correct[:, None]
     incorrect_tokens = mask & ~correct[:, None]

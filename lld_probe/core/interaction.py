@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import torch
 
+from ._checks import on_device
+
 METHODS = ("auto", "outer", "pairwise")
 DEFAULT_BUDGET = 1 << 23  # elements of the largest temporary ([tokens x vocabulary chunk]): 32 MB in float32
 
@@ -87,6 +89,8 @@ def interaction_scores(hidden: torch.Tensor, unembed: torch.Tensor, tokens: torc
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    hidden, tokens, query_mask, source_weight, columns, token_logprobs = on_device(
+        unembed.device, hidden, tokens, query_mask, source_weight, columns, token_logprobs)
     dtype = work_dtype(hidden)
     n_groups, length = tokens.shape
     stacked = source_weight.dim() == 3

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import check_positive, check_shape, check_tensor
+from ._checks import check_positive, check_shape, check_tensor, on_device
 
 
 def align_next_token(states: torch.Tensor, input_ids: torch.Tensor, response_mask: torch.Tensor):
@@ -32,6 +32,7 @@ def align_next_token(states: torch.Tensor, input_ids: torch.Tensor, response_mas
     check_shape("response_mask", response_mask, tuple(input_ids.shape))
     if bool(response_mask[:, 0].any()):
         raise ValueError("response_mask is True at position 0: the first token has no prediction")
+    input_ids, response_mask = on_device(states.device, input_ids, response_mask)
     return states[:, :-1], input_ids[:, 1:], response_mask[:, 1:]
 
 
@@ -49,6 +50,7 @@ def token_logprobs(logits: torch.Tensor, tokens: torch.Tensor, mask: torch.Tenso
                          f"vocabulary axis), got {tuple(tokens.shape)}")
     if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= logits.shape[-1]):
         raise ValueError(f"tokens must lie in [0, {logits.shape[-1]}) (the vocabulary of logits)")
+    tokens, mask = on_device(logits.device, tokens, mask)
     work = torch.float64 if logits.dtype == torch.float64 else torch.float32
     scaled = logits.to(work) / temperature
     # log pi(y_t) = z_{y_t} - logsumexp(z): the softmax policy at the sampling temperature
@@ -71,6 +73,7 @@ def token_entropy(logits: torch.Tensor, mask: torch.Tensor | None = None, *,
     entropy = -(log_probs.exp() * log_probs).sum(-1)
     if mask is not None:
         check_shape("mask", mask, tuple(entropy.shape))
+        mask, = on_device(entropy.device, mask)
         entropy = entropy.masked_fill(~mask, 0.0)
     return entropy
 
@@ -83,6 +86,7 @@ def sequence_logprob(token_logps: torch.Tensor, mask: torch.Tensor, *, reduction
     check_tensor("token_logps", token_logps, dtype="float")
     check_tensor("mask", mask, dtype="bool")
     check_shape("mask", mask, tuple(token_logps.shape))
+    mask, = on_device(token_logps.device, mask)
     total = token_logps.masked_fill(~mask, 0.0).sum(-1)
     if reduction == "sum":
         return total

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._checks import check_shape, check_tensor
+from ._checks import check_shape, check_tensor, on_device
 from .group import check_group, vocab_columns
 from .interaction import DEFAULT_BUDGET, interaction_scores
 
@@ -40,6 +40,8 @@ def nthr_token_scores(hidden, unembed, tokens, mask, correct, *, temperature=1.0
     """
     check_group(hidden, unembed, tokens, mask, correct, temperature=temperature,
                 token_logprobs=token_logprobs)
+    hidden, tokens, mask, correct, token_logprobs = on_device(unembed.device, hidden, tokens, mask, correct,
+                                                              token_logprobs)
     columns = vocab_columns(tokens, mask, vocab)
     correct_tokens = mask & correct[:, None]
     # PAPER (NTHR score): s(k') = sum_{i, k in y+_i} alpha(k, k') <h_k, h_k'> = g_k'^T M+ h_k'
@@ -62,6 +64,7 @@ def nthr_token_scores(hidden, unembed, tokens, mask, correct, *, temperature=1.0
 
 def response_anchors(anchor_scores: torch.Tensor, mask: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
     """[G]: the mean score over each correct response's tokens, NaN for incorrect or empty responses."""
+    mask, correct = on_device(anchor_scores.device, mask, correct)
     lengths = mask.sum(1)
     # PAPER (anchor): s+bar(i') = mean over tokens k'' of y+_i' of g_k''^T M+ h_k''
     anchors = anchor_scores.sum(1) / lengths.to(anchor_scores.dtype)
@@ -73,6 +76,7 @@ def nthr_threshold(anchors: torch.Tensor, correct: torch.Tensor, beta: float = 1
     NaN when no correct response has an anchor."""
     if beta == -math.inf:
         return -math.inf
+    correct, = on_device(anchors.device, correct)
     valid = anchors[correct & ~torch.isnan(anchors)]
     if valid.numel() == 0:
         return math.nan
@@ -98,6 +102,7 @@ def nthr_select(scores, mask, correct, anchors, *, beta=1.0) -> torch.Tensor:
 def select_above(scores: torch.Tensor, mask: torch.Tensor, correct: torch.Tensor, tau: float) -> torch.Tensor:
     """V-_j = {k' in y-_j : s-(k') > tau} for a threshold already computed (nthr_threshold); a NaN tau
     (no correct response) selects nothing."""
+    mask, correct = on_device(scores.device, mask, correct)
     if math.isnan(tau):
         return torch.zeros_like(mask)
     return mask & ~correct[:, None] & (scores > tau)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import torch
 
+from ._checks import on_device
 from .group import check_group
 from .interaction import DEFAULT_BUDGET, column_positions, token_log_normalizer, work_dtype
 
@@ -32,6 +33,8 @@ def positive_aggregate(hidden, unembed, tokens, mask, correct, *, columns: torch
     """This process's part of M+ = sum over its correct responses' tokens of g_k h_k^T: [|C|, d]
     (float64 for float64 inputs, else float32); columns None = the full vocabulary."""
     check_group(hidden, unembed, tokens, mask, correct, temperature=temperature, token_logprobs=token_logprobs)
+    hidden, tokens, mask, correct, token_logprobs = on_device(unembed.device, hidden, tokens, mask, correct,
+                                                              token_logprobs)
     dtype = work_dtype(hidden)
     source = mask & correct[:, None]
     rows = hidden[source].to(dtype)
@@ -57,6 +60,8 @@ def scores_from_aggregate(aggregate, hidden, unembed, tokens, mask, *, columns: 
     """s(t) = g_t^T M+ h_t for every masked token of this process's responses [G, T] (0 off mask), with
     M+ the group's summed aggregate [|C|, d]."""
     check_group(hidden, unembed, tokens, mask, temperature=temperature, token_logprobs=token_logprobs)
+    aggregate, hidden, tokens, mask, token_logprobs = on_device(unembed.device, aggregate, hidden, tokens, mask,
+                                                                token_logprobs)
     dtype = work_dtype(hidden)
     scores = torch.zeros(tokens.shape, dtype=dtype, device=hidden.device)
     rows = hidden[mask].to(dtype)

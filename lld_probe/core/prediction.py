@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from ._checks import check_shape, check_tensor
+from ._checks import check_shape, check_tensor, on_device
 from .group import check_group, vocab_columns
 from .interaction import DEFAULT_BUDGET, interaction_scores
 
@@ -30,6 +30,8 @@ def first_order_logp_change(hidden, unembed, tokens, mask, advantages, *, lr=1.0
     """
     check_group(hidden, unembed, tokens, mask, temperature=temperature, token_logprobs=token_logprobs)
     check_tensor("advantages", advantages, dtype="float", finite=True)
+    hidden, tokens, mask, advantages, token_logprobs = on_device(unembed.device, hidden, tokens, mask, advantages,
+                                                                 token_logprobs)
     if advantages.dim() == 1:
         check_shape("advantages", advantages, (tokens.shape[0],))
         advantages = advantages[:, None].expand(tokens.shape)

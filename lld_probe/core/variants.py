@@ -37,7 +37,7 @@ def variant_token_advantages(variant: str, advantages: torch.Tensor, mask: torch
     random: A * eta on as many random tokens per incorrect response as NTHR selected there.
     eta is a policy name or number (lld_probe.core.eta_for_group) evaluated at the group's p.
     """
-    nothing = torch.zeros_like(mask)
+    nothing = torch.zeros_like(mask, device=advantages.device)
     if variant in SEQUENCE_LEVEL:
         return token_advantages(sequence_advantages(variant, advantages), mask), nothing
     eta_value = eta_for_group(eta, success_rate(correct))

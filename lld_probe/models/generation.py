@@ -54,35 +54,39 @@ def sample_groups(model, tokenizer, prompts: list[str], *, group_size: int = 8, 
         raise ValueError(f"engine must be 'shared' or 'hf', got {engine!r}")
     if not prompts:
         return []
-    eos_id = tokenizer.eos_token_id
     was_training = model.training
     model.eval()
     groups = []
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    generator = torch.Generator(device=model.device).manual_seed(seed)
-    try:
-        for start in range(0, len(prompts), batch_prompts):
-            chunk = prompts[start:start + batch_prompts]
-            prompt_ids, prompt_mask = _encode_prompts(tokenizer, chunk)
-            if engine == "shared":
-                rows = decode_rows(model, prompt_ids, prompt_mask, group_size=group_size, temperature=temperature,
-                                   max_new_tokens=max_new_tokens, eos_id=eos_id, generator=generator)
-                flat = [_completion(tokenizer, prompt_ids[i // group_size][prompt_mask[i // group_size].bool()].tolist(),
-                                    row) for i, row in enumerate(rows)]
-            else:
-                output = model.generate(input_ids=prompt_ids.to(model.device),
-                                        attention_mask=prompt_mask.to(model.device),
-                                        do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
-                                        max_new_tokens=max_new_tokens, num_return_sequences=group_size,
-                                        pad_token_id=tokenizer.pad_token_id, eos_token_id=eos_id)
-                flat = _split(tokenizer, prompt_ids.repeat_interleave(group_size, 0),
-                              prompt_mask.repeat_interleave(group_size, 0), output.cpu(), eos_id)
-            groups += [flat[i:i + group_size] for i in range(0, len(flat), group_size)]
-    finally:
-        torch.random.set_rng_state(generator_state)
-        model.train(was_training)
+    gpus = [model.device] if model.device.type == "cuda" else []
+    # the caller's random state (CPU and the model's GPU) is restored afterwards
+    with torch.random.fork_rng(devices=gpus):
+        torch.manual_seed(seed)
+        generator = torch.Generator(device=model.device).manual_seed(seed)
+        try:
+            for start in range(0, len(prompts), batch_prompts):
+                flat = _sample_chunk(model, tokenizer, prompts[start:start + batch_prompts], group_size, temperature,
+                                     max_new_tokens, engine, generator)
+                groups += [flat[i:i + group_size] for i in range(0, len(flat), group_size)]
+        finally:
+            model.train(was_training)
     return groups
+
+
+def _sample_chunk(model, tokenizer, prompts, group_size, temperature, max_new_tokens, engine, generator):
+    """group_size completions of each prompt, prompt-major."""
+    eos_id = tokenizer.eos_token_id
+    prompt_ids, prompt_mask = _encode_prompts(tokenizer, prompts)
+    if engine == "shared":
+        rows = decode_rows(model, prompt_ids, prompt_mask, group_size=group_size, temperature=temperature,
+                           max_new_tokens=max_new_tokens, eos_id=eos_id, generator=generator)
+        return [_completion(tokenizer, prompt_ids[i // group_size][prompt_mask[i // group_size].bool()].tolist(), row)
+                for i, row in enumerate(rows)]
+    output = model.generate(input_ids=prompt_ids.to(model.device), attention_mask=prompt_mask.to(model.device),
+                            do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
+                            max_new_tokens=max_new_tokens, num_return_sequences=group_size,
+                            pad_token_id=tokenizer.pad_token_id, eos_token_id=eos_id)
+    return _split(tokenizer, prompt_ids.repeat_interleave(group_size, 0), prompt_mask.repeat_interleave(group_size, 0),
+                  output.cpu(), eos_id)
 
 
 def _completion(tokenizer, prompt: list[int], tokens: list[int]) -> Completion:

@@ -137,7 +137,8 @@ def score_split_groups(pieces: dict, sharing: dict, tokens, mask, correct, token
 def _own_contribution(hidden, unembed, tokens, mask, correct, columns, temperature, token_logps):
     """For each correct response, its tokens' scores under M+ of that response alone (a response never
     spans processes): removed from the anchor when anchors exclude self-interaction."""
-    own = torch.zeros(tokens.shape, dtype=torch.float64 if hidden.dtype == torch.float64 else torch.float32)
+    own = torch.zeros(tokens.shape, dtype=torch.float64 if hidden.dtype == torch.float64 else torch.float32,
+                      device=unembed.device)
     for row in correct.nonzero().squeeze(1).tolist():
         alone = torch.zeros_like(mask)
         alone[row] = mask[row]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+import torch
+
 from ..core import check_variants
 from ..models.survey import max_new_tokens_for
 
@@ -34,6 +36,7 @@ class ProtocolConfig:
     fresh_samples: int | None = None           # None: group_size; 0 disables the fresh-sample check
     bf16: bool = False                         # bf16 copy samples and computes the update's gradient;
                                                # parameters, optimizer and log-likelihoods stay float32
+    device: str = "auto"                       # where the model runs: auto (cuda when available) | cpu | cuda[:N]
     sampling_chunk: int = 8                    # questions whose groups are sampled in one generate call (a
                                                # decoding step costs about the same for 8 rows as for 64)
 
@@ -50,7 +53,25 @@ class ProtocolConfig:
         if self.sampling_chunk < 1:
             raise ValueError(f"sampling_chunk must be at least 1, got {self.sampling_chunk}")
         values = asdict(self)
+        values["device"] = resolve_device(self.device)
         values["lr"] = self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
         values["max_new_tokens"] = max_new_tokens_for(self.model, self.max_new_tokens)
         values["fresh_samples"] = self.group_size if self.fresh_samples is None else self.fresh_samples
         return ProtocolConfig(**values)
+
+
+def resolve_device(name: str) -> str:
+    """"auto" -> "cuda" when a GPU is visible, else "cpu"; any other name is checked (a clear error for a
+    typo or a GPU that is not there)."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} was asked for but torch sees no CUDA GPU (torch.cuda.is_available() "
+                         f"is False)")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}")
+    return str(device)

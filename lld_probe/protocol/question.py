@@ -9,9 +9,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..core import (first_order_logp_change, group_advantages, gwhes, nthr_threshold, nthr_token_scores,
+from ..core import (NTHRScores, first_order_logp_change, group_advantages, gwhes, nthr_threshold, nthr_token_scores,
                     select_above, sequence_logprob, success_rate, variant_token_advantages)
-from ..scoring import output_embedding_weight, score_group
+from ..scoring import ScoredGroup, output_embedding_weight, score_group
 from .group_gradients import merge_scores, subset_forwards, weighting_gradients
 
 
@@ -41,24 +41,27 @@ def base_forwards(model, copies, batch, correct, temperature: float):
     subsets = [correct.nonzero().flatten(), (~correct).nonzero().flatten()]
     if copies.separate:
         old = score_group(model, batch, temperature=temperature, with_hidden=True, with_entropy=True)
+        old = ScoredGroup(*(values.float().cpu() for values in (old.token_logps, old.hidden, old.entropy)))
         return subset_forwards(copies.compute, batch, subsets, temperature=temperature, with_scores=False), old
     forwards = subset_forwards(model, batch, subsets, temperature=temperature, with_scores=True)
     return forwards, merge_scores(forwards, batch)
 
 
 def diagnose(model, old, batch, correct, config) -> BaseDiagnostics:
-    """NTHR scores, selection and tau, GWHES and the group's advantages at the base parameters."""
+    """NTHR scores, selection and tau, GWHES and the group's advantages at the base parameters. The
+    vocabulary passes run on the model's device; every result is on the CPU, like `old` and `batch`."""
     unembed = output_embedding_weight(model).detach()
     scores = nthr_token_scores(old.hidden, unembed, batch.tokens, batch.mask, correct,
                                temperature=config.temperature, vocab=config.vocab,
                                anchor_self=config.anchor_self, token_logprobs=old.token_logps)
+    scores = NTHRScores(scores.scores.cpu(), scores.anchors.cpu())
     tau = nthr_threshold(scores.anchors, correct, config.nthr_beta)
     return BaseDiagnostics(
         old=old, logp_before=sequence_logprob(old.token_logps, batch.mask),
         advantages=group_advantages(correct.float(), config.group_size, std=config.std, eps=config.std_eps),
         scores=scores, selected=select_above(scores.scores, batch.mask, correct, tau), tau=tau,
         gwhes=gwhes(old.hidden, unembed, batch.tokens, batch.mask, correct, temperature=config.temperature,
-                    token_logprobs=old.token_logps))
+                    token_logprobs=old.token_logps).cpu())
 
 
 def variant_updates(model, copies, forwards, base: BaseDiagnostics, batch, correct, question_id, config) -> dict:
@@ -76,7 +79,8 @@ def variant_updates(model, copies, forwards, base: BaseDiagnostics, batch, corre
     predictions = first_order_logp_change(old.hidden, output_embedding_weight(model).detach(), batch.tokens,
                                           batch.mask,
                                           torch.stack([weightings[v][0] for v in config.variants]).to(old.hidden.dtype),
-                                          lr=config.lr, temperature=config.temperature, token_logprobs=old.token_logps)
+                                          lr=config.lr, temperature=config.temperature,
+                                          token_logprobs=old.token_logps).cpu()
     return {v: (*weightings[v], *gradients[v], predicted) for v, predicted in zip(config.variants, predictions)}
 
 

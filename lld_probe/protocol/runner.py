@@ -68,11 +68,13 @@ class _GroupSampler:
 
 
 def run_protocol(config: ProtocolConfig, *, model=None, tokenizer=None, progress: bool = True) -> ProtocolResult:
-    """Run the protocol; pass model/tokenizer to reuse a loaded model (its parameters are restored)."""
+    """Run the protocol on config.device; pass model/tokenizer to reuse a loaded model (moved to
+    config.device; its parameters are restored at the end)."""
     config = config.resolved()
     torch.manual_seed(config.seed)
     if model is None:
-        model, tokenizer = load_model(config.model)
+        model, tokenizer = load_model(config.model, device=config.device)
+    model.to(config.device)
     task = get_task(config.task)
     questions = task.questions(config.questions, seed=config.seed)
     if not questions:
@@ -118,7 +120,7 @@ def _measure_question(model, tokenizer, copies, base_state, sampler, question, g
         per_token, scaled, loss, gradients, predicted = updates.pop(variant)
         apply_update(model, copies, base_state, gradients, config)
         del gradients
-        logp_after = sequence_logprob(score_group(model, batch, temperature=config.temperature).token_logps,
+        logp_after = sequence_logprob(score_group(model, batch, temperature=config.temperature).token_logps.cpu(),
                                       batch.mask)
         row = variant_row(question.question_id, variant, base, correct, logp_after, predicted, scaled, loss, batch,
                           config)

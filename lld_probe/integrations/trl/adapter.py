@@ -65,7 +65,7 @@ def pad_advantages(advantages: torch.Tensor, width: int) -> torch.Tensor:
     """Per-token advantages [B, T] widened with zeros to TRL's completion width; [B] passes through."""
     if advantages.dim() == 1:
         return advantages
-    padded = torch.zeros(advantages.shape[0], width, dtype=advantages.dtype)
+    padded = torch.zeros(advantages.shape[0], width, dtype=advantages.dtype, device=advantages.device)
     padded[:, : advantages.shape[1]] = advantages
     return padded
 
