@@ -2,8 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lld_probe.analysis.lld_breakdown import (lld_by_length, lld_by_success_rate, selected_token_overlap,
-                                              selected_token_overlap_summary)
+from lld_probe.analysis.lld_breakdown import (lld_by_length, lld_by_nthr_selection, lld_by_success_rate,
+                                              selected_token_overlap, selected_token_overlap_summary)
 from lld_probe.analysis.optimizer_comparison import compare_protocols
 from lld_probe.analysis.protocol_figures import lld_breakdown_figure
 from lld_probe.analysis.stats import lld_rate
@@ -33,6 +33,19 @@ def test_lld_by_success_rate_uses_the_shared_lld_rate():
     assert low["lld_low"] <= low["lld_share"] <= low["lld_high"]
     assert low["median_delta"] == pytest.approx(inside.median())
     assert table.groupby("variant")["n"].sum().eq(24).all()
+
+
+def test_lld_by_nthr_selection_splits_questions_by_nthrs_selected_share():
+    protocol = _protocol()
+    fraction = {f"q{q}": (0.95 if q % 3 == 0 else 0.04) for q in range(24)}
+    protocol["nthr_selected_fraction"] = protocol["question_id"].map(fraction)
+    table = lld_by_nthr_selection(protocol)
+    assert list(table["bin"].unique()) == ["NTHR selects < 50%", "NTHR selects ≥ 50%"]
+    high = table[(table["variant"] == "random") & (table["bin"] == "NTHR selects ≥ 50%")].iloc[0]
+    inside = protocol[(protocol["variant"] == "random") & (protocol["question_id"].map(fraction) >= 0.5)]
+    assert high["n"] == 8 and high["lld_share"] == pytest.approx(lld_rate(inside["delta_sum"]))
+    assert high["x"] == pytest.approx(0.95)
+    assert lld_by_nthr_selection(protocol[protocol["variant"] != "nthr"]).empty
 
 
 def test_lld_by_length_is_over_correct_responses():
@@ -77,3 +90,21 @@ def test_breakdown_figures_and_comparison(tmp_path):
     assert table[table["protocol"] == "adamw"]["lld_share"].max() > table[table["protocol"] == "sgd"]["lld_share"].max()
     with pytest.raises(ValueError, match="empty"):
         lld_breakdown_figure(pd.DataFrame(), tmp_path, "x", xlabel="", unit="")
+
+
+def test_paired_lld_change_counts_rescued_and_newly_lazy_questions():
+    from scipy.stats import binomtest
+
+    from lld_probe.analysis.stats import paired_lld_change
+    from lld_probe.core import is_lazy
+    assert is_lazy([-1.0, 0.0, 1e-9, np.nan]).tolist() == [True, True, False, False]
+    grpo = [-0.3, -0.1, 0.0, 0.2, -0.5, 0.4, np.nan]
+    other = [0.1, 0.2, 0.3, -0.1, -0.2, 0.5, -1.0]       # rescues 3, makes 1 lazy, last question unpaired
+    frame = pd.DataFrame([{"question_id": f"q{i}", "variant": v, "delta_sum": d}
+                          for v, values in (("grpo", grpo), ("nthr", other)) for i, d in enumerate(values)])
+    change = paired_lld_change(frame, "grpo", "nthr")
+    assert change["rescued"] == 3 and change["newly_lazy"] == 1
+    assert change["mcnemar_p"] == pytest.approx(binomtest(3, 4).pvalue) == pytest.approx(0.625)
+    assert np.isnan(paired_lld_change(frame, "grpo", "grpo")["mcnemar_p"])
+    with pytest.raises(ValueError, match="must be in the frame"):
+        paired_lld_change(frame, "grpo", "pos_only")

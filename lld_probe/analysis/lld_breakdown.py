@@ -37,6 +37,26 @@ def lld_by_success_rate(protocol: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def lld_by_nthr_selection(protocol: pd.DataFrame, split: float = 0.5) -> pd.DataFrame:
+    """Per variant and by how much of the incorrect responses NTHR selects (the protocol's
+    nthr_selected_fraction, below / at or above `split`): questions, LLD share and median Delta(x), with
+    bootstrap intervals. When NTHR selects nearly everything, GRPO + Random with the same count is
+    close to Pos Only while NTHR keeps exactly the tokens it left, so the two regimes answer different
+    questions about NTHR."""
+    if "nthr_selected_fraction" not in protocol or not (protocol["variant"] == "nthr").any():
+        return pd.DataFrame()
+    fraction = protocol[protocol["variant"] == "nthr"].set_index("question_id")["nthr_selected_fraction"]
+    rows = []
+    for variant, group in protocol.groupby("variant", sort=False):
+        share = group["question_id"].map(fraction)
+        for inside, name in ((share < split, f"NTHR selects < {split:.0%}"),
+                             (share >= split, f"NTHR selects ≥ {split:.0%}")):
+            if inside.any():
+                rows.append(_interval_row(group.loc[inside, "delta_sum"].to_numpy(), variant=variant, bin=name,
+                                          x=float(share[inside].mean())))
+    return pd.DataFrame(rows)
+
+
 def correct_response_deltas(responses: pd.DataFrame) -> pd.DataFrame:
     """One row per correct response and variant: its Delta = log pi_after(y+|x) - log pi_before(y+|x)
     (PAPER: the LLD criterion for (x, y+)) and its length."""

@@ -8,7 +8,7 @@ import math
 
 import pandas as pd
 
-from .stats import paired_wilcoxon, variant_summary
+from .stats import paired_lld_change, paired_wilcoxon, variant_summary
 
 
 def protocol_label(meta: dict) -> str:
@@ -30,7 +30,7 @@ def same_setup_groups(runs) -> list[list]:
 def compare_protocols(tables: dict) -> pd.DataFrame:
     """tables: label -> protocol.parquet frame. One row per (label, variant): questions, LLD share,
     median Delta [interval], and against GRPO: median per-question difference, questions where the
-    variant is higher, Wilcoxon p."""
+    variant is higher, Wilcoxon p, lazy questions rescued / newly lazy and their McNemar p."""
     rows = []
     for name, protocol in tables.items():
         summary = variant_summary(protocol).set_index("variant")
@@ -39,12 +39,16 @@ def compare_protocols(tables: dict) -> pd.DataFrame:
             row = {"protocol": name, "variant": variant, "questions": int(summary.loc[variant, "questions"]),
                    "lld_share": summary.loc[variant, "lld_share"], "median_delta": summary.loc[variant, "median_delta"],
                    "ci_low": summary.loc[variant, "ci_low"], "ci_high": summary.loc[variant, "ci_high"],
-                   "vs_grpo_median_difference": math.nan, "higher_than_grpo": "", "wilcoxon_p": math.nan}
+                   "vs_grpo_median_difference": math.nan, "higher_than_grpo": "", "wilcoxon_p": math.nan,
+                   "lazy_rescued_new": "", "mcnemar_p": math.nan}
             if variant != "grpo" and "grpo" in wide:
                 test = paired_wilcoxon(protocol, "grpo", variant)
                 pairs = wide[["grpo", variant]].dropna()
+                change = paired_lld_change(protocol, "grpo", variant)
                 row.update(vs_grpo_median_difference=test["median_difference"], wilcoxon_p=test["p_value"],
-                           higher_than_grpo=f"{int((pairs[variant] > pairs['grpo']).sum())}/{len(pairs)}")
+                           higher_than_grpo=f"{int((pairs[variant] > pairs['grpo']).sum())}/{len(pairs)}",
+                           lazy_rescued_new=f"{change['rescued']}/{change['newly_lazy']}",
+                           mcnemar_p=change["mcnemar_p"])
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -54,4 +58,4 @@ def comparison_markdown(tables: dict) -> str:
     return "\n".join(["## Protocols side by side (same model and task; optimizer / lr)", "",
                       "LLD share: questions with Delta(x) <= 0. median_delta with its bootstrap 95% interval over "
                       "questions. vs GRPO: median of (variant - GRPO) per question, questions where the variant is "
-                      "higher, Wilcoxon signed-rank p.", "", markdown_table(compare_protocols(tables)), ""])
+                      "higher, Wilcoxon signed-rank p; lazy questions rescued / newly lazy against GRPO, exact McNemar p.", "", markdown_table(compare_protocols(tables)), ""])

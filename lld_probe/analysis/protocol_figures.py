@@ -26,7 +26,7 @@ def delta_bars(protocol: pd.DataFrame, variants, out_dir, name: str, *, title: s
     order = wide["grpo"].sort_values().index
     n = len(order)
     width = 0.8 / len(variants)
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.28 * n + 2), 3.6))
+    fig, ax = plt.subplots(figsize=(min(16.0, max(6.0, 0.28 * n + 2)), 3.6))    # many questions: thinner bars
     x = np.arange(n)
     for index, variant in enumerate(variants):
         ax.bar(x + (index - (len(variants) - 1) / 2) * width, wide.loc[order, variant], width,
@@ -34,8 +34,10 @@ def delta_bars(protocol: pd.DataFrame, variants, out_dir, name: str, *, title: s
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xlabel("question (sorted by GRPO's Δ(x))")
     ax.set_ylabel("Δ(x): change of log π(y⁺|x)")
-    ax.set_xticks(x)
-    ax.set_xticklabels([str(i + 1) for i in range(n)], fontsize=7)
+    step = math.ceil(n / 50)                                                      # at most 50 tick labels
+    ax.set_xticks(x[::step])
+    ax.set_xticklabels([str(i + 1) for i in range(0, n, step)], fontsize=7)
+    ax.set_xlim(-0.6, n - 0.4)
     lazy, _ = lld_count(wide.loc[order, "grpo"])
     ax.set_title(title or f"Likelihood change of correct responses after one update ({lazy}/{n} questions with Δ ≤ 0 under GRPO)",
                  fontsize=10)
@@ -149,7 +151,7 @@ def token_heatmap_html(rows: pd.DataFrame, question_id: str, cmap=None, norm=Non
 
 def protocol_figures(protocol: pd.DataFrame, tokens: pd.DataFrame, out_dir, responses: pd.DataFrame | None = None) -> list:
     """Every protocol figure that the variants present allow (with `responses`: also LLD against length)."""
-    from .lld_breakdown import lld_by_length, lld_by_success_rate
+    from .lld_breakdown import lld_by_length, lld_by_nthr_selection, lld_by_success_rate
     written = []
     present = set(protocol["variant"])
     if {"grpo", "pos_only"} <= present:
@@ -164,6 +166,10 @@ def protocol_figures(protocol: pd.DataFrame, tokens: pd.DataFrame, out_dir, resp
             written += token_heatmap(tokens, question, out_dir)
     written += lld_breakdown_figure(lld_by_success_rate(protocol), out_dir, "lld_vs_success_rate",
                                     xlabel="group success rate p", unit="questions")
+    by_selection = lld_by_nthr_selection(protocol)
+    if not by_selection.empty:
+        written += lld_breakdown_figure(by_selection, out_dir, "lld_vs_nthr_selection",
+                                        xlabel="NTHR's share of the incorrect tokens", unit="questions")
     if responses is not None and not responses.empty:
         by_length = lld_by_length(responses)
         if not by_length.empty:
@@ -173,7 +179,7 @@ def protocol_figures(protocol: pd.DataFrame, tokens: pd.DataFrame, out_dir, resp
 
 
 def lld_breakdown_figure(table: pd.DataFrame, out_dir, name: str, *, xlabel: str, unit: str) -> list:
-    """Two panels over the bins of `table` (lld_breakdown.lld_by_success_rate / lld_by_length): the LLD
+    """Two panels over the bins of `table` (lld_breakdown.lld_by_success_rate / _by_length / _by_nthr_selection): the LLD
     share and the median Delta per variant, with their bootstrap 95% intervals."""
     apply_style()
     if table.empty:

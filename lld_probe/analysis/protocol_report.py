@@ -10,17 +10,23 @@ import pandas as pd
 
 from ..store import write_text
 from .markdown import markdown_table
-from .stats import paired_wilcoxon, spearman, table1, variant_summary
+from .stats import paired_lld_change, paired_wilcoxon, spearman, table1, variant_summary
 
 
 def lld_breakdown_sections(protocol: pd.DataFrame, tokens: pd.DataFrame | None = None,
                            responses: pd.DataFrame | None = None) -> list[str]:
     """Markdown: LLD share and median Delta by success rate p and by length; NTHR's selected tokens
     that also occur in a correct response."""
-    from .lld_breakdown import lld_by_length, lld_by_success_rate, selected_token_overlap_summary
+    from .lld_breakdown import (lld_by_length, lld_by_nthr_selection, lld_by_success_rate,
+                                selected_token_overlap_summary)
     columns = ["variant", "bin", "n", "lld_share", "lld_low", "lld_high", "median_delta", "median_low", "median_high"]
     lines = ["## Where LLD lives: by the group's success rate p (questions; bootstrap 95% intervals)", "",
              markdown_table(lld_by_success_rate(protocol)[columns]), ""]
+    by_selection = lld_by_nthr_selection(protocol)
+    if not by_selection.empty:
+        lines += ["## By how much of the incorrect responses NTHR selects (questions; bootstrap 95% intervals)",
+                  "Where NTHR selects nearly every incorrect token, Random with the same count is close to Pos "
+                  "Only, and NTHR keeps only the tokens it left.", "", markdown_table(by_selection[columns]), ""]
     if responses is not None and not responses.empty:
         by_length = lld_by_length(responses)
         if not by_length.empty:
@@ -49,8 +55,10 @@ def protocol_summary(protocol: pd.DataFrame, questions: pd.DataFrame, meta: dict
         tests = []
         for other in [v for v in protocol["variant"].unique() if v != "grpo"]:
             result = paired_wilcoxon(protocol, "grpo", other)
-            tests.append({"comparison": f"{other} - grpo", **result})
-        lines += ["## Paired comparison with GRPO (Wilcoxon signed-rank over questions)", "",
+            tests.append({"comparison": f"{other} - grpo", **result, **paired_lld_change(protocol, "grpo", other)})
+        lines += ["## Paired comparison with GRPO (Wilcoxon signed-rank over questions)",
+                  "rescued: questions with Delta(x) <= 0 under GRPO but not under the variant; newly_lazy: the "
+                  "reverse; mcnemar_p: exact McNemar test of the two counts.", "",
                   markdown_table(pd.DataFrame(tests)), ""]
         lines += ["## Table 1: top-K overlap of GWHES ranking and ascending Delta(x) (GRPO)", "",
                   markdown_table(table1(protocol)), ""]

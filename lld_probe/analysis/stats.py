@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as scipy_stats
 
-from ..core.lld import lld_rate  # noqa: F401  (the one definition, re-exported here)
+from ..core.lld import is_lazy, lld_rate  # noqa: F401  (the one definition, re-exported here)
 
 
 def bootstrap_ci(values, statistic=np.median, *, n_resamples: int = 2000, confidence: float = 0.95,
@@ -39,6 +39,22 @@ def paired_wilcoxon(frame: pd.DataFrame, variant_a: str, variant_b: str, *, valu
     result = scipy_stats.wilcoxon(pairs[variant_b], pairs[variant_a])
     return {"n": len(pairs), "median_difference": float(differences.median()),
             "statistic": float(result.statistic), "p_value": float(result.pvalue)}
+
+
+def paired_lld_change(frame: pd.DataFrame, variant_a: str, variant_b: str, *, eps: float = 0.0,
+                      value: str = "delta_sum", key: str = "question_id", variant_column: str = "variant") -> dict:
+    """How variant_b changes which questions are lazy (Delta <= eps) against variant_a, paired by question:
+    rescued (lazy under a, not under b), newly lazy (the reverse) and the exact McNemar p-value (a
+    two-sided binomial test of rescued against rescued + newly lazy; NaN when neither happens)."""
+    wide = frame.pivot_table(index=key, columns=variant_column, values=value)
+    if variant_a not in wide or variant_b not in wide:
+        raise ValueError(f"both variants {variant_a!r} and {variant_b!r} must be in the frame")
+    pairs = wide[[variant_a, variant_b]].dropna()
+    lazy_a, lazy_b = is_lazy(pairs[variant_a], eps), is_lazy(pairs[variant_b], eps)
+    rescued, newly_lazy = int(np.sum(lazy_a & ~lazy_b)), int(np.sum(~lazy_a & lazy_b))
+    changed = rescued + newly_lazy
+    p_value = float(scipy_stats.binomtest(rescued, changed).pvalue) if changed else math.nan
+    return {"rescued": rescued, "newly_lazy": newly_lazy, "mcnemar_p": p_value}
 
 
 def spearman(x, y) -> tuple[float, float]:

@@ -7,12 +7,19 @@ import math
 import numpy as np
 
 
+def is_lazy(delta, eps: float = 0.0) -> np.ndarray:
+    """Per entry: Delta <= eps (PAPER: LLD holds when log pi_final(y+) < log pi_init(y+) + eps); False for
+    NaN (not measured)."""
+    values = np.asarray(delta, dtype=float)
+    return ~np.isnan(values) & (np.nan_to_num(values, nan=np.inf) <= eps)
+
+
 def lld_rate(delta, eps: float = 0.0) -> float:
-    """Share of correct responses (or questions) whose Delta <= eps, NaN entries (not measured) left out
-    (PAPER: LLD holds when log pi_final(y+) < log pi_init(y+) + eps); NaN when nothing was measured."""
+    """Share of correct responses (or questions) whose Delta <= eps (is_lazy), NaN entries (not measured)
+    left out; NaN when nothing was measured."""
     values = np.asarray(delta, dtype=float)
     values = values[~np.isnan(values)]
-    return float(np.mean(values <= eps)) if values.size else math.nan
+    return float(np.mean(is_lazy(values, eps))) if values.size else math.nan
 
 
 def lld_count(delta, eps: float = 0.0) -> tuple[int, int]:
@@ -20,4 +27,4 @@ def lld_count(delta, eps: float = 0.0) -> tuple[int, int]:
     rates pooled across processes or files."""
     values = np.asarray(delta, dtype=float)
     values = values[~np.isnan(values)]
-    return int(np.sum(values <= eps)), int(values.size)
+    return int(np.sum(is_lazy(values, eps))), int(values.size)
