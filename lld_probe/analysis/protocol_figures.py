@@ -197,6 +197,7 @@ def lld_breakdown_figure(table: pd.DataFrame, out_dir, name: str, *, xlabel: str
             ax.errorbar(x, rows[value], yerr=errors, fmt="o", color=color(variant, index), label=label(variant),
                         capsize=3, markersize=5)
     for ax in axes:
+        ax.set_xlim(-0.6, len(bins) - 0.4)                 # one bin: the variants stay side by side
         ax.set_xticks(np.arange(len(bins)))
         counts = table.groupby("bin", sort=False)["n"].max().reindex(bins)
         ax.set_xticklabels([f"{b}\n(n={int(n)} {unit})" for b, n in zip(bins, counts)], fontsize=8)

@@ -44,7 +44,8 @@ def lld_breakdown_sections(protocol: pd.DataFrame, tokens: pd.DataFrame | None =
 def protocol_summary(protocol: pd.DataFrame, questions: pd.DataFrame, meta: dict, *,
                      tokens: pd.DataFrame | None = None, responses: pd.DataFrame | None = None) -> str:
     settings = meta.get("settings", {})
-    lines = [f"# LLD protocol: {settings.get('model')} on {settings.get('task')}", "",
+    lines = [f"# LLD protocol: {settings.get('model')} on {settings.get('task')}, one {settings.get('optimizer')} step "
+             f"(lr {settings.get('lr')})", "",
              f"Questions sampled {len(questions)}, kept (mixed groups) {int(questions['kept'].sum())}, "
              f"dropped {int((~questions['kept']).sum())}. G = {settings.get('group_size')}, temperature "
              f"{settings.get('temperature')}, one {settings.get('optimizer')} step with lr {settings.get('lr')}, "
