@@ -100,7 +100,7 @@ def bench_one(model, tokenizer, name: str, length: int, group_size: int, repeats
     def forward_backward():
         model.zero_grad(set_to_none=True)
         scored = forward_logps(model, batch)
-        loss = -(scored.token_logps * advantages[:, None]).sum() / batch.mask.sum()
+        loss = -(scored.token_logps * advantages[:, None].to(scored.token_logps.device)).sum() / batch.mask.sum()
         loss.backward()
 
     model.train()

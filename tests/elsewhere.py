@@ -2,8 +2,10 @@
 
 Inside `elsewhere_device()`, tensors wrapped by `elsewhere(t)` behave as if they lived on another device
 (reported as torch.device("meta"), the stand-in for a GPU): an operation that meets such a tensor and a
-plain CPU tensor with more than one element raises, as CUDA does ("Expected all tensors to be on the
-same device"). Indexing an elsewhere tensor with a plain index is allowed (CUDA allows CPU indices).
+plain CPU tensor raises, as CUDA does ("Expected all tensors to be on the same device"); a 0-d CPU
+tensor passes only where CUDA takes it as a scalar (not in cat/stack/matmul/indexing-style ops). Indexing
+an elsewhere tensor with a plain index is allowed (CUDA allows CPU indices); .numpy() and np.asarray of
+an elsewhere tensor raise, as they do for a CUDA tensor.
 `.to(device)` with the stand-in device moves a plain tensor elsewhere; `.cpu()` / `.to("cpu")` bring it
 back; factories called with device=<stand-in> build elsewhere tensors. The values are computed on the
 CPU, so results can be compared exactly with an all-CPU run.
@@ -19,7 +21,11 @@ from torch.utils._pytree import tree_flatten, tree_map
 
 STAND_IN = torch.device("meta")
 _FACTORIES = {torch.zeros, torch.ones, torch.full, torch.empty, torch.arange, torch.tensor, torch.as_tensor,
-              torch.zeros_like, torch.ones_like, torch.full_like, torch.empty_like, torch.randn, torch.rand}
+              torch.zeros_like, torch.ones_like, torch.full_like, torch.empty_like, torch.randn, torch.rand,
+              torch.randperm, torch.linspace, torch.eye}
+_NO_SCALAR_OPERANDS = {torch.cat, torch.stack, torch.matmul, torch.mm, torch.bmm, torch.einsum, torch.index_select,
+                       torch.gather, torch.Tensor.gather, torch.Tensor.index_select, torch.Tensor.__matmul__,
+                       torch.Tensor.matmul, torch.Tensor.scatter_, torch.Tensor.masked_scatter}
 
 
 class Elsewhere(torch.Tensor):
@@ -64,6 +70,8 @@ class _Mode(TorchFunctionMode):
                 return elsewhere(func(*args, **kwargs))
         if func in (torch.Tensor.to, torch.Tensor.cpu, torch.Tensor.cuda):
             return self._move(func, args, kwargs)
+        if func in (torch.Tensor.numpy, torch.Tensor.__array__) and isinstance(args[0], Elsewhere):
+            raise TypeError("can't convert a tensor on the other device to numpy: use .cpu() first")
         tensors = [value for value in tree_flatten((args, kwargs))[0] if isinstance(value, torch.Tensor)]
         if not any(isinstance(t, Elsewhere) for t in tensors):
             with torch._C.DisableTorchFunction():
@@ -87,6 +95,9 @@ class _Mode(TorchFunctionMode):
             target = _target_device(args, kwargs)
         rest = [value for value in args[1:] if not isinstance(value, (str, torch.device, torch.Tensor))]
         options = {key: value for key, value in kwargs.items() if key != "device"}
+        like = [value for value in args[1:] if isinstance(value, torch.Tensor)]
+        if like:                                   # .to(other): other's dtype too
+            options["dtype"] = like[0].dtype
         with torch._C.DisableTorchFunction():
             moved = _plain(source).to(*rest, **options) if (rest or options) else _plain(source)
         stays_elsewhere = _is_stand_in(target) if target is not None else isinstance(source, Elsewhere)
@@ -103,6 +114,8 @@ def _cpu_operands(func, args, tensors) -> list:
         if not isinstance(target, Elsewhere):
             return [target]
         return [value] if isinstance(value, torch.Tensor) and not isinstance(value, Elsewhere) and value.dim() else []
+    if func in _NO_SCALAR_OPERANDS:
+        return [t for t in tensors if not isinstance(t, Elsewhere)]
     return [t for t in tensors if not isinstance(t, Elsewhere) and t.dim() > 0]
 
 

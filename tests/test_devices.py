@@ -41,6 +41,14 @@ def test_the_stand_in_device_rejects_a_mix_as_cuda_does():
         assert not isinstance((on_device + moved).cpu(), Elsewhere)
         assert on_device[torch.tensor([0, 2])].shape == (2,)          # a CPU index is allowed
         assert isinstance(torch.zeros(2, device=on_device.device), Elsewhere)
+        with pytest.raises(RuntimeError, match="same device"):
+            torch.cat([on_device, torch.tensor([1.0])])
+        with pytest.raises(RuntimeError, match="same device"):
+            torch.stack([on_device.sum(), torch.tensor(1.0)])         # a 0-d CPU tensor is no scalar here
+        assert float((on_device * torch.tensor(2.0)).sum()) == 6.0    # but it is one in elementwise ops
+        with pytest.raises(TypeError, match="numpy"):
+            on_device.numpy()
+        assert on_device.to(torch.zeros(1, dtype=torch.float64)).dtype == torch.float64
 
 
 @pytest.mark.parametrize("vocab", ["full", "group"])
@@ -96,7 +104,7 @@ def test_variant_advantages_on_the_device_of_the_advantages(variant):
     with elsewhere_device():
         per_token, scaled = variant_token_advantages(variant, elsewhere(advantages), mask, correct, elsewhere(selected),
                                                      0.0, seed=3)
-        assert isinstance(per_token, Elsewhere)
+        assert isinstance(per_token, Elsewhere) and isinstance(scaled, Elsewhere)
         got = per_token.cpu(), scaled.cpu()
     for want, have in zip(expected, got):
         torch.testing.assert_close(_plain(have), want, rtol=0, atol=0)
@@ -124,6 +132,38 @@ def test_the_recorder_scores_device_outputs_of_a_cpu_batch(tmp_path):
     expected = probed(tmp_path / "cpu", lambda value: value)
     with elsewhere_device():
         got = probed(tmp_path / "device", elsewhere)
-        got = [value.cpu() for value in got]
+        assert not any(isinstance(value, Elsewhere) for value in got)        # the recorder keeps CPU records
     for want, have in zip(expected, got):
-        torch.testing.assert_close(_plain(have), want, rtol=0, atol=0, equal_nan=True)
+        torch.testing.assert_close(have, want, rtol=0, atol=0, equal_nan=True)
+
+
+class _ModelOnDevice:
+    """What the protocol's diagnostics read from a model: its output embedding (here on the stand-in)."""
+
+    def __init__(self, unembed):
+        self.weight = unembed
+
+    def get_output_embeddings(self):
+        return self
+
+
+def test_the_protocols_diagnostics_run_on_the_device_and_return_cpu_records():
+    from lld_probe.protocol import ProtocolConfig
+    from lld_probe.protocol.question import diagnose
+    from lld_probe.scoring import ScoredGroup
+    from lld_probe.scoring.batch import GroupBatch
+    hidden, unembed, tokens, mask, correct, _, logps = _group(4)
+    batch = GroupBatch(torch.ones(6, 9, dtype=torch.long), torch.ones(6, 9, dtype=torch.long),
+                       torch.full((6,), 2), tokens, mask)
+    old = ScoredGroup(logps, hidden, torch.ones_like(logps))              # merge_scores keeps `old` on the CPU
+    config = ProtocolConfig(group_size=6).resolved()
+    expected = diagnose(_ModelOnDevice(unembed), old, batch, correct, config)
+    with elsewhere_device():
+        got = diagnose(_ModelOnDevice(elsewhere(unembed)), old, batch, correct, config)
+        fields = [got.logp_before, got.advantages, got.scores.scores, got.scores.anchors, got.selected, got.gwhes]
+        assert not any(isinstance(value, Elsewhere) for value in fields)
+    want = [expected.logp_before, expected.advantages, expected.scores.scores, expected.scores.anchors,
+            expected.selected, expected.gwhes]
+    for have, wanted in zip(fields, want):
+        torch.testing.assert_close(have, wanted, rtol=0, atol=0, equal_nan=True)
+    assert got.tau == expected.tau

@@ -108,3 +108,24 @@ def test_paired_lld_change_counts_rescued_and_newly_lazy_questions():
     assert np.isnan(paired_lld_change(frame, "grpo", "grpo")["mcnemar_p"])
     with pytest.raises(ValueError, match="must be in the frame"):
         paired_lld_change(frame, "grpo", "pos_only")
+
+
+def test_lld_over_correct_responses_counts_every_correct_response_once_per_variant():
+    from lld_probe.analysis.lld_breakdown import lld_over_correct_responses
+    responses = pd.DataFrame([{"question_id": f"q{q}", "variant": v, "response_index": r, "correct": r < 3,
+                               "n_tokens": 10, "logp_before": -5.0,
+                               "logp_after": -5.0 + (0.1 if v == "pos_only" else 0.1 * (r - 1))}
+                              for q in range(4) for v in ("grpo", "pos_only") for r in range(8)])
+    table = lld_over_correct_responses(responses).set_index("variant")
+    assert table.loc["grpo", "n"] == 12 and table.loc["grpo", "lazy"] == 8         # r = 0, 1 lose or keep
+    assert table.loc["grpo", "lld_share"] == pytest.approx(8 / 12)
+    assert table.loc["pos_only", "lazy"] == 0 and table.loc["pos_only", "lld_high"] == 0
+
+
+def test_variant_summary_gives_the_lld_share_an_interval():
+    from lld_probe.analysis.stats import bootstrap_ci, variant_summary
+    protocol = _protocol()
+    row = variant_summary(protocol).set_index("variant").loc["grpo"]
+    deltas = protocol[protocol["variant"] == "grpo"]["delta_sum"]
+    assert (row["lld_share"], row["lld_low"], row["lld_high"]) == pytest.approx(bootstrap_ci(deltas, lld_rate))
+    assert row["lld_low"] <= row["lld_share"] <= row["lld_high"]

@@ -137,8 +137,11 @@ def test_device_auto_is_the_gpu_when_torch_sees_one(monkeypatch):
     with pytest.raises(ValueError, match="torch sees no CUDA GPU"):
         ProtocolConfig(device="cuda:1").resolved()
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert ProtocolConfig().resolved().device == "cuda"
     assert ProtocolConfig(device="cuda:1").resolved().device == "cuda:1"
+    with pytest.raises(ValueError, match="'cuda:2' was asked for but torch sees 2 CUDA GPU"):
+        ProtocolConfig(device="cuda:2").resolved()
 
 
 def test_bf16_compute_copy_keeps_a_float32_master(tiny):

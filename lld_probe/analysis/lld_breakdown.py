@@ -1,6 +1,6 @@
-"""Where LLD lives in a protocol: the LLD share and the median Delta against the group's success rate
-p and against response length, and how many of NTHR's selected tokens also occur in a correct
-response of the group (the paper's mechanism: negative gradients on tokens shared with correct
+"""Where LLD lives in a protocol: the LLD share and the median Delta over all correct responses, against
+the group's success rate p, against response length and against the share of incorrect tokens NTHR
+selects, and how many of NTHR's selected tokens also occur in a correct response of the group (the paper's mechanism: negative gradients on tokens shared with correct
 responses displace their likelihood)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from .stats import bootstrap_ci, lld_rate
+from .stats import bootstrap_ci, is_lazy, lld_rate
 
 P_BINS = [(0.0, 1 / 3, "p < 1/3"), (1 / 3, 2 / 3, "1/3 ≤ p < 2/3"), (2 / 3, 1.0, "p ≥ 2/3")]
 
@@ -38,9 +38,9 @@ def lld_by_success_rate(protocol: pd.DataFrame) -> pd.DataFrame:
 
 
 def lld_by_nthr_selection(protocol: pd.DataFrame, split: float = 0.5) -> pd.DataFrame:
-    """Per variant and by how much of the incorrect responses NTHR selects (the protocol's
-    nthr_selected_fraction, below / at or above `split`): questions, LLD share and median Delta(x), with
-    bootstrap intervals. When NTHR selects nearly everything, GRPO + Random with the same count is
+    """Per variant and by the share of the incorrect responses' tokens NTHR selects (the protocol's
+    nthr_selected_fraction, below / at or above `split`; x: its mean in the bin): questions, LLD share and
+    median Delta(x), with bootstrap intervals. When NTHR selects nearly everything, GRPO + Random with the same count is
     close to Pos Only while NTHR keeps exactly the tokens it left, so the two regimes answer different
     questions about NTHR."""
     if "nthr_selected_fraction" not in protocol or not (protocol["variant"] == "nthr").any():
@@ -63,6 +63,15 @@ def correct_response_deltas(responses: pd.DataFrame) -> pd.DataFrame:
     correct = responses[responses["correct"].astype(bool)].copy()
     correct["delta"] = correct["logp_after"] - correct["logp_before"]
     return correct[["question_id", "variant", "response_index", "n_tokens", "delta"]]
+
+
+def lld_over_correct_responses(responses: pd.DataFrame) -> pd.DataFrame:
+    """Per variant, over all correct responses: how many lose likelihood (Delta <= 0), the share with a
+    bootstrap interval, and their median Delta."""
+    deltas = correct_response_deltas(responses)
+    return pd.DataFrame([{**_interval_row(group["delta"].to_numpy(), variant=variant),
+                          "lazy": int(is_lazy(group["delta"]).sum())}
+                         for variant, group in deltas.groupby("variant", sort=False)])
 
 
 def lld_by_length(responses: pd.DataFrame, bins: int = 3) -> pd.DataFrame:

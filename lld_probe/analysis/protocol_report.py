@@ -15,18 +15,24 @@ from .stats import paired_lld_change, paired_wilcoxon, spearman, table1, variant
 
 def lld_breakdown_sections(protocol: pd.DataFrame, tokens: pd.DataFrame | None = None,
                            responses: pd.DataFrame | None = None) -> list[str]:
-    """Markdown: LLD share and median Delta by success rate p and by length; NTHR's selected tokens
-    that also occur in a correct response."""
+    """Markdown: LLD share and median Delta over all correct responses, by success rate p, by NTHR's
+    selected share and by length; NTHR's selected tokens that also occur in a correct response."""
     from .lld_breakdown import (lld_by_length, lld_by_nthr_selection, lld_by_success_rate,
-                                selected_token_overlap_summary)
+                                lld_over_correct_responses, selected_token_overlap_summary)
     columns = ["variant", "bin", "n", "lld_share", "lld_low", "lld_high", "median_delta", "median_low", "median_high"]
-    lines = ["## Where LLD lives: by the group's success rate p (questions; bootstrap 95% intervals)", "",
-             markdown_table(lld_by_success_rate(protocol)[columns]), ""]
-    by_selection = lld_by_nthr_selection(protocol)
+    lines = []
+    if responses is not None and not responses.empty:
+        overall = lld_over_correct_responses(responses)
+        lines += ["## Correct responses with Delta <= 0 (all kept questions; bootstrap 95% intervals)", "",
+                  markdown_table(overall[["variant", "n", "lazy"] + columns[3:]]), ""]
+    lines += ["## Where LLD lives: by the group's success rate p (questions; bootstrap 95% intervals)", "",
+              markdown_table(lld_by_success_rate(protocol)[columns]), ""]
+    by_selection = lld_by_nthr_selection(protocol).rename(columns={"x": "mean_selected_share"})
     if not by_selection.empty:
-        lines += ["## By how much of the incorrect responses NTHR selects (questions; bootstrap 95% intervals)",
+        lines += ["## By the share of the incorrect responses' tokens NTHR selects (questions; bootstrap 95% intervals)",
                   "Where NTHR selects nearly every incorrect token, Random with the same count is close to Pos "
-                  "Only, and NTHR keeps only the tokens it left.", "", markdown_table(by_selection[columns]), ""]
+                  "Only, and NTHR keeps only the tokens it left.", "",
+                  markdown_table(by_selection[columns[:3] + ["mean_selected_share"] + columns[3:]]), ""]
     if responses is not None and not responses.empty:
         by_length = lld_by_length(responses)
         if not by_length.empty:

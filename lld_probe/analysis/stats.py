@@ -99,13 +99,14 @@ def table1(frame: pd.DataFrame, ks=(5, 10, 15), *, variant: str = "grpo") -> pd.
 
 
 def variant_summary(frame: pd.DataFrame, *, eps: float = 0.0, seed: int = 0) -> pd.DataFrame:
-    """Per variant: questions, share with Delta(x) <= eps, median Delta with a bootstrap interval,
-    fresh-sample pass rate before and after."""
+    """Per variant: questions, share with Delta(x) <= eps and median Delta, each with a bootstrap interval
+    over the questions, fresh-sample pass rate before and after."""
     rows = []
     for variant, group in frame.groupby("variant", sort=False):
         median, low, high = bootstrap_ci(group["delta_sum"], seed=seed)
-        rows.append({"variant": variant, "questions": len(group), "lld_share": lld_rate(group["delta_sum"], eps),
-                     "median_delta": median, "ci_low": low, "ci_high": high,
+        share, share_low, share_high = bootstrap_ci(group["delta_sum"], lambda values: lld_rate(values, eps), seed=seed)
+        rows.append({"variant": variant, "questions": len(group), "lld_share": share, "lld_low": share_low,
+                     "lld_high": share_high, "median_delta": median, "ci_low": low, "ci_high": high,
                      "median_delta_per_token": float(group["delta_mean"].median()),
                      "mean_delta_incorrect": float(group["delta_incorrect_sum"].mean()),
                      "pass_rate_before": float(group["pass_rate_before"].mean()),

@@ -47,4 +47,4 @@ def variant_token_advantages(variant: str, advantages: torch.Tensor, mask: torch
         selected = random_matched_selection(nthr_selected, mask, correct, seed=seed)
     else:
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
-    return token_advantages(advantages, mask, selected, eta_value), selected
+    return token_advantages(advantages, mask, selected, eta_value), selected.to(advantages.device)

@@ -57,9 +57,8 @@ def sample_groups(model, tokenizer, prompts: list[str], *, group_size: int = 8, 
     was_training = model.training
     model.eval()
     groups = []
-    gpus = [model.device] if model.device.type == "cuda" else []
-    # the caller's random state (CPU and the model's GPU) is restored afterwards
-    with torch.random.fork_rng(devices=gpus):
+    # torch.manual_seed reseeds the CPU and every GPU: the caller's random state on all of them is restored
+    with torch.random.fork_rng(devices=list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []):
         torch.manual_seed(seed)
         generator = torch.Generator(device=model.device).manual_seed(seed)
         try:

@@ -74,4 +74,6 @@ def resolve_device(name: str) -> str:
                          f"is False)")
     if device.type not in ("cpu", "cuda"):
         raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r} was asked for but torch sees {torch.cuda.device_count()} CUDA GPU(s)")
     return str(device)
