@@ -92,7 +92,7 @@ def _protocol(args) -> int:
         config = _protocol_config(args, optimizer, lr)
         if model is None:
             from .models import load_model
-            model, tokenizer = load_model(config.model, device=config.resolved().device)
+            model, tokenizer = load_model(config.model)           # run_protocol moves it to config.device
         folder = out if len(runs) == 1 else out / f"{optimizer}"
         if len(runs) > 1:
             print(f"== {optimizer} (lr {config.resolved().lr:g}) -> {folder}")

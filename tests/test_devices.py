@@ -16,14 +16,6 @@ from lld_probe.core import (first_order_logp_change, gwhes, nthr_threshold, nthr
 from lld_probe.core.interaction import interaction_scores
 
 
-def _plain(value):
-    if isinstance(value, torch.Tensor):
-        return value.as_subclass(torch.Tensor)
-    if isinstance(value, tuple):
-        return tuple(_plain(v) for v in value)
-    return value
-
-
 def _group(seed=0):
     hidden, unembed, tokens, mask, correct = random_group(seed, G=6, T=7, d=5, V=13, dtype=torch.float32)
     logits = torch.einsum("gtd,vd->gtv", hidden, unembed)
@@ -75,7 +67,7 @@ def test_nthr_gwhes_and_prediction_take_cpu_masks_with_device_outputs(vocab, anc
         if isinstance(want, float):
             assert have == want or (math.isnan(want) and math.isnan(have))
         else:
-            torch.testing.assert_close(_plain(have), want, rtol=0, atol=0, equal_nan=True)
+            torch.testing.assert_close(have, want, rtol=0, atol=0, equal_nan=True)
 
 
 def test_split_group_parts_and_the_interaction_kernel_take_cpu_masks():
@@ -92,7 +84,7 @@ def test_split_group_parts_and_the_interaction_kernel_take_cpu_masks():
     with elsewhere_device():
         got = [value.cpu() for value in run(elsewhere(hidden), elsewhere(unembed), elsewhere(logps), elsewhere(columns))]
     for want, have in zip(expected, got):
-        torch.testing.assert_close(_plain(have), want, rtol=0, atol=0)
+        torch.testing.assert_close(have, want, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("variant", ["grpo", "pos_only", "nthr", "random"])
@@ -107,7 +99,7 @@ def test_variant_advantages_on_the_device_of_the_advantages(variant):
         assert isinstance(per_token, Elsewhere) and isinstance(scaled, Elsewhere)
         got = per_token.cpu(), scaled.cpu()
     for want, have in zip(expected, got):
-        torch.testing.assert_close(_plain(have), want, rtol=0, atol=0)
+        torch.testing.assert_close(have, want, rtol=0, atol=0)
 
 
 def test_the_recorder_scores_device_outputs_of_a_cpu_batch(tmp_path):

@@ -8,7 +8,7 @@ import math
 
 import pandas as pd
 
-from .stats import paired_lld_change, paired_wilcoxon, variant_summary
+from .stats import paired_lld_change, paired_values, paired_wilcoxon, variant_summary
 
 
 def protocol_label(meta: dict) -> str:
@@ -34,16 +34,15 @@ def compare_protocols(tables: dict) -> pd.DataFrame:
     rows = []
     for name, protocol in tables.items():
         summary = variant_summary(protocol).set_index("variant")
-        wide = protocol.pivot_table(index="question_id", columns="variant", values="delta_sum")
         for variant in summary.index:
             row = {"protocol": name, "variant": variant, "questions": int(summary.loc[variant, "questions"]),
                    "lld_share": summary.loc[variant, "lld_share"], "median_delta": summary.loc[variant, "median_delta"],
                    "ci_low": summary.loc[variant, "ci_low"], "ci_high": summary.loc[variant, "ci_high"],
                    "vs_grpo_median_difference": math.nan, "higher_than_grpo": "", "wilcoxon_p": math.nan,
                    "lazy_rescued_new": "", "mcnemar_p": math.nan}
-            if variant != "grpo" and "grpo" in wide:
+            if variant != "grpo" and "grpo" in summary.index:
                 test = paired_wilcoxon(protocol, "grpo", variant)
-                pairs = wide[["grpo", variant]].dropna()
+                pairs = paired_values(protocol, "grpo", variant)
                 change = paired_lld_change(protocol, "grpo", variant)
                 row.update(vs_grpo_median_difference=test["median_difference"], wilcoxon_p=test["p_value"],
                            higher_than_grpo=f"{int((pairs[variant] > pairs['grpo']).sum())}/{len(pairs)}",

@@ -25,13 +25,19 @@ def bootstrap_ci(values, statistic=np.median, *, n_resamples: int = 2000, confid
     return float(statistic(data)), float(np.quantile(resampled, tail)), float(np.quantile(resampled, 1 - tail))
 
 
-def paired_wilcoxon(frame: pd.DataFrame, variant_a: str, variant_b: str, *, value: str = "delta_sum",
-                    key: str = "question_id", variant_column: str = "variant") -> dict:
-    """Wilcoxon signed-rank test of value(variant_b) - value(variant_a), paired by question."""
+def paired_values(frame: pd.DataFrame, variant_a: str, variant_b: str, *, value: str = "delta_sum",
+                  key: str = "question_id", variant_column: str = "variant") -> pd.DataFrame:
+    """The questions measured under both variants: one row per question, columns variant_a and variant_b."""
     wide = frame.pivot_table(index=key, columns=variant_column, values=value)
     if variant_a not in wide or variant_b not in wide:
         raise ValueError(f"both variants {variant_a!r} and {variant_b!r} must be in the frame")
-    pairs = wide[[variant_a, variant_b]].dropna()
+    return wide[[variant_a, variant_b]].dropna()
+
+
+def paired_wilcoxon(frame: pd.DataFrame, variant_a: str, variant_b: str, *, value: str = "delta_sum",
+                    key: str = "question_id", variant_column: str = "variant") -> dict:
+    """Wilcoxon signed-rank test of value(variant_b) - value(variant_a), paired by question."""
+    pairs = paired_values(frame, variant_a, variant_b, value=value, key=key, variant_column=variant_column)
     differences = pairs[variant_b] - pairs[variant_a]
     if len(pairs) == 0 or (differences == 0).all():
         return {"n": len(pairs), "median_difference": float(differences.median()) if len(pairs) else math.nan,
@@ -46,10 +52,7 @@ def paired_lld_change(frame: pd.DataFrame, variant_a: str, variant_b: str, *, ep
     """How variant_b changes which questions are lazy (Delta <= eps) against variant_a, paired by question:
     rescued (lazy under a, not under b), newly lazy (the reverse) and the exact McNemar p-value (a
     two-sided binomial test of rescued against rescued + newly lazy; NaN when neither happens)."""
-    wide = frame.pivot_table(index=key, columns=variant_column, values=value)
-    if variant_a not in wide or variant_b not in wide:
-        raise ValueError(f"both variants {variant_a!r} and {variant_b!r} must be in the frame")
-    pairs = wide[[variant_a, variant_b]].dropna()
+    pairs = paired_values(frame, variant_a, variant_b, value=value, key=key, variant_column=variant_column)
     lazy_a, lazy_b = is_lazy(pairs[variant_a], eps), is_lazy(pairs[variant_b], eps)
     rescued, newly_lazy = int(np.sum(lazy_a & ~lazy_b)), int(np.sum(~lazy_a & lazy_b))
     changed = rescued + newly_lazy

@@ -73,7 +73,7 @@ def run_protocol(config: ProtocolConfig, *, model=None, tokenizer=None, progress
     config = config.resolved()
     torch.manual_seed(config.seed)
     if model is None:
-        model, tokenizer = load_model(config.model, device=config.device)
+        model, tokenizer = load_model(config.model)
     model.to(config.device)
     task = get_task(config.task)
     questions = task.questions(config.questions, seed=config.seed)
