@@ -2,7 +2,8 @@
 
 - A ```python block runs as a script; each line of a ```bash block is one command (`lld-probe ...`,
   `python -m lld_probe ...`, `torchrun ... -m lld_probe ...`).
-- Each runs in a fresh folder, so relative `runs/...` paths land there. An example that mentions
+- Each runs in a fresh folder, so relative `runs/...` paths land there; `data/` in it is a link to the
+  repository's, so the shipped question files read as from the repository. An example that mentions
   `runs/NAME` runs on a copy of what the nearest earlier example of the same page that mentions
   `runs/NAME` left (e.g. `load("runs/x")` after a trainer with `output_dir="runs/x"`); examples that
   share no run folder are independent, so one failure does not hide the others.
@@ -173,9 +174,12 @@ class _States:
             return self.folders[example_id]
         example = BY_ID[example_id]
         folder = self.factory.mktemp(re.sub(r"\W+", "_", example_id))
+        (folder / "data").symlink_to(ROOT / "data")         # the shipped question files, as from the repository
         for needed in example.needs:
             try:
-                shutil.copytree(self.after(needed), folder, dirs_exist_ok=True)
+                source = self.after(needed)
+                shutil.copytree(source, folder, dirs_exist_ok=True, symlinks=True,
+                                ignore=lambda at, names: ["data"] if Path(at) == source else [])
             except Exception as error:
                 failure = RuntimeError(f"{example_id} needs the run folder that {needed} writes, "
                                        f"and {needed} failed: {error}")
