@@ -215,6 +215,17 @@ def test_every_example_is_found():
     assert all(e.skip_reason for e in EXAMPLES if e.skip_reason is not None)
 
 
+LINK = re.compile(r"\]\((?P<target>[^)#\s]+)(?:#[^)]*)?\)")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda path: str(path.relative_to(ROOT)))
+def test_relative_links_resolve(page):
+    """Every relative link and image of the page names a file or folder of the repository."""
+    targets = [m.group("target") for m in LINK.finditer(page.read_text()) if "://" not in m.group("target")]
+    missing = [target for target in targets if not (page.parent / target).exists()]
+    assert not missing, f"{page.name} links to missing files: {missing}"
+
+
 if __name__ == "__main__":
     for example in EXAMPLES:
         status = f"not run: {example.skip_reason}" if example.skip_reason else "runs"
