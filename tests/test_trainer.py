@@ -253,3 +253,21 @@ def test_a_new_run_refuses_an_existing_store(tmp_path):
         run_training(settings)
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         run_training(TrainSettings(**{**settings.__dict__, "resume": True}))
+
+
+def test_the_trainer_takes_its_arguments_as_grpo_trainer_does_and_refuses_a_vision_language_model(tmp_path):
+    from lld_probe.integrations.trl import LLDConfig, LLDGRPOTrainer
+    from lld_probe.integrations.trl.run import build_dataset, reward_function
+    from lld_probe.tasks import get_task
+    model, tokenizer = load_model("tiny")
+    task = get_task("arithmetic")
+    config = LLDConfig(output_dir=str(tmp_path / "positional"), method="nthr", num_generations=8,
+                       per_device_train_batch_size=8, max_completion_length=8, use_cpu=True, bf16=False,
+                       report_to=[], save_strategy="no")
+    dataset = build_dataset(task, tokenizer, 8, seed=0)
+    trainer = LLDGRPOTrainer(model, [reward_function(task)], config, dataset, processing_class=tokenizer)
+    assert trainer.probe_settings.method == "nthr" and trainer.args is config
+    model.config.vision_config = {"model_type": "stand-in"}
+    with pytest.raises(ValueError, match="vision-language model .* not supported"):
+        LLDGRPOTrainer(model, [reward_function(task)], config, dataset, processing_class=tokenizer)
+    del model.config.vision_config

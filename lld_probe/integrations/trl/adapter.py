@@ -67,6 +67,16 @@ def pad_advantages(advantages: torch.Tensor, width: int) -> torch.Tensor:
     return padded
 
 
+def _refuse_vision_language(model) -> None:
+    """The probes' own forwards pass token ids only: a vision-language model's likelihoods would be those of
+    the text without its images. Refused before training rather than measured wrong."""
+    config = getattr(model, "config", None)
+    if config is not None and getattr(config, "vision_config", None) is not None:
+        raise ValueError(f"{type(model).__name__} is a vision-language model (config.vision_config is set): the "
+                         f"probes' scoring forwards pass no pixel_values, so its likelihoods would be the text's "
+                         f"alone; vision-language models are not supported")
+
+
 class LikelihoodProbeMixin:
     """Mix into a GRPOTrainer subclass, before it in the bases. The probe settings come from
     probe_settings=ProbeSettings(...), else from an LLDConfig passed as args, else ProbeSettings' defaults
@@ -84,6 +94,7 @@ class LikelihoodProbeMixin:
     def __init__(self, *args, probe_settings: ProbeSettings | None = None, eval_questions=None, eval_task=None,
                  **kwargs):
         super().__init__(*args, **kwargs)
+        _refuse_vision_language(self.accelerator.unwrap_model(self.model))
         # transformers deprecates the name TRL calls every step; the message says nothing to a user of this run
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         if probe_settings is None:
