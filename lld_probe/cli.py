@@ -43,7 +43,7 @@ def _without_option(argv: list, name: str) -> list:
     return kept
 
 
-def _protocol_config(args, optimizer: str, lr):
+def _protocol_config(args, optimizer: str, lr, moments=None):
     from .core import parse_eta
     from .protocol import ProtocolConfig
     return ProtocolConfig(model=args.model, task=_task_name(args), questions=args.questions, seed=args.seed,
@@ -52,7 +52,8 @@ def _protocol_config(args, optimizer: str, lr):
                           optimizer=optimizer, lr=lr, nthr_beta=args.nthr_beta, nthr_eta=parse_eta(args.nthr_eta),
                           vocab=args.vocab, anchor_self=not args.anchor_exclude_self,
                           fresh_samples=args.fresh_samples, bf16=args.bf16, sampling_chunk=args.sampling_chunk,
-                          mixed=args.mixed, device=args.device)
+                          mixed=args.mixed, device=args.device, optimizer_state=args.optimizer_state,
+                          optimizer_moments=moments)
 
 
 def _task_name(args) -> str:
@@ -85,17 +86,18 @@ def _protocol(args) -> int:
     from .analysis.protocol_report import write_protocol_report
     from .protocol import run_protocol, save_protocol
     out = Path(args.out) if args.out else _default_out("protocol")
-    runs = _optimizer_runs(args)
+    moments = [name.strip() for name in args.optimizer_moments.split(",")] if args.optimizer_moments else [None]
+    runs = [(optimizer, lr, moment) for optimizer, lr in _optimizer_runs(args) for moment in moments]
     model = tokenizer = None
     folders = {}
-    for optimizer, lr in runs:
-        config = _protocol_config(args, optimizer, lr)
+    for optimizer, lr, moment in runs:
+        config = _protocol_config(args, optimizer, lr, moment)
         if model is None:
             from .models import load_model
             model, tokenizer = load_model(config.model)           # run_protocol moves it to config.device
-        folder = out if len(runs) == 1 else out / f"{optimizer}"
+        folder = out if len(runs) == 1 else out / (f"{optimizer}-{moment}" if len(moments) > 1 else f"{optimizer}")
         if len(runs) > 1:
-            print(f"== {optimizer} (lr {config.resolved().lr:g}) -> {folder}")
+            print(f"== {optimizer} (lr {config.resolved().lr:g}{f', {moment} moments' if moment else ''}) -> {folder}")
         result = run_protocol(config, model=model, tokenizer=tokenizer)
         save_protocol(result, folder)
         kept = int(result.questions["kept"].sum())
@@ -105,7 +107,7 @@ def _protocol(args) -> int:
                   f"raise --questions", file=sys.stderr)
         if kept:
             write_protocol_report(folder)
-            folders[f"{optimizer} lr {result.config.lr:g}"] = folder
+            folders[f"{optimizer} lr {result.config.lr:g}" + (f" {moment}" if len(moments) > 1 else "")] = folder
             print(f"report: {folder / 'summary.md'}  figures: {folder / 'figures'}")
         else:
             print("no mixed group: nothing to analyse (try more --questions or another --temperature)")
@@ -186,7 +188,7 @@ def _add_training_arguments(parser) -> None:
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--prompts-per-step", type=int, default=4)
     parser.add_argument("--group-size", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=None, help="default: per model (tiny 1e-4, smollm2 5e-6)")
+    parser.add_argument("--lr", type=float, default=None, help="default: per model (tiny 1e-4, chain 3e-5, smollm2 5e-6)")
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--max-completion-length", type=int, default=None)
     parser.add_argument("--eval-every", type=int, default=10, help="held-out greedy accuracy every k steps (0: never)")
@@ -275,6 +277,12 @@ def _add_protocol_command(commands) -> None:
                           help="sgd | adamw | sgd,adamw (both from the same samples' seeds, side by side in comparison.md)")
     protocol.add_argument("--lr", default=None,
                           help="one value, or one per optimizer (1e-3,1e-4); default: 1e-3 for sgd, 1e-6 for adamw")
+    protocol.add_argument("--optimizer-state", default=None, metavar="RUN_OR_CHECKPOINT",
+                          help="start every step from a training checkpoint's parameters and AdamW moments (a "
+                               "checkpoint-N folder, or a run folder: its last one; written by train --save-steps)")
+    protocol.add_argument("--optimizer-moments", default=None,
+                          help="with --optimizer-state: warm (default) | cold (a fresh AdamW at the same parameters) | "
+                               "warm,cold (both, side by side in comparison.md)")
     protocol.add_argument("--nthr-beta", "--beta", dest="nthr_beta", type=float, default=1.0,
                           help="NTHR threshold factor (-inf: every incorrect token); --beta is its old name")
     protocol.add_argument("--nthr-eta", "--eta", dest="nthr_eta", default="zero", help="paper | zero | p | 1-p | a number in [0, 1]")

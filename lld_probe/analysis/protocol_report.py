@@ -55,7 +55,8 @@ def protocol_summary(protocol: pd.DataFrame, questions: pd.DataFrame, meta: dict
              f"Questions sampled {len(questions)}, kept (mixed groups) {int(questions['kept'].sum())}, "
              f"dropped {int((~questions['kept']).sum())}. G = {settings.get('group_size')}, temperature "
              f"{settings.get('temperature')}, one {settings.get('optimizer')} step with lr {settings.get('lr')}, "
-             f"beta {settings.get('nthr_beta', settings.get('beta'))}, eta {settings.get('nthr_eta', settings.get('eta'))}, vocab {settings.get('vocab')}.", "",
+             f"beta {settings.get('nthr_beta', settings.get('beta'))}, eta {settings.get('nthr_eta', settings.get('eta'))}, vocab {settings.get('vocab')}."
+             + _start_sentence(settings), "",
              "## Delta(x) per variant (sequence sum over tokens; bootstrap 95% interval of the median over questions)", "",
              markdown_table(variant_summary(protocol)), ""]
     if "grpo" in set(protocol["variant"]):
@@ -69,6 +70,7 @@ def protocol_summary(protocol: pd.DataFrame, questions: pd.DataFrame, meta: dict
                   markdown_table(pd.DataFrame(tests)), ""]
         lines += ["## Table 1: top-K overlap of GWHES ranking and ascending Delta(x) (GRPO)", "",
                   markdown_table(table1(protocol)), ""]
+    lines += drift_section(protocol)
     rows = []
     for variant, group in protocol.groupby("variant", sort=False):
         rho, p_value = spearman(group["predicted_delta"], group["delta_sum"])
@@ -78,6 +80,37 @@ def protocol_summary(protocol: pd.DataFrame, questions: pd.DataFrame, meta: dict
               "## NTHR selection", "",
               f"Mean fraction of incorrect-response tokens selected: {protocol['nthr_selected_fraction'].mean():.3f}", ""]
     return "\n".join(lines)
+
+
+def _start_sentence(settings: dict) -> str:
+    if not settings.get("optimizer_state"):
+        return ""
+    moments = ("its AdamW moments and step count (warm)" if settings.get("optimizer_moments") == "warm"
+               else "a fresh AdamW (cold moments)")
+    return f" Every step starts from the parameters of {settings['optimizer_state']} with {moments}."
+
+
+def drift_section(protocol: pd.DataFrame) -> list[str]:
+    """From warm moments: Delta under the moments alone (a step with zero gradient) and each variant's Delta
+    beyond it, per question (bootstrap 95% intervals); nothing for a cold start."""
+    if "delta_drift_sum" not in protocol or protocol["delta_drift_sum"].isna().all():
+        return []
+    from .stats import bootstrap_ci, lld_rate
+    first = protocol.drop_duplicates("question_id")
+    drift = bootstrap_ci(first["delta_drift_sum"])
+    rows = []
+    for variant, group in protocol.groupby("variant", sort=False):
+        beyond = group["delta_sum"] - group["delta_drift_sum"]
+        median = bootstrap_ci(beyond)
+        share = bootstrap_ci(beyond, lambda values: lld_rate(values))
+        rows.append({"variant": variant, "questions": len(group), "share_beyond_drift_le_0": share[0],
+                     "share_low": share[1], "share_high": share[2], "median_beyond_drift": median[0],
+                     "ci_low": median[1], "ci_high": median[2]})
+    return ["## The moments' drift (warm start)",
+            "drift: Delta(x) of the correct responses under the step the saved moments make with zero gradient "
+            f"(median over {len(first)} questions {drift[0]:.3g} [{drift[1]:.3g}, {drift[2]:.3g}], "
+            f"{lld_rate(first['delta_drift_sum']):.3f} of questions <= 0). beyond drift: Delta(x) - drift, the "
+            "group's own gradient's share of the step.", "", markdown_table(pd.DataFrame(rows)), ""]
 
 
 def write_protocol_report(folder, figures: bool = True) -> list[Path]:

@@ -10,6 +10,7 @@ from ..core import check_variants
 from ..models.survey import max_new_tokens_for
 
 OPTIMIZERS = ("sgd", "adamw")
+MOMENTS = ("warm", "cold")
 DEFAULT_LR = {"sgd": 1e-3, "adamw": 1e-6}   # sgd 0.05 collapsed the tiny model's pass rate (0.58 -> 0.33)
 
 
@@ -25,7 +26,11 @@ class ProtocolConfig:
     max_new_tokens: int | None = None          # None: the model's default (tiny 24, smollm2 48)
     variants: list = field(default_factory=lambda: ["grpo", "pos_only", "random", "nthr"])
     optimizer: str = "sgd"                     # the single update's optimizer: sgd | adamw (not reported by the paper)
-    lr: float | None = None                    # None: DEFAULT_LR[optimizer]
+    lr: float | None = None                    # None: DEFAULT_LR[optimizer]; the checkpoint's with optimizer_state
+    optimizer_state: str | None = None         # a checkpoint-N folder (model + optimizer.pt; a run folder: its last
+                                               # checkpoint): every variant's step starts from its parameters
+    optimizer_moments: str | None = None       # with optimizer_state: warm (its AdamW moments and step count) |
+                                               # cold (a fresh AdamW at its parameters: the control); None: warm
     nthr_beta: float = 1.0                     # NTHR threshold factor (PAPER: beta = 1 in this experiment)
     nthr_eta: object = "zero"                  # factor on selected tokens' advantage (PAPER: eta = 0 here)
     clip_eps: float = 0.2
@@ -55,9 +60,28 @@ class ProtocolConfig:
         values = asdict(self)
         values["device"] = resolve_device(self.device)
         values["lr"] = self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
+        values.update(self._resolved_state())
         values["max_new_tokens"] = max_new_tokens_for(self.model, self.max_new_tokens)
         values["fresh_samples"] = self.group_size if self.fresh_samples is None else self.fresh_samples
         return ProtocolConfig(**values)
+
+    def _resolved_state(self) -> dict:
+        """optimizer_state as its checkpoint folder, optimizer_moments filled in, lr from the checkpoint when unset."""
+        if self.optimizer_moments not in (None, *MOMENTS):
+            raise ValueError(f"optimizer_moments (--optimizer-moments) must be one of {MOMENTS}, got "
+                             f"{self.optimizer_moments!r}")
+        if self.optimizer_state is None:
+            if self.optimizer_moments == "warm":
+                raise ValueError("optimizer_moments (--optimizer-moments) warm needs optimizer_state "
+                                 "(--optimizer-state CHECKPOINT): a fresh optimizer has no moments")
+            return {"optimizer_moments": "cold"}
+        if self.optimizer != "adamw":
+            raise ValueError(f"optimizer_state (--optimizer-state) holds AdamW moments: it needs optimizer adamw, "
+                             f"got {self.optimizer!r}")
+        from .warm_state import resolve_checkpoint, saved_lr
+        checkpoint = resolve_checkpoint(self.optimizer_state)
+        return {"optimizer_state": str(checkpoint), "optimizer_moments": self.optimizer_moments or "warm",
+                "lr": self.lr if self.lr is not None else saved_lr(checkpoint)}
 
 
 def resolve_device(name: str) -> str:

@@ -18,6 +18,9 @@ from ...store.run_store import RunStoreWriter
 MODEL_DEFAULTS = {
     "tiny": {"learning_rate": 1e-4, "max_completion_length": 24},
     "smollm2": {"learning_rate": 5e-6, "max_completion_length": 48},
+    # chain: at temperature 0.7 and a constant lr, 3e-5 lifts GRPO's held-out accuracy 0.79 -> 0.88 in 40 steps,
+    # 3e-4 collapses it to 0.20 in 10; its completions are 39-72 tokens
+    "chain": {"learning_rate": 3e-5, "max_completion_length": 96},
 }
 
 
