@@ -53,7 +53,7 @@ def _protocol_config(args, optimizer: str, lr, moments=None):
                           vocab=args.vocab, anchor_self=not args.anchor_exclude_self,
                           fresh_samples=args.fresh_samples, bf16=args.bf16, sampling_chunk=args.sampling_chunk,
                           mixed=args.mixed, device=args.device, optimizer_state=args.optimizer_state,
-                          optimizer_moments=moments)
+                          optimizer_moments=moments, step_groups=args.step_groups)
 
 
 def _task_name(args) -> str:
@@ -283,6 +283,9 @@ def _add_protocol_command(commands) -> None:
     protocol.add_argument("--optimizer-moments", default=None,
                           help="with --optimizer-state: warm (default) | cold (a fresh AdamW at the same parameters) | "
                                "warm,cold (both, side by side in comparison.md)")
+    protocol.add_argument("--step-groups", type=int, default=1,
+                          help="> 1: also Delta of each kept group inside a step of this many kept groups: under its "
+                               "own share of the step alone and under the whole step (step_context.parquet)")
     protocol.add_argument("--nthr-beta", "--beta", dest="nthr_beta", type=float, default=1.0,
                           help="NTHR threshold factor (-inf: every incorrect token); --beta is its old name")
     protocol.add_argument("--nthr-eta", "--eta", dest="nthr_eta", default="zero", help="paper | zero | p | 1-p | a number in [0, 1]")

@@ -113,6 +113,39 @@ def drift_section(protocol: pd.DataFrame) -> list[str]:
             "group's own gradient's share of the step.", "", markdown_table(pd.DataFrame(rows)), ""]
 
 
+def step_context_section(frame: pd.DataFrame) -> list[str]:
+    """Markdown: per variant, Delta(x) of each group under its own share of a step alone and under the whole
+    step (questions and correct responses with Delta <= 0, medians, Wilcoxon of step vs own), and the
+    variants against GRPO inside the step."""
+    from scipy import stats as scipy_stats
+    rows = []
+    for variant, group in frame.groupby("variant", sort=False):
+        own, step = group["delta_own_sum"], group["delta_step_sum"]
+        test = scipy_stats.wilcoxon(step, own) if len(group) > 1 and (step != own).any() else None
+        rows.append({"variant": variant, "questions": len(group),
+                     "lazy_questions_own": f"{int((own <= 0).sum())}/{len(group)}",
+                     "lazy_questions_step": f"{int((step <= 0).sum())}/{len(group)}",
+                     "lld_rate_responses_own": group["lazy_own"].sum() / group["n_correct"].sum(),
+                     "lld_rate_responses_step": group["lazy_step"].sum() / group["n_correct"].sum(),
+                     "median_own": own.median(), "median_step": step.median(),
+                     "step_minus_own_median": float((step - own).median()),
+                     "wilcoxon_p": float(test.pvalue) if test is not None else float("nan")})
+    lines = [f"## A group inside a training step ({int(frame['step_groups'].iloc[0])} kept groups per step, token mean)",
+             "own: Delta(x) under the group's own share of the step's gradient alone; step: under the whole step "
+             "(its own and the other groups' gradients). lld_rate_responses: correct responses with Delta <= 0. "
+             "wilcoxon_p: step vs own, paired by question.", "", markdown_table(pd.DataFrame(rows)), ""]
+    if "grpo" in set(frame["variant"]):
+        tests = []
+        for context in ("own", "step"):
+            for other in [v for v in frame["variant"].unique() if v != "grpo"]:
+                result = paired_wilcoxon(frame, "grpo", other, value=f"delta_{context}_sum")
+                tests.append({"context": context, "comparison": f"{other} - grpo", **result,
+                              **paired_lld_change(frame, "grpo", other, value=f"delta_{context}_sum")})
+        lines += ["Each variant against GRPO, own share alone and inside the step (Wilcoxon over questions; "
+                  "lazy questions rescued / newly lazy, exact McNemar):", "", markdown_table(pd.DataFrame(tests)), ""]
+    return lines
+
+
 def write_protocol_report(folder, figures: bool = True) -> list[Path]:
     """Read a protocol folder and write summary.md, table1.md and figures/ into it."""
     folder = Path(folder)
@@ -124,8 +157,10 @@ def write_protocol_report(folder, figures: bool = True) -> list[Path]:
     if protocol.empty:
         raise ValueError(f"{folder}: no mixed group was kept, nothing to report "
                          f"({len(questions)} questions sampled, all-correct or all-wrong)")
-    written = [write_text(protocol_summary(protocol, questions, meta, tokens=tokens, responses=responses),
-                          folder / "summary.md")]
+    summary = protocol_summary(protocol, questions, meta, tokens=tokens, responses=responses)
+    if (folder / "step_context.parquet").exists():
+        summary += "\n" + "\n".join(step_context_section(pd.read_parquet(folder / "step_context.parquet")))
+    written = [write_text(summary, folder / "summary.md")]
     if "grpo" in set(protocol["variant"]):
         written.append(write_text(markdown_table(table1(protocol)), folder / "table1.md"))
     if figures:

@@ -31,6 +31,9 @@ class ProtocolConfig:
                                                # checkpoint): every variant's step starts from its parameters
     optimizer_moments: str | None = None       # with optimizer_state: warm (its AdamW moments and step count) |
                                                # cold (a fresh AdamW at its parameters: the control); None: warm
+    step_groups: int = 1                       # > 1: also each kept group inside a step of this many consecutive kept
+                                               # groups (token mean over all, as in training): Delta under its own
+                                               # share alone and under the whole step (step_context.parquet)
     nthr_beta: float = 1.0                     # NTHR threshold factor (PAPER: beta = 1 in this experiment)
     nthr_eta: object = "zero"                  # factor on selected tokens' advantage (PAPER: eta = 0 here)
     clip_eps: float = 0.2
@@ -55,6 +58,8 @@ class ProtocolConfig:
             raise ValueError(f"questions must be at least 1, got {self.questions}")
         if self.mixed is not None and not 1 <= self.mixed <= self.questions:
             raise ValueError(f"mixed must be between 1 and questions ({self.questions}), got {self.mixed}")
+        if self.step_groups < 1:
+            raise ValueError(f"step_groups (--step-groups) must be at least 1, got {self.step_groups}")
         if self.sampling_chunk < 1:
             raise ValueError(f"sampling_chunk must be at least 1, got {self.sampling_chunk}")
         values = asdict(self)

@@ -20,6 +20,7 @@ from ..scoring import build_group_batch, score_group
 from ..tasks import format_prompt, get_task
 from .config import ProtocolConfig
 from .precision import ComputeCopy
+from .step_context import KeptGroup, step_context_rows
 from .question import (apply_update, base_forwards, diagnose, pass_rate, question_seed, response_rows, token_rows,
                        variant_row, variant_updates)
 
@@ -36,6 +37,7 @@ class ProtocolResult:
     tokens: pd.DataFrame          # one row per response token of each kept group
     questions: pd.DataFrame       # one row per sampled question (kept or dropped)
     config: ProtocolConfig
+    step_context: pd.DataFrame | None = None   # with step_groups > 1: one row per (question, variant)
 
 
 class _GroupSampler:
@@ -92,7 +94,8 @@ def run_protocol(config: ProtocolConfig, *, model=None, tokenizer=None, progress
     base_state = {name: value.detach().clone() for name, value in model.state_dict().items()}
     copies = ComputeCopy(model, bf16=config.bf16)
     sampler = _GroupSampler(copies, tokenizer, task, config)
-    tables = {"protocol": [], "responses": [], "tokens": [], "questions": []}
+    tables = {"protocol": [], "responses": [], "tokens": [], "questions": [], "step_context": []}
+    pending, steps_done = [], 0                     # kept groups waiting for their step (step_groups > 1)
     from tqdm.auto import tqdm
     bar = tqdm(questions, desc="protocol", unit="question", disable=not progress)
     for index, question in enumerate(bar):
@@ -105,21 +108,28 @@ def run_protocol(config: ProtocolConfig, *, model=None, tokenizer=None, progress
         tables["questions"].append({"question_id": question.question_id, "n_correct": int(correct.sum()),
                                     "group_size": config.group_size, "kept": mixed})
         if mixed:
-            _measure_question(model, tokenizer, copies, base_state, sampler, question, group, rewards, correct,
-                              config, tables, warm)
+            kept = _measure_question(model, tokenizer, copies, base_state, sampler, question, group, rewards,
+                                     correct, config, tables, warm)
+            if kept is not None:
+                pending.append(kept)
+            if len(pending) == config.step_groups > 1:
+                tables["step_context"] += step_context_rows(model, copies, base_state, pending, steps_done, config,
+                                                            warm)
+                pending, steps_done = [], steps_done + 1
         if progress:
             bar.set_postfix(kept=sum(r["kept"] for r in tables["questions"]), refresh=False)
     model.load_state_dict(original if original is not None else base_state)
     model.zero_grad(set_to_none=True)
     return ProtocolResult(pd.DataFrame(tables["protocol"], columns=PROTOCOL_COLUMNS),
                           pd.DataFrame(tables["responses"]), pd.DataFrame(tables["tokens"]),
-                          pd.DataFrame(tables["questions"]), config)
+                          pd.DataFrame(tables["questions"]), config,
+                          pd.DataFrame(tables["step_context"]) if config.step_groups > 1 else None)
 
 
 def _measure_question(model, tokenizer, copies, base_state, sampler, question, group, rewards, correct, config,
-                      tables, warm=None) -> None:
+                      tables, warm=None):
     """One mixed group: diagnostics at the base parameters, then per variant one update and its Delta. From warm
-    moments also the drift: Delta of the correct responses under the step the moments alone make (no gradient)."""
+    moments also the drift: Delta of the correct responses under the step the moments alone make (no gradient). Returns the group with its gradients when steps are measured (step_groups > 1)."""
     batch = build_group_batch([c.prompt_ids for c in group], [c.completion_ids for c in group],
                               tokenizer.pad_token_id)
     forwards, old = base_forwards(model, copies, batch, correct, config.temperature)
@@ -133,9 +143,12 @@ def _measure_question(model, tokenizer, copies, base_state, sampler, question, g
         logp_drift = sequence_logprob(score_group(model, batch, temperature=config.temperature).token_logps.cpu(),
                                       batch.mask)
         drift = float((logp_drift.double() - base.logp_before.double())[correct].mean())
+    kept = {}
     for variant in config.variants:
         per_token, scaled, loss, gradients, predicted = updates.pop(variant)
         apply_update(model, copies, base_state, gradients, config, warm)
+        if config.step_groups > 1:
+            kept[variant] = gradients
         del gradients
         logp_after = sequence_logprob(score_group(model, batch, temperature=config.temperature).token_logps.cpu(),
                                       batch.mask)
@@ -148,6 +161,7 @@ def _measure_question(model, tokenizer, copies, base_state, sampler, question, g
     model.load_state_dict(base_state)
     copies.sync()
     tables["tokens"] += token_rows(question.question_id, tokenizer, correct, base, batch)
+    return KeptGroup(question.question_id, batch, correct, base.logp_before, kept) if kept else None
 
 
 def save_protocol(result: ProtocolResult, out_dir) -> dict:
@@ -160,6 +174,8 @@ def save_protocol(result: ProtocolResult, out_dir) -> dict:
     paths = {}
     for name in ("protocol", "responses", "tokens", "questions"):
         paths[name] = write_parquet(getattr(result, name), out / f"{name}.parquet")
+    if result.step_context is not None:
+        paths["step_context"] = write_parquet(result.step_context, out / "step_context.parquet")
     kept = int(result.questions["kept"].sum()) if len(result.questions) else 0
     meta = {"kind": "protocol", "settings": asdict(result.config), **provenance(),
             "questions_sampled": len(result.questions), "questions_kept": kept,
