@@ -99,14 +99,14 @@ def run_protocol(config: ProtocolConfig, *, model=None, tokenizer=None, progress
     from tqdm.auto import tqdm
     bar = tqdm(questions, desc="protocol", unit="question", disable=not progress)
     for index, question in enumerate(bar):
-        if config.mixed is not None and sum(row["kept"] for row in tables["questions"]) >= config.mixed:
+        if config.mixed is not None and sum(row["mixed"] for row in tables["questions"]) >= config.mixed:
             break
         group = sampler.group(index, questions)
         rewards = [task.reward(c.text, question.answer) for c in group]
         correct = correct_from_rewards(torch.tensor([float(r.reward) for r in rewards]))
         mixed = 0 < int(correct.sum()) < config.group_size
         tables["questions"].append({"question_id": question.question_id, "n_correct": int(correct.sum()),
-                                    "group_size": config.group_size, "kept": mixed})
+                                    "group_size": config.group_size, "mixed": mixed})
         if mixed:
             kept = _measure_question(model, tokenizer, copies, base_state, sampler, question, group, rewards,
                                      correct, config, tables, warm)
@@ -117,7 +117,7 @@ def run_protocol(config: ProtocolConfig, *, model=None, tokenizer=None, progress
                                                             warm)
                 pending, steps_done = [], steps_done + 1
         if progress:
-            bar.set_postfix(kept=sum(r["kept"] for r in tables["questions"]), refresh=False)
+            bar.set_postfix(mixed=sum(r["mixed"] for r in tables["questions"]), refresh=False)
     model.load_state_dict(original if original is not None else base_state)
     model.zero_grad(set_to_none=True)
     return ProtocolResult(pd.DataFrame(tables["protocol"], columns=PROTOCOL_COLUMNS),
@@ -129,7 +129,8 @@ def run_protocol(config: ProtocolConfig, *, model=None, tokenizer=None, progress
 def _measure_question(model, tokenizer, copies, base_state, sampler, question, group, rewards, correct, config,
                       tables, warm=None):
     """One mixed group: diagnostics at the base parameters, then per variant one update and its Delta. From warm
-    moments also the drift: Delta of the correct responses under the step the moments alone make (no gradient). Returns the group with its gradients when steps are measured (step_groups > 1)."""
+    moments also the drift: Delta of the correct responses under the step the moments alone make (no gradient).
+    Returns the group with its gradients when steps are measured (step_groups > 1)."""
     batch = build_group_batch([c.prompt_ids for c in group], [c.completion_ids for c in group],
                               tokenizer.pad_token_id)
     forwards, old = base_forwards(model, copies, batch, correct, config.temperature)
@@ -176,9 +177,9 @@ def save_protocol(result: ProtocolResult, out_dir) -> dict:
         paths[name] = write_parquet(getattr(result, name), out / f"{name}.parquet")
     if result.step_context is not None:
         paths["step_context"] = write_parquet(result.step_context, out / "step_context.parquet")
-    kept = int(result.questions["kept"].sum()) if len(result.questions) else 0
+    mixed = int(result.questions["mixed"].sum()) if len(result.questions) else 0
     meta = {"kind": "protocol", "settings": asdict(result.config), **provenance(),
-            "questions_sampled": len(result.questions), "questions_kept": kept,
-            "questions_dropped": len(result.questions) - kept}
+            "questions_sampled": len(result.questions), "questions_mixed": mixed,
+            "questions_dropped": len(result.questions) - mixed}
     paths["meta"] = write_json(meta, out / "meta.json")
     return paths
