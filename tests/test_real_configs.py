@@ -24,6 +24,7 @@ def _settings(tmp_path, name, **kwargs):
     return train_settings(**values)
 
 
+@pytest.mark.integration
 def test_truncated_completions_are_recorded_and_left_out_of_every_rate(tmp_path):
     # 12 characters cut most of the tiny model's answers ("The answer is 7" is 15): TRL masks them out
     trainer = run_training(_settings(tmp_path, "cut", max_completion_length=12,
@@ -70,6 +71,7 @@ def _two_reward_run(out):
                 train_dataset=build_dataset(task, tokenizer, 16, 0), processing_class=tokenizer).train()
 
 
+@pytest.mark.integration
 def test_two_weighted_reward_functions_are_read_back_with_their_weights(tmp_path):
     _two_reward_run(tmp_path / "two")
     with pytest.warns(UserWarning, match="correct_reward=NAME"):
@@ -88,6 +90,7 @@ def test_two_weighted_reward_functions_are_read_back_with_their_weights(tmp_path
     assert "hold no likelihoods after each update" in summary
 
 
+@pytest.mark.integration
 def test_partial_credit_trains_once_a_rule_is_given(tmp_path):
     def half_credit(completions, answer, **kwargs):
         return [1.0 if a in c else 0.5 for c, a in zip(completions, answer)]
@@ -168,6 +171,7 @@ def test_a_folder_without_a_model_is_named(tmp_path):
         load_model(str(tmp_path / "empty"))
 
 
+@pytest.mark.integration
 def test_meta_records_model_task_world_size_and_the_steps_delta_spans(tmp_path):
     from lld_probe.integrations.trl import LLDConfig, LLDGRPOTrainer, build_dataset, reward_function
     from lld_probe.models import load_model
