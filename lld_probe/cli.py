@@ -43,10 +43,11 @@ def _without_option(argv: list, name: str) -> list:
     return kept
 
 
-def _protocol_config(args, optimizer: str, lr):
+def _protocol_config(args, optimizer: str, lr, moments=None):
     from .options import settings_from
     from .protocol import ProtocolConfig
     return settings_from(args, ProtocolConfig, task=_task_name(args), optimizer=optimizer, lr=lr,
+                         optimizer_moments=moments,
                          variants=[name.strip() for name in args.variants.split(",") if name.strip()])
 
 
@@ -80,17 +81,18 @@ def _protocol(args) -> int:
     from .analysis.protocol_report import write_protocol_report
     from .protocol import run_protocol, save_protocol
     out = Path(args.out) if args.out else _default_out("protocol")
-    runs = _optimizer_runs(args)
+    moments = [name.strip() for name in args.optimizer_moments.split(",")] if args.optimizer_moments else [None]
+    runs = [(optimizer, lr, moment) for optimizer, lr in _optimizer_runs(args) for moment in moments]
     model = tokenizer = None
     folders = {}
-    for optimizer, lr in runs:
-        config = _protocol_config(args, optimizer, lr)
+    for optimizer, lr, moment in runs:
+        config = _protocol_config(args, optimizer, lr, moment)
         if model is None:
             from .models import load_model
             model, tokenizer = load_model(config.model)           # run_protocol moves it to config.device
-        folder = out if len(runs) == 1 else out / f"{optimizer}"
+        folder = out if len(runs) == 1 else out / (f"{optimizer}-{moment}" if len(moments) > 1 else f"{optimizer}")
         if len(runs) > 1:
-            print(f"== {optimizer} (lr {config.resolved().lr:g}) -> {folder}")
+            print(f"== {optimizer} (lr {config.resolved().lr:g}{f', {moment} moments' if moment else ''}) -> {folder}")
         result = run_protocol(config, model=model, tokenizer=tokenizer)
         save_protocol(result, folder)
         mixed = int(result.questions["mixed"].sum())
@@ -100,7 +102,7 @@ def _protocol(args) -> int:
                   f"raise --questions", file=sys.stderr)
         if mixed:
             write_protocol_report(folder)
-            folders[f"{optimizer} lr {result.config.lr:g}"] = folder
+            folders[f"{optimizer} lr {result.config.lr:g}" + (f" {moment}" if len(moments) > 1 else "")] = folder
             print(f"report: {folder / 'summary.md'}  figures: {folder / 'figures'}")
         else:
             print("no mixed group: nothing to analyse (try more --questions or another --temperature)")
@@ -232,6 +234,9 @@ def _add_protocol_command(commands) -> None:
                           help="sgd | adamw | sgd,adamw (both from the same samples' seeds, side by side in comparison.md)")
     protocol.add_argument("--lr", default=None,
                           help="one value, or one per optimizer (1e-3,1e-4); default: 1e-3 for sgd, 1e-6 for adamw")
+    protocol.add_argument("--optimizer-moments", default=None,
+                          help="with --optimizer-state: warm (default) | cold (a fresh AdamW at the same parameters) | "
+                               "warm,cold (both, side by side in comparison.md)")
     hf = protocol.add_argument_group("hf: tasks (--task hf:PATH_OR_NAME)")
     hf.add_argument("--split", default="test", help="the split")
     hf.add_argument("--task-config", default=None, help="the data set's config (e.g. main for gsm8k)")

@@ -10,6 +10,7 @@ from ..core import NTHRSettings, check_variants, setting
 from ..models.defaults import completion_length_for
 
 OPTIMIZERS = ("sgd", "adamw")
+MOMENTS = ("warm", "cold")
 DEFAULT_LR = {"sgd": 1e-3, "adamw": 1e-6}   # sgd 0.05 collapsed the tiny model's pass rate (0.58 -> 0.33)
 
 
@@ -34,7 +35,16 @@ class ProtocolConfig(NTHRSettings):
                              internal=True)
     optimizer: str = setting("sgd", "the single update's optimizer: sgd | adamw (not reported by the paper)",
                              internal=True)
-    lr: float | None = setting(None, "None: DEFAULT_LR[optimizer]", internal=True)
+    lr: float | None = setting(None, "None: DEFAULT_LR[optimizer]; the checkpoint's with optimizer_state", internal=True)
+    optimizer_state: str | None = setting(None, "a training checkpoint (checkpoint-N with optimizer.pt, or a run "
+                                                "folder: its last one; train --save-steps K writes them): every "
+                                                "variant's step starts from its parameters and AdamW moments")
+    optimizer_moments: str | None = setting(None, "with optimizer_state: warm (its AdamW moments and step count) | "
+                                                  "cold (a fresh AdamW at its parameters: the control); None: warm",
+                                            internal=True)
+    step_groups: int = setting(1, "> 1: also Delta of each kept group inside a step of this many consecutive kept "
+                                  "groups (token mean, as in training): under its own share of the step alone and "
+                                  "under the whole step (step_context.parquet)")
     clip_eps: float = setting(0.2, "PPO clip epsilon of the update's loss")
     std: str = setting("sample", "advantage std convention: sample | population | none")
     std_eps: float = setting(1e-4, "epsilon added to the advantage std")
@@ -56,14 +66,35 @@ class ProtocolConfig(NTHRSettings):
             raise ValueError(f"questions must be at least 1, got {self.questions}")
         if self.mixed is not None and not 1 <= self.mixed <= self.questions:
             raise ValueError(f"mixed must be between 1 and questions ({self.questions}), got {self.mixed}")
+        if self.step_groups < 1:
+            raise ValueError(f"step_groups (--step-groups) must be at least 1, got {self.step_groups}")
         if self.sampling_chunk < 1:
             raise ValueError(f"sampling_chunk must be at least 1, got {self.sampling_chunk}")
         values = asdict(self)
         values["device"] = resolve_device(self.device)
         values["lr"] = self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
+        values.update(self._resolved_state())
         values["max_new_tokens"] = completion_length_for(self.model, self.max_new_tokens)
         values["fresh_samples"] = self.group_size if self.fresh_samples is None else self.fresh_samples
         return ProtocolConfig(**values)
+
+    def _resolved_state(self) -> dict:
+        """optimizer_state as its checkpoint folder, optimizer_moments filled in, lr from the checkpoint when unset."""
+        if self.optimizer_moments not in (None, *MOMENTS):
+            raise ValueError(f"optimizer_moments (--optimizer-moments) must be one of {MOMENTS}, got "
+                             f"{self.optimizer_moments!r}")
+        if self.optimizer_state is None:
+            if self.optimizer_moments == "warm":
+                raise ValueError("optimizer_moments (--optimizer-moments) warm needs optimizer_state "
+                                 "(--optimizer-state CHECKPOINT): a fresh optimizer has no moments")
+            return {"optimizer_moments": "cold"}
+        if self.optimizer != "adamw":
+            raise ValueError(f"optimizer_state (--optimizer-state) holds AdamW moments: it needs optimizer adamw, "
+                             f"got {self.optimizer!r}")
+        from .warm_state import resolve_checkpoint, saved_lr
+        checkpoint = resolve_checkpoint(self.optimizer_state)
+        return {"optimizer_state": str(checkpoint), "optimizer_moments": self.optimizer_moments or "warm",
+                "lr": self.lr if self.lr is not None else saved_lr(checkpoint)}
 
 
 def resolve_device(name: str) -> str:

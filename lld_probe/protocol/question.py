@@ -90,11 +90,19 @@ def _make_optimizer(name: str, parameters, lr: float):
     return torch.optim.AdamW(parameters, lr=lr, weight_decay=0.0)
 
 
-def apply_update(model, copies, base_state, gradients, config) -> None:
-    """Restore the base parameters exactly, then one optimizer step with the given gradients (None: none)."""
+def apply_update(model, copies, base_state, gradients, config, warm=None) -> None:
+    """Restore the base parameters exactly, then one optimizer step with the given gradients (None: none).
+    warm (a WarmState): the step is AdamW's next one from the saved moments; every parameter steps (a missing
+    gradient is zero there, as in a training step, so the moments alone still move it)."""
     model.load_state_dict(base_state)
-    optimizer = _make_optimizer(config.optimizer, model.parameters(), config.lr)
+    if warm is None:
+        optimizer = _make_optimizer(config.optimizer, model.parameters(), config.lr)
+    else:
+        optimizer = warm.optimizer(config.lr)
+        gradients = [None] * len(list(model.parameters())) if gradients is None else gradients
     for parameter, gradient in zip(model.parameters(), gradients or []):
+        if gradient is None and warm is not None:
+            gradient = torch.zeros_like(parameter)
         parameter.grad = None if gradient is None else gradient.to(parameter.dtype)
     optimizer.step()
     del optimizer
