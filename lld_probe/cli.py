@@ -222,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_protocol_command(commands)
     _add_training_commands(commands)
     _add_analysis_commands(commands)
+    _add_rescore_command(commands)
     demo = commands.add_parser("demo", help="the main job: protocol + short training comparison + report")
     demo.add_argument("--quick", action="store_true", help="the same on the tiny model in about 2 minutes")
     demo.add_argument("--out", default=None)
@@ -319,6 +320,54 @@ def _add_analysis_commands(commands) -> None:
     figures.add_argument("--out", required=True)
     _add_correctness_arguments(figures)
     figures.set_defaults(func=_figures)
+
+
+def _rescore(args) -> int:
+    import os
+
+    from .bench_probes import relaunch
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return relaunch(args.nproc, _without_option(sys.argv[1:], "--nproc"))
+    from .rescore import RescoreSettings, rescore
+    settings = RescoreSettings(initial_model=args.initial_model, tokenizer=args.tokenizer, checkpoints=args.checkpoints,
+                               probe_set_size=args.probe_set, nthr_beta=args.nthr_beta, nthr_vocab=args.vocab,
+                               temperature=args.temperature, correct_reward=args.correct_reward,
+                               correct_threshold=args.correct_threshold, dtype=args.dtype, device=args.device,
+                               progress=not args.no_progress,
+                               **({"max_tokens": args.max_tokens} if args.max_tokens else {}))
+    summary = rescore(args.run, args.out, settings)
+    if int(os.environ.get("RANK", "0")) == 0:
+        for step, why in summary.skipped.items():
+            print(f"skipped step {step}: {why}")
+        print(summary.line())
+    return 0
+
+
+def _add_rescore_command(commands) -> None:
+    rescore = commands.add_parser("rescore", help="likelihood dynamics of a run trained without the probes, from its "
+                                                  "logged responses and checkpoints (docs/rescore.md)")
+    rescore.add_argument("run", help="a TRL output_dir (completions/ or lld_tokens/, checkpoint-N/), a run store, "
+                                     "or a verl dump folder ({step}.jsonl; with --checkpoints)")
+    rescore.add_argument("--out", required=True, help="the run store to write (the same --out resumes)")
+    rescore.add_argument("--initial-model", default=None,
+                         help="the model before step 1 (folder or name); without it step 1 is skipped")
+    rescore.add_argument("--tokenizer", default=None, help="default: the initial model's, else the first checkpoint's")
+    rescore.add_argument("--checkpoints", default=None, metavar="PATTERN",
+                         help="checkpoint folders with {step}, e.g. 'ckpts/global_step_{step}/actor/huggingface' "
+                              "(verl) or 'ckpt/global_step{step}_hf' (OpenRLHF); default: RUN/checkpoint-{step}")
+    rescore.add_argument("--probe-set", type=int, default=0, metavar="N",
+                         help="N fixed responses (half correct, half near misses) scored at every checkpoint")
+    rescore.add_argument("--nthr-beta", type=float, default=1.0, help="NTHR threshold factor")
+    rescore.add_argument("--vocab", choices=["full", "group"], default="group")
+    rescore.add_argument("--temperature", type=float, default=None, help="default: the run's sampling temperature")
+    rescore.add_argument("--max-tokens", type=int, default=None,
+                         help="packed tokens per scoring forward (default: the probes' 512; raise it on a GPU)")
+    rescore.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    rescore.add_argument("--device", default=None, help="default: this process's GPU if any, else cpu")
+    rescore.add_argument("--nproc", type=int, default=1, help="processes (torchrun), each a share of the checkpoints")
+    rescore.add_argument("--no-progress", action="store_true")
+    _add_correctness_arguments(rescore)
+    rescore.set_defaults(func=_rescore)
 
 
 def _add_correctness_arguments(parser) -> None:

@@ -20,9 +20,8 @@ from pathlib import Path
 import pandas as pd
 
 from ..store.run_store import is_run_store, read_parquet_files, read_run_store
-from ..store.schema import group_id, parse_step_file
+from ..store.schema import TOKEN_DUMP_DIR, group_id, parse_step_file
 
-TOKEN_DUMP_DIR = "lld_tokens"        # the TRL token dump's folder in an output_dir
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 

@@ -47,7 +47,7 @@ def plan_windows(logged_steps, checkpoints, span: int = 1) -> tuple[list[Window]
         after = available[at] if at < len(available) else None
         if before is None:
             skipped[logged] = (f"no checkpoint at or before step {start} (the policy that sampled it"
-                               + ("; give the initial model)" if start == 0 else ")"))
+                               + ("; give the initial model: --initial-model)" if start == 0 else ")"))
         elif after is None:
             skipped[logged] = f"no checkpoint at or after step {end}"
         else:

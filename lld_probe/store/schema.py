@@ -33,6 +33,7 @@ OPTIONAL_TOKEN_COLUMNS = {"nthr_selected": False}
 #   tokenization       "ids": the sampled token ids (logged); "text": re-tokenised from the logged text
 #   roundtrip_ok       False: the re-tokenised response does not decode back to its text (left unmeasured)
 RESCORE_RESPONSE_COLUMNS = ["window_steps", "checkpoint_before", "checkpoint_after", "tokenization", "roundtrip_ok"]
+TOKEN_DUMP_DIR = "lld_tokens"        # the token dump a trainer without probes writes into its output_dir (step files)
 TOKEN_TEXT_COLUMN = "token"          # a re-scored store's token rows also hold each token's text
 # what a reader fills in for a probed run's store (exact token ids, no checkpoints)
 OPTIONAL_RESPONSE_COLUMNS.update({"window_steps": float("nan"), "checkpoint_before": float("nan"),
