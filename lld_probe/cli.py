@@ -30,6 +30,13 @@ def _bench_probes(args) -> int:
     return 0
 
 
+def _bench_rescore(args) -> int:
+    from .bench_rescore import run_rescore_benchmark
+    run_rescore_benchmark(model=args.model, prompts=args.prompts, group_size=args.group_size, length=args.length,
+                          repeats=args.repeats, max_tokens=args.max_tokens, device=args.device)
+    return 0
+
+
 def _without_option(argv: list, name: str) -> list:
     """argv without `name VALUE` / `name=VALUE`."""
     kept, skip = [], False
@@ -252,6 +259,15 @@ def _add_bench_commands(commands) -> None:
                         help="processes (torchrun, gloo on CPU); prompts per step are split over them")
     probes.add_argument("--json", default=None)
     probes.set_defaults(func=_bench_probes)
+    rescore = bench_kinds.add_parser("rescore", help="re-scoring a logged step vs the training forward of it")
+    rescore.add_argument("--model", default="tiny")
+    rescore.add_argument("--prompts", type=int, default=8)
+    rescore.add_argument("--group-size", type=int, default=8)
+    rescore.add_argument("--length", type=int, default=64, help="completion tokens")
+    rescore.add_argument("--repeats", type=int, default=3)
+    rescore.add_argument("--max-tokens", type=int, default=None, help="packed tokens per forward (default 512)")
+    rescore.add_argument("--device", default=None)
+    rescore.set_defaults(func=_bench_rescore)
 
 
 def _add_protocol_command(commands) -> None:

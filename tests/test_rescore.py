@@ -264,3 +264,44 @@ def test_report_and_figures_read_a_rescored_run(runs, tmp_path):
     figures = {p.name for p in (tmp_path / "report" / "figures").rglob("*.png")}
     assert any(name.startswith("probe_trajectories") for name in figures)
     assert any(name.startswith("fig3_token_scores") for name in figures)
+
+
+def test_bench_prints_one_line(capsys):
+    from lld_probe.bench_rescore import run_rescore_benchmark
+    result = run_rescore_benchmark(prompts=2, group_size=4, length=16, repeats=1)
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("bench rescore (tiny") and "responses/s" in line
+    assert result["responses"] == 8 and result["responses_per_s"] > 0 and result["ratio_to_forward"] > 0
+
+
+def test_our_store_rescored_with_a_checkpoint_pattern(runs):
+    """The probed run's own store (its token ids) with the plain run's checkpoints (the same trajectory)."""
+    out = runs["tmp"] / "from-store"
+    rescore(runs["tmp"] / "probed", out, initial_model="tiny", checkpoints=str(runs["plain"] / "checkpoint-{step}"),
+            progress=False)
+    rescored, probed = read_run_store(out).responses, runs["probed"].responses
+    assert (rescored["tokenization"] == "ids").all()
+    both = _merged(rescored, probed)
+    assert len(both) == len(probed)
+    np.testing.assert_allclose(both["logp_after_r"], both["logp_after_p"], rtol=0, atol=1e-5)
+
+
+def test_verl_dumps_with_a_checkpoint_pattern(runs):
+    """verl's rollout dumps ({step}.jsonl: input, output, score) and HF checkpoint folders by pattern."""
+    import json
+    folder = runs["tmp"] / "verl"
+    folder.mkdir()
+    for file in sorted((runs["plain"] / "completions").glob("*.parquet")):
+        frame = pd.read_parquet(file)
+        step = int(frame["step"].iloc[0])
+        lines = [json.dumps({"input": p, "output": c, "score": float(s), "step": step})
+                 for p, c, s in zip(frame["prompt"], frame["completion"], frame["correct"])]
+        (folder / f"{step}.jsonl").write_text("\n".join(lines) + "\n")
+    out = runs["tmp"] / "verl-store"
+    summary = rescore(folder, out, initial_model="tiny", checkpoints=str(runs["plain"] / "checkpoint-{step}"),
+                      progress=False)
+    assert summary.not_roundtrip == 0
+    rescored, text = read_run_store(out).responses, read_run_store(runs["text"]).responses
+    both = rescored.merge(text, on=["step", "completion", "prompt"], suffixes=("_r", "_p"))
+    assert len(rescored) == len(text)
+    np.testing.assert_allclose(both["logp_after_r"], both["logp_after_p"], rtol=0, atol=1e-5)
