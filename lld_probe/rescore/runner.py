@@ -155,39 +155,43 @@ class _Plan:
         self.tokenizer = load_tokenizer(tokenizer_source)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self.temperature = settings.temperature or logged.temperature or 1.0
-        vocab = vocabulary_size(next(iter(self.folders.values())))
-        self.tokens: dict[int, StepTokens] = {}
-        self.group_sizes: dict[int, int] = {}
-        for window in self.windows:
-            rows = logged.steps[window.logged_step]
-            where = f"{logged.path} step {window.logged_step}"
-            tokens = step_tokens(rows, self.tokenizer, max_completion_length=logged.max_completion_length,
-                                 mask_truncated=logged.mask_truncated, vocab_size=vocab, where=where)
-            if not self.tokens:
-                check_tokenizer(tokens, self.tokenizer_source, window.logged_step)
-            self.tokens[window.step] = tokens
-            self.group_sizes[window.step] = _group_size(logged, rows, window.logged_step)
+        self.vocab = vocabulary_size(next(iter(self.folders.values())))
+        self.group_sizes = {w.step: _group_size(logged, self.rows(w), w.logged_step) for w in self.windows}
+        self._cache: dict[int, StepTokens] = {}       # a few steps' tokens (built again when needed: memory stays flat)
+        first = self.windows[0]
+        check_tokenizer(self.tokens(first), self.tokenizer_source, first.logged_step)
         self.probe_settings = ProbeSettings(method="grpo", nthr_beta=settings.nthr_beta, nthr_vocab=settings.nthr_vocab,
                                             nthr_anchor_self=settings.nthr_anchor_self, probe_set_size=0,
                                             score_max_tokens=settings.max_tokens)
         self.probe_items = self._draw_probe_set() if settings.probe_set_size else []
-        self._generations: dict = {}
 
     def rows(self, window: Window) -> pd.DataFrame:
         return self.logged.steps[window.logged_step]
 
+    def tokens(self, window: Window) -> StepTokens:
+        if window.step not in self._cache:
+            if len(self._cache) >= 4:
+                self._cache.pop(next(iter(self._cache)))
+            logged = self.logged
+            self._cache[window.step] = step_tokens(
+                self.rows(window), self.tokenizer, max_completion_length=logged.max_completion_length,
+                mask_truncated=logged.mask_truncated, vocab_size=self.vocab,
+                where=f"{logged.path} step {window.logged_step}")
+        return self._cache[window.step]
+
     def generation(self, window: Window):
-        if window.step not in self._generations:
-            self._generations[window.step] = generation_batch(window.step, self.rows(window), self.tokens[window.step],
-                                                              group_size=self.group_sizes[window.step],
-                                                              pad_id=self.pad_id)
-        return self._generations[window.step]
+        return generation_batch(window.step, self.rows(window), self.tokens(window),
+                                group_size=self.group_sizes[window.step], pad_id=self.pad_id)
 
     def _draw_probe_set(self) -> list[dict]:
         """The probes' draw (half correct, half near misses of mixed groups) from the first step with a mixed group."""
         for window in self.windows:
-            rows, tokens, size = self.rows(window), self.tokens[window.step], self.group_sizes[window.step]
-            candidates = [{"row": i, "group": i // size, "correct": bool(rows["correct"].iloc[i]),
+            rows, size = self.rows(window), self.group_sizes[window.step]
+            correct = rows["correct"].astype(bool).to_numpy()
+            if not any(0 < correct[g: g + size].sum() < size for g in range(0, len(rows), size)):
+                continue
+            tokens = self.tokens(window)
+            candidates = [{"row": i, "group": i // size, "correct": bool(correct[i]),
                            "question_id": str(rows["question_id"].iloc[i]), "prompt_ids": tokens.prompt_ids[i],
                            "completion_ids": tokens.completion_ids[i], "logp_before": math.nan}
                           for i in range(len(rows)) if tokens.completion_ids[i]]
@@ -307,7 +311,7 @@ def _assemble(plan: _Plan, out: Path, writer: RunStoreWriter) -> None:
         after_file = partial_path(out, "after", window.step, window.after)
         if not (before_file.is_file() and after_file.is_file()):
             continue
-        responses, tokens = assemble_step(plan.generation(window), plan.tokens[window.step],
+        responses, tokens = assemble_step(plan.generation(window), plan.tokens(window),
                                           pd.read_parquet(before_file), pd.read_parquet(after_file), window,
                                           plan.tokenizer, plan.probe_settings)
         writer.write_step(window.step, responses, tokens)
@@ -334,12 +338,14 @@ def _copy_scalars(logged: LoggedRun, writer: RunStoreWriter) -> None:
 
 
 def _summary(plan: _Plan, out: Path, gathered: list, wall: float, world: int) -> RescoreSummary:
-    written = [w for w in plan.windows if step_path(out / "responses", w.step).is_file()]
-    tokens = [plan.tokens[w.step] for w in written]
-    kinds = [(k, ok) for t in tokens for k, ok in zip(t.tokenization, t.roundtrip_ok)]
-    text = [ok for kind, ok in kinds if kind == "text"]
-    return RescoreSummary(out=out, steps=[w.step for w in written], skipped=dict(plan.skipped),
-                          responses=len(kinds), text_responses=len(text), not_roundtrip=text.count(False),
+    files = [step_path(out / "responses", w.step) for w in plan.windows]
+    written = [file for file in files if file.is_file()]
+    marks = pd.concat([pd.read_parquet(f, columns=["step", "tokenization", "roundtrip_ok"]) for f in written],
+                      ignore_index=True) if written else pd.DataFrame(columns=["step", "tokenization", "roundtrip_ok"])
+    text = marks[marks["tokenization"] == "text"]
+    return RescoreSummary(out=out, steps=sorted(int(s) for s in marks["step"].unique()), skipped=dict(plan.skipped),
+                          responses=len(marks), text_responses=len(text),
+                          not_roundtrip=int((~text["roundtrip_ok"].astype(bool)).sum()),
                           checkpoints_loaded=sum(c["loaded"] for c in gathered),
                           responses_scored=sum(c["scored"] for c in gathered),
                           scoring_seconds=sum(c["seconds"] for c in gathered), wall_seconds=wall, world_size=world,
