@@ -57,8 +57,10 @@ def run_rescore_benchmark(model: str = "tiny", prompts: int = 8, group_size: int
                                   pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
     settings = ProbeSettings(method="grpo", score_max_tokens=max_tokens)
 
-    def rescoring():
+    def before():
         score_before(network, generation, settings, temperature=1.0, max_tokens=max_tokens)
+
+    def after():
         score_after(network, generation, temperature=1.0, max_tokens=max_tokens)
 
     batch = generation.batch
@@ -74,17 +76,19 @@ def run_rescore_benchmark(model: str = "tiny", prompts: int = 8, group_size: int
             network.zero_grad(set_to_none=True)
 
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
-    rescore_s = _seconds(lambda: (rescoring(), sync()), repeats)
+    before_s = _seconds(lambda: (before(), sync()), repeats)
+    after_s = _seconds(lambda: (after(), sync()), repeats)
+    rescore_s = before_s + after_s
     forward_s = _seconds(lambda: (training_forward(False), sync()), repeats)
     step_s = _seconds(lambda: (training_forward(True), sync()), repeats)
     count = generation.size
     result = {"model": model, "device": device, "responses": count, "completion_tokens": length,
-              "rescore_s": rescore_s, "responses_per_s": count / rescore_s, "training_forward_s": forward_s,
+              "rescore_s": rescore_s, "before_s": before_s, "after_s": after_s, "responses_per_s": count / rescore_s, "training_forward_s": forward_s,
               "training_forward_backward_s": step_s, "ratio_to_forward": rescore_s / forward_s,
               "ratio_to_forward_backward": rescore_s / step_s, "max_tokens": max_tokens}
     print(f"bench rescore ({model}, {device}, {prompts} prompts x G={group_size}, {length} completion tokens): "
           f"{result['responses_per_s']:.0f} responses/s re-scored (before with NTHR + after, packed, "
-          f"{max_tokens} tokens per forward) | the same batch's training forward {forward_s * 1e3:.0f} ms, "
+          f"{max_tokens} tokens per forward; before {before_s * 1e3:.0f} ms, after {after_s * 1e3:.0f} ms) | the same batch's training forward {forward_s * 1e3:.0f} ms, "
           f"forward+backward {step_s * 1e3:.0f} ms | re-scoring a step = {result['ratio_to_forward']:.2f}x its "
           f"training forward, {result['ratio_to_forward_backward']:.2f}x forward+backward")
     return result

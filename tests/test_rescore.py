@@ -122,7 +122,7 @@ def test_token_dump_gives_the_sampled_ids_and_the_same_numbers(runs):
     np.testing.assert_array_equal(both["logp_after_r"], both["logp_after_p"])
     np.testing.assert_array_equal(both["logp_before_r"], both["logp_before_p"])
     dump = pd.read_parquet(next((runs["dump"]).glob("step=000001*.parquet")))
-    assert {"prompt_ids", "completion_ids", "advantage", "reward", "reward_correct", "sampler_logps"} <= set(dump.columns)
+    assert {"prompt_ids", "completion_ids", "advantage", "reward", "reward_correct", "sampler_logps", "old_policy_logps"} <= set(dump.columns)
 
 
 def test_a_checkpoint_every_two_steps_gives_windows_of_two(runs):

@@ -6,8 +6,8 @@
 
 Each generation batch leaves OUTPUT_DIR/lld_tokens/step=NNNNNN[.rank=RRRRR].parquet: one row per response
 of this process with the prompt and completion token ids (the completion's measured tokens, as TRL's
-completion mask has them), the text, TRL's rewards (weighted sum and per function) and advantage, and the
-sampler's token log-probs where the generator returns them (vLLM). Its cost: the batch's ids copied to the
+completion mask has them), the text, TRL's rewards (weighted sum and per function) and advantage, the sampler's token
+log-probs where the generator returns them (vLLM), and TRL's old-policy log-probs where it computes them. Its cost: the batch's ids copied to the
 CPU and one Parquet file per generation batch; no forward. A TrainerCallback cannot do this (callbacks
 receive no batch), so it wraps two TRL methods: _calculate_rewards (the gathered rewards per function) and
 _generate_and_score_completions (pinned by tests/test_trl_pins.py).
@@ -46,7 +46,7 @@ def dump_generation_batch(trainer, inputs, output, rewards_per_func, folder: Pat
     rewards = rewards_per_func.float().cpu()[offset: offset + count]
     weights = trainer.reward_weights.float().cpu()
     advantages = output["advantages"].detach().float().cpu()
-    sampler = output.get("sampling_per_token_logps", output.get("old_per_token_logps"))
+    sampler, old = output.get("sampling_per_token_logps"), output.get("old_per_token_logps")
     frame = pd.DataFrame({
         "step": trainer.state.global_step + 1, "row": range(offset, offset + count),
         "prompt": [x["prompt"] for x in inputs],
@@ -54,7 +54,8 @@ def dump_generation_batch(trainer, inputs, output, rewards_per_func, folder: Pat
         "completion_ids": measured, "truncated": masked_out.numpy(), "completion": texts,
         "reward": (rewards * weights[None, :]).nansum(dim=1).double().numpy(),
         "advantage": (advantages if advantages.dim() == 1 else advantages[:, 0]).double().numpy(),
-        "sampler_logps": _rows(sampler, mask) if sampler is not None else None,
+        "sampler_logps": _rows(sampler, mask) if sampler is not None else None,        # vLLM's, when it returns them
+        "old_policy_logps": _rows(old, mask) if old is not None else None,       # TRL's, when it computes them
     })
     for index, name in enumerate(trainer.reward_func_names):
         frame[f"reward_{name}"] = rewards[:, index].double().numpy()
