@@ -9,7 +9,6 @@ import os
 import shutil
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ import pytest
 import torch
 
 from lld_probe.integrations.trl.run import TrainSettings, make_trainer
-from lld_probe.rescore import RescoreSettings, plan_windows, rescore
+from lld_probe.rescore import plan_windows, rescore
 from lld_probe.store.run_store import read_run_store
 
 KEY = ["step", "group_id", "response_index"]
@@ -248,6 +247,10 @@ def test_bad_input_is_one_line_naming_it(runs, capsys):
     # no completions logged
     message = _cli_error(capsys, _run_folder(runs, "no-log", [1], completions=False), "--out", tmp / "bad-5")
     assert "log_completions=True" in message
+    # resuming a re-scoring with other settings
+    message = _cli_error(capsys, runs["plain"], "--out", runs["text"], "--initial-model", "tiny", "--probe-set", "4",
+                         "--nthr-beta", "0.5")
+    assert "other settings" in message and "nthr_beta 1.0 -> 0.5" in message
     # an output folder that holds another run
     message = _cli_error(capsys, folder, "--out", runs["tmp"] / "probed", "--initial-model", "tiny")
     assert "already holds a run store" in message

@@ -119,18 +119,31 @@ def _group_size(logged: LoggedRun, rows: pd.DataFrame, step: int) -> int:
     return int(sizes[0])
 
 
-def _check_store(out: Path, source: Path) -> None:
-    """An output folder that holds another run's store is refused; the same re-scoring is resumed."""
+# settings a resumed re-scoring must share with the first call (the halves already written depend on them)
+RESUME_SETTINGS = ("initial_model", "tokenizer", "checkpoints", "probe_set_size", "nthr_beta", "nthr_vocab",
+                   "nthr_anchor_self", "temperature", "correct_reward", "correct_threshold", "dtype")
+
+
+def _check_store(out: Path, source: Path, settings: RescoreSettings) -> None:
+    """An output folder that holds another run's store is refused; the same re-scoring (same run, same
+    settings that the written halves depend on) is resumed."""
     meta_file = out / "meta.json"
     if not meta_file.is_file():
         if out.is_dir() and (out / "responses").is_dir() and any((out / "responses").iterdir()):
             raise FileExistsError(f"{out} holds responses but no meta.json: give another --out")
         return
     import json
-    previous = json.loads(meta_file.read_text()).get("rescored_from")
+    meta = json.loads(meta_file.read_text())
+    previous = meta.get("rescored_from")
     if previous != str(source.resolve()):
         raise FileExistsError(f"{out} already holds a run store ({'re-scored from ' + previous if previous else 'not a re-scoring'}): "
                               f"give another --out (the same run and --out resume a re-scoring)")
+    before = meta.get("rescore", {})
+    changed = [f"{name} {before.get(name)!r} -> {getattr(settings, name)!r}" for name in RESUME_SETTINGS
+               if before.get(name) != getattr(settings, name)]
+    if changed:
+        raise FileExistsError(f"{out} is a re-scoring of this run with other settings ({'; '.join(changed)}): "
+                              f"resume it with the same settings, or give another --out")
 
 
 class _Plan:
@@ -215,7 +228,7 @@ def rescore(run, out, settings: RescoreSettings | None = None, **changes) -> Res
     source, out = Path(run), Path(out)
     rank, world, dist, created = _processes()
     try:
-        _check_store(out, source)
+        _check_store(out, source, settings)
         logged = read_source(source, checkpoints=settings.checkpoints, correct_reward=settings.correct_reward,
                              correct_threshold=settings.correct_threshold)
         plan = _Plan(logged, settings)

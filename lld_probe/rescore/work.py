@@ -23,7 +23,6 @@ from ..probes.old_policy import score_old_policy
 from ..probes.rows import response_rows, token_rows
 from ..probes.weighting import method_weighting
 from ..scoring import build_group_batch, output_embedding_weight, score_group
-from ..store.atomic import write_parquet
 from ..store.schema import TOKEN_TEXT_COLUMN
 from .tokens import StepTokens
 
@@ -129,7 +128,3 @@ def assemble_step(generation: GenerationBatch, tokens: StepTokens, before: pd.Da
         text = {int(i): tokenizer.decode([int(i)]) for i in token_frame["token_id"].unique()}
         token_frame[TOKEN_TEXT_COLUMN] = token_frame["token_id"].map(text)
     return responses, token_frame
-
-
-def write_partial(frame: pd.DataFrame, path: Path) -> None:
-    write_parquet(frame, path)
