@@ -55,7 +55,7 @@ def run_rescore_benchmark(model: str = "tiny", prompts: int = 8, group_size: int
     rows, tokens = _step(tokenizer, prompts, group_size, length, network.get_output_embeddings().weight.shape[0], 0)
     generation = generation_batch(1, rows, tokens, group_size=group_size,
                                   pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0)
-    settings = ProbeSettings(method="grpo", score_max_tokens=max_tokens)
+    settings = ProbeSettings(method="grpo", probe_score_max_tokens=max_tokens)
 
     def before():
         score_before(network, generation, settings, temperature=1.0, max_tokens=max_tokens)

@@ -47,8 +47,10 @@ NOTEBOOKS = {
                       "    import shutil\n"
                       "    RUNS = \"nb_runs\"\n"
                       "    shutil.rmtree(RUNS, ignore_errors=True)   # a fresh comparison on every execution\n"
-                      "    run_compare(TrainSettings(out=RUNS, steps=4, eval_every=2, eval_questions=12, probe_every=2,\n"
-                      "                              progress=False), methods=[\"grpo\", \"nthr\"], seeds=[0, 1], out=RUNS)\n"
+                      "    from lld_probe.probes import ProbeSettings\n"
+                      "    run_compare(TrainSettings(out=RUNS, steps=4, eval_questions=12, progress=False,\n"
+                      "                              probe=ProbeSettings(eval_every=2, probe_every=2)),\n"
+                      "                methods=[\"grpo\", \"nthr\"], seeds=[0, 1], out=RUNS)\n"
                       "folders = sorted(p for p in Path(RUNS).iterdir() if (p / \"meta.json\").is_file())\n"
                       "[f.name for f in folders]"),
         new_code_cell("from lld_probe.analysis import load, lld_rate_by_step, accuracy_curves, final_accuracy_table\n"

@@ -65,7 +65,7 @@ def test_selected_token_overlap_counts_ids_and_pairs():
                                                        ("xbz", False, "011")]):
         for position, (char, flag) in enumerate(zip(text, selected)):
             rows.append({"question_id": "q", "response_index": index, "position": position, "token_id": ord(char),
-                         "correct": correct, "selected": flag == "1"})
+                         "correct": correct, "nthr_selected": flag == "1"})
     table = selected_token_overlap(pd.DataFrame(rows)).iloc[0]
     # selected: a, b (of abd), b, z (of xbz): ids a, b, b occur in "abc"; z does not
     assert table["selected"] == 4 and table["selected_shared"] == pytest.approx(3 / 4)

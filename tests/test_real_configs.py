@@ -14,13 +14,14 @@ import torch
 from lld_probe.analysis import load, lld_rate_by_step
 from lld_probe.core import lld_rate
 from lld_probe.integrations.trl.run import TrainSettings, make_trainer, run_training
+from helpers import train_settings
 
 
 def _settings(tmp_path, name, **kwargs):
     values = dict(out=str(tmp_path / name), method="nthr", steps=2, prompts_per_step=4, group_size=8,
                   eval_every=0, probe_set_size=4, probe_every=1, progress=False)
     values.update(kwargs)
-    return TrainSettings(**values)
+    return train_settings(**values)
 
 
 def test_truncated_completions_are_recorded_and_left_out_of_every_rate(tmp_path):
@@ -173,7 +174,7 @@ def test_meta_records_model_task_world_size_and_the_steps_delta_spans(tmp_path):
     from lld_probe.tasks import get_task
     model, tokenizer = load_model("tiny")
     task = get_task("arithmetic")
-    config = LLDConfig(output_dir=str(tmp_path / "api"), lld_method="grpo", num_generations=8,
+    config = LLDConfig(output_dir=str(tmp_path / "api"), method="grpo", num_generations=8,
                        per_device_train_batch_size=16, max_completion_length=16, max_steps=2, use_cpu=True, bf16=False,
                        report_to=[], disable_tqdm=True, save_strategy="no", steps_per_generation=2,
                        gradient_accumulation_steps=1, probe_set_size=0)

@@ -16,7 +16,8 @@ import pandas as pd
 import pytest
 import torch
 
-from lld_probe.integrations.trl.run import TrainSettings, make_trainer
+from helpers import train_settings
+from lld_probe.integrations.trl.run import make_trainer
 from lld_probe.rescore import plan_windows, rescore
 from lld_probe.store.run_store import read_run_store
 
@@ -25,7 +26,7 @@ STEPS = 4
 
 
 def _settings(out, probes):
-    return TrainSettings(out=str(out), method="grpo", steps=STEPS, prompts_per_step=2, group_size=4, eval_every=0,
+    return train_settings(out=str(out), method="grpo", steps=STEPS, prompts_per_step=2, group_size=4, eval_every=0,
                          probe_set_size=4, probe_every=1, progress=False, probes=probes,
                          save_steps=1 if not probes else 0, extra={"log_completions": True} if not probes else {})
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..store import write_text
+from ..store.protocol_folder import read_protocol_tables
 from .markdown import markdown_table
 from .stats import paired_lld_change, paired_wilcoxon, spearman, table1, variant_summary
 
@@ -38,7 +39,7 @@ def lld_breakdown_sections(protocol: pd.DataFrame, tokens: pd.DataFrame | None =
         if not by_length.empty:
             lines += ["## Where LLD lives: by the length of the correct response (correct responses; bootstrap 95% intervals)",
                       "", markdown_table(by_length[columns]), ""]
-    if tokens is not None and not tokens.empty and "selected" in tokens:
+    if tokens is not None and not tokens.empty and "nthr_selected" in tokens:
         overlap = selected_token_overlap_summary(tokens)
         if not overlap.empty:
             lines += ["## NTHR's selected tokens that also occur in a correct response of the group",
@@ -52,10 +53,10 @@ def protocol_summary(protocol: pd.DataFrame, questions: pd.DataFrame, meta: dict
     settings = meta.get("settings", {})
     lines = [f"# LLD protocol: {settings.get('model')} on {settings.get('task')}, one {settings.get('optimizer')} step "
              f"(lr {settings.get('lr')})", "",
-             f"Questions sampled {len(questions)}, kept (mixed groups) {int(questions['kept'].sum())}, "
-             f"dropped {int((~questions['kept']).sum())}. G = {settings.get('group_size')}, temperature "
+             f"Questions sampled {len(questions)}, kept (mixed groups) {int(questions['mixed'].sum())}, "
+             f"dropped {int((~questions['mixed']).sum())}. G = {settings.get('group_size')}, temperature "
              f"{settings.get('temperature')}, one {settings.get('optimizer')} step with lr {settings.get('lr')}, "
-             f"beta {settings.get('nthr_beta', settings.get('beta'))}, eta {settings.get('nthr_eta', settings.get('eta'))}, vocab {settings.get('vocab')}.", "",
+             f"beta {settings.get('nthr_beta', settings.get('beta'))}, eta {settings.get('nthr_eta', settings.get('eta'))}, vocab {settings.get('nthr_vocab', settings.get('vocab'))}.", "",
              "## Delta(x) per variant (sequence sum over tokens; bootstrap 95% interval of the median over questions)", "",
              markdown_table(variant_summary(protocol)), ""]
     if "grpo" in set(protocol["variant"]):
@@ -83,10 +84,8 @@ def protocol_summary(protocol: pd.DataFrame, questions: pd.DataFrame, meta: dict
 def write_protocol_report(folder, figures: bool = True) -> list[Path]:
     """Read a protocol folder and write summary.md, table1.md and figures/ into it."""
     folder = Path(folder)
-    protocol = pd.read_parquet(folder / "protocol.parquet")
-    questions = pd.read_parquet(folder / "questions.parquet")
-    tokens = pd.read_parquet(folder / "tokens.parquet")
-    responses = pd.read_parquet(folder / "responses.parquet")
+    tables = read_protocol_tables(folder)
+    protocol, questions, tokens, responses = (tables[name] for name in ("protocol", "questions", "tokens", "responses"))
     meta = json.loads((folder / "meta.json").read_text())
     if protocol.empty:
         raise ValueError(f"{folder}: no mixed group was kept, nothing to report "

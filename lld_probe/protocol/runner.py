@@ -86,19 +86,19 @@ def run_protocol(config: ProtocolConfig, *, model=None, tokenizer=None, progress
     from tqdm.auto import tqdm
     bar = tqdm(questions, desc="protocol", unit="question", disable=not progress)
     for index, question in enumerate(bar):
-        if config.mixed is not None and sum(row["kept"] for row in tables["questions"]) >= config.mixed:
+        if config.mixed is not None and sum(row["mixed"] for row in tables["questions"]) >= config.mixed:
             break
         group = sampler.group(index, questions)
         rewards = [task.reward(c.text, question.answer) for c in group]
         correct = correct_from_rewards(torch.tensor([float(r.reward) for r in rewards]))
         mixed = 0 < int(correct.sum()) < config.group_size
         tables["questions"].append({"question_id": question.question_id, "n_correct": int(correct.sum()),
-                                    "group_size": config.group_size, "kept": mixed})
+                                    "group_size": config.group_size, "mixed": mixed})
         if mixed:
             _measure_question(model, tokenizer, copies, base_state, sampler, question, group, rewards, correct,
                               config, tables)
         if progress:
-            bar.set_postfix(kept=sum(r["kept"] for r in tables["questions"]), refresh=False)
+            bar.set_postfix(mixed=sum(r["mixed"] for r in tables["questions"]), refresh=False)
     model.load_state_dict(base_state)
     model.zero_grad(set_to_none=True)
     return ProtocolResult(pd.DataFrame(tables["protocol"], columns=PROTOCOL_COLUMNS),
@@ -143,9 +143,9 @@ def save_protocol(result: ProtocolResult, out_dir) -> dict:
     paths = {}
     for name in ("protocol", "responses", "tokens", "questions"):
         paths[name] = write_parquet(getattr(result, name), out / f"{name}.parquet")
-    kept = int(result.questions["kept"].sum()) if len(result.questions) else 0
+    mixed = int(result.questions["mixed"].sum()) if len(result.questions) else 0
     meta = {"kind": "protocol", "settings": asdict(result.config), **provenance(),
-            "questions_sampled": len(result.questions), "questions_kept": kept,
-            "questions_dropped": len(result.questions) - kept}
+            "questions_sampled": len(result.questions), "questions_mixed": mixed,
+            "questions_dropped": len(result.questions) - mixed}
     paths["meta"] = write_json(meta, out / "meta.json")
     return paths

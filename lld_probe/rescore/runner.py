@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from ..core.nthr_settings import NTHRSettings, setting
 from ..probes import ProbeSettings
 from ..probes.probe_set import draw_probe_set, probe_set_rows, score_probe_set
 from ..scoring.packing import DEFAULT_MAX_TOKENS
@@ -30,30 +31,37 @@ from .checkpoints import load_checkpoint, load_tokenizer, model_location, vocabu
 from .sources import LoggedRun, read_source
 from .tokens import StepTokens, check_tokenizer, step_tokens
 from .windows import Window, plan_windows
-from .work import (WORK_DIR, assemble_step, generation_batch, partial_path, probe_partial_path, score_after,
+from .work import (WORK_DIR, assemble_step, generation_batch, partial_path, score_after,
                    score_before)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 @dataclass
-class RescoreSettings:
-    initial_model: str | None = None    # the model before step 1 (checkpoint 0): a folder or name; None: step 1 skipped
-    tokenizer: str | None = None        # default: the initial model's, else the first checkpoint's
-    checkpoints: str | None = None      # pattern with {step} (verl, OpenRLHF); default: checkpoint-N/ in the run folder
-    probe_set_size: int = 0             # fixed responses scored at every checkpoint (the probes' draw); 0: none
-    nthr_beta: float = 1.0
-    nthr_vocab: str = "group"
-    nthr_anchor_self: bool = True
-    temperature: float | None = None    # None: the run's sampling temperature (TRL's GRPOConfig; 1.0 for verl)
-    correct_reward: str | None = None
-    correct_threshold: float | None = None
-    max_tokens: int = DEFAULT_MAX_TOKENS    # packed tokens per scoring forward
-    dtype: str = "float32"              # weights' dtype; log-likelihoods are float32 either way
-    device: str | None = None           # None: this process's GPU if there is one, else the CPU
-    progress: bool = True
+class RescoreSettings(NTHRSettings):
+    """What `rescore` needs besides the run (NTHR's settings as the probes'; nthr_eta is not used: nothing is
+    trained). The command line is generated from these fields."""
+    initial_model: str | None = setting(None, "the model before step 1 (checkpoint 0; a folder or name); None: "
+                                              "step 1 is skipped")
+    tokenizer: str | None = setting(None, "tokenizer of the logged text (default: the initial model's, else the "
+                                          "first checkpoint's)")
+    checkpoints: str | None = setting(None, "checkpoint folders as a pattern with {step}, e.g. "
+                                            "'ckpts/global_step_{step}/actor/huggingface' (verl) or "
+                                            "'ckpt/global_step{step}_hf' (OpenRLHF); default: RUN/checkpoint-{step}")
+    probe_set_size: int = setting(0, "N fixed responses (half correct, half near misses) scored at every "
+                                     "checkpoint; 0: none", aliases=("--probe-set",))
+    temperature: float | None = setting(None, "sampling temperature (default: the run's; 1.0 for verl)")
+    correct_reward: str | None = setting(None, "the reward function (column) that decides correctness (default: "
+                                               "the weighted reward)")
+    correct_threshold: float | None = setting(None, "correct when the deciding reward >= this (default: rewards "
+                                                    "must be binary)")
+    max_tokens: int = setting(DEFAULT_MAX_TOKENS, "packed tokens per scoring forward (raise it on a GPU)")
+    dtype: str = setting("float32", "weights' dtype: float32 | bfloat16 (log-likelihoods are float32 either way)")
+    device: str | None = setting(None, "default: this process's GPU (LOCAL_RANK) if there is one, else cpu")
+    progress: bool = setting(True, "progress bar")
 
-    def check(self) -> None:
+    def __post_init__(self):
+        super().__post_init__()
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype (--dtype) must be one of {sorted(DTYPES)}, got {self.dtype!r}")
         if self.probe_set_size < 0:
@@ -175,7 +183,7 @@ class _Plan:
         check_tokenizer(self.tokens(first), self.tokenizer_source, first.logged_step)
         self.probe_settings = ProbeSettings(method="grpo", nthr_beta=settings.nthr_beta, nthr_vocab=settings.nthr_vocab,
                                             nthr_anchor_self=settings.nthr_anchor_self, probe_set_size=0,
-                                            score_max_tokens=settings.max_tokens)
+                                            probe_score_max_tokens=settings.max_tokens)
         self.probe_items = self._draw_probe_set() if settings.probe_set_size else []
 
     def rows(self, window: Window) -> pd.DataFrame:
@@ -223,7 +231,6 @@ def rescore(run, out, settings: RescoreSettings | None = None, **changes) -> Res
     arguments override fields of settings."""
     from dataclasses import replace
     settings = replace(settings or RescoreSettings(), **changes)
-    settings.check()
     started = time.perf_counter()
     source, out = Path(run), Path(out)
     rank, world, dist, created = _processes()
@@ -286,7 +293,7 @@ def _run_units(plan: _Plan, out: Path, rank: int, world: int, settings: RescoreS
                   and not partial_path(out, "before", w.step, checkpoint).is_file()]
         after = [w for w in plan.windows if w.after == checkpoint
                  and not partial_path(out, "after", w.step, checkpoint).is_file()]
-        probe = bool(plan.probe_items) and not probe_partial_path(out, checkpoint).is_file()
+        probe = bool(plan.probe_items) and not step_path(out / "probe_set", checkpoint).is_file()
         if not (before or after or probe):
             continue
         start = time.perf_counter()
@@ -306,7 +313,8 @@ def _run_units(plan: _Plan, out: Path, rank: int, world: int, settings: RescoreS
         if probe:
             logps = score_probe_set(model, plan.probe_items, pad_id=plan.pad_id, temperature=plan.temperature,
                                     max_tokens=settings.max_tokens)
-            write_parquet(probe_set_rows(plan.probe_items, checkpoint, logps), probe_partial_path(out, checkpoint))
+            # the store's own probe-set file of this step (each checkpoint's written by one process)
+            write_parquet(probe_set_rows(plan.probe_items, checkpoint, logps), step_path(out / "probe_set", checkpoint))
             counts["scored"] += len(plan.probe_items)
         del model
         counts["seconds"] += time.perf_counter() - start
@@ -316,7 +324,7 @@ def _run_units(plan: _Plan, out: Path, rank: int, world: int, settings: RescoreS
 
 
 def _assemble(plan: _Plan, out: Path, writer: RunStoreWriter) -> None:
-    """Every step whose two halves exist and that the store lacks -> responses/ and tokens/; the probe set."""
+    """Every step whose two halves exist and that the store lacks -> responses/ and tokens/."""
     for window in plan.windows:
         if step_path(out / "responses", window.step).is_file():
             continue
@@ -328,10 +336,6 @@ def _assemble(plan: _Plan, out: Path, writer: RunStoreWriter) -> None:
                                           pd.read_parquet(before_file), pd.read_parquet(after_file), window,
                                           plan.tokenizer, plan.probe_settings)
         writer.write_step(window.step, responses, tokens)
-    files = sorted((out / WORK_DIR / "probe").glob("checkpoint=*.parquet")) if plan.probe_items else []
-    if files:
-        frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
-        write_parquet(frame.sort_values(["step", "probe_id"]).reset_index(drop=True), out / "probe_set.parquet")
 
 
 def _copy_scalars(logged: LoggedRun, writer: RunStoreWriter) -> None:
@@ -346,8 +350,8 @@ def _copy_scalars(logged: LoggedRun, writer: RunStoreWriter) -> None:
     else:
         scalars = None
     if scalars is not None and len(scalars):
-        write_parquet(scalars.drop_duplicates(["step", "name"], keep="last").reset_index(drop=True),
-                      writer.path / "scalars.parquet")
+        for step, rows in scalars.groupby("step"):
+            writer.append_scalars(int(step), dict(zip(rows["name"], rows["value"])))
 
 
 def _summary(plan: _Plan, out: Path, gathered: list, wall: float, world: int) -> RescoreSummary:

@@ -34,10 +34,6 @@ def partial_path(out, half: str, step: int, checkpoint: int) -> Path:
     return Path(out) / WORK_DIR / half / f"step={step:06d}.checkpoint={checkpoint:06d}.parquet"
 
 
-def probe_partial_path(out, checkpoint: int) -> Path:
-    return Path(out) / WORK_DIR / "probe" / f"checkpoint={checkpoint:06d}.parquet"
-
-
 def generation_batch(step: int, rows: pd.DataFrame, tokens: StepTokens, *, group_size: int, pad_id: int) -> GenerationBatch:
     """A logged step as the recorder's GenerationBatch (one process holding the whole batch)."""
     count = len(rows)
@@ -55,7 +51,7 @@ def generation_batch(step: int, rows: pd.DataFrame, tokens: StepTokens, *, group
                                         for g in range(count // group_size)},
         advantages=torch.tensor(rows["advantage"].to_numpy(dtype=float)).float(),
         prompts=tuple(str(p) for p in rows["prompt_text"]), completions=tuple(str(c) for c in rows["completion"]),
-        question_ids=tuple(str(q) for q in rows["question_id"]), kept=torch.ones(count, dtype=torch.bool),
+        question_ids=tuple(str(q) for q in rows["question_id"]), rescored=torch.ones(count, dtype=torch.bool),
         truncated=torch.tensor(tokens.truncated, dtype=torch.bool))
 
 
@@ -82,20 +78,20 @@ def score_before(model, generation: GenerationBatch, settings: ProbeSettings, *,
     mask = generation.batch.mask
     return pd.DataFrame({"logp_before": old.logp_before.double().numpy(), "token_logps": _rows_of(old.token_logps, mask),
                          "entropy": _rows_of(old.entropy, mask), "nthr_score": _rows_of(old.scores, mask),
-                         "nthr_selected": _rows_of(old.selected, mask)})
+                         "nthr_selected": _rows_of(old.nthr_selected, mask)})
 
 
 def score_after(model, generation: GenerationBatch, *, temperature: float, max_tokens: int) -> pd.DataFrame:
     """The checkpoint after the step, on the responses with measured tokens (the recorder's finish_step)."""
     batch = generation.batch
-    kept = (generation.kept & batch.mask.any(1)).nonzero().flatten()
+    rescored = (generation.rescored & batch.mask.any(1)).nonzero().flatten()
     logp_after = torch.full((batch.size,), math.nan, dtype=torch.float64)
     token_logps = torch.full(batch.mask.shape, math.nan)
-    if len(kept):
-        sub = batch.select(kept)
+    if len(rescored):
+        sub = batch.select(rescored)
         after = score_group(model, sub, temperature=temperature, max_tokens=max_tokens)
-        token_logps[kept] = after.token_logps.float().cpu()
-        logp_after[kept] = sequence_logprob(after.token_logps, sub.mask).double().cpu()
+        token_logps[rescored] = after.token_logps.float().cpu()
+        logp_after[rescored] = sequence_logprob(after.token_logps, sub.mask).double().cpu()
     return pd.DataFrame({"logp_after": logp_after.numpy(), "token_logps": _rows_of(token_logps, batch.mask)})
 
 
@@ -104,7 +100,7 @@ def old_policy_scores(before: pd.DataFrame, mask: torch.Tensor) -> OldPolicyScor
                            logp_before=torch.tensor(before["logp_before"].to_numpy(), dtype=torch.float32),
                            entropy=_padded(before["entropy"], mask, torch.float32),
                            scores=_padded(before["nthr_score"], mask, torch.float32),
-                           selected=_padded(before["nthr_selected"], mask, torch.bool), taus={})
+                           nthr_selected=_padded(before["nthr_selected"], mask, torch.bool), taus={})
 
 
 def assemble_step(generation: GenerationBatch, tokens: StepTokens, before: pd.DataFrame, after: pd.DataFrame,
