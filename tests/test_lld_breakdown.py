@@ -78,6 +78,7 @@ def test_selected_token_overlap_counts_ids_and_pairs():
     assert len(selected_token_overlap_summary(pd.DataFrame(rows))) == 6
 
 
+@pytest.mark.integration
 def test_breakdown_figures_and_comparison(tmp_path):
     protocol = _protocol()
     written = lld_breakdown_figure(lld_by_success_rate(protocol), tmp_path, "lld_vs_success_rate",

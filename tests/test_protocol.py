@@ -110,6 +110,7 @@ def test_same_seed_gives_identical_protocol(run, tiny):
     pd.testing.assert_frame_equal(again.protocol, run[0].protocol)
 
 
+@pytest.mark.integration
 def test_report_and_figures(run):
     _, out, _, _ = run
     written = write_protocol_report(out)

@@ -24,6 +24,7 @@ def _settings(tmp_path, name, **kwargs):
     return train_settings(**values)
 
 
+@pytest.mark.integration
 def test_truncated_completions_are_recorded_and_left_out_of_every_rate(tmp_path):
     # 12 characters cut most of the tiny model's answers ("The answer is 7" is 15): TRL masks them out
     trainer = run_training(_settings(tmp_path, "cut", max_completion_length=12,
@@ -70,6 +71,7 @@ def _two_reward_run(out):
                 train_dataset=build_dataset(task, tokenizer, 16, 0), processing_class=tokenizer).train()
 
 
+@pytest.mark.integration
 def test_two_weighted_reward_functions_are_read_back_with_their_weights(tmp_path):
     _two_reward_run(tmp_path / "two")
     with pytest.warns(UserWarning, match="correct_reward=NAME"):
@@ -88,6 +90,7 @@ def test_two_weighted_reward_functions_are_read_back_with_their_weights(tmp_path
     assert "hold no likelihoods after each update" in summary
 
 
+@pytest.mark.integration
 def test_partial_credit_trains_once_a_rule_is_given(tmp_path):
     def half_credit(completions, answer, **kwargs):
         return [1.0 if a in c else 0.5 for c, a in zip(completions, answer)]
@@ -138,9 +141,9 @@ def test_jsonl_task_holds_questions_out(tmp_path):
     (["--steps", "0"], r"steps \(--steps\) must be at least 1, got 0"),
     (["--group-size", "1"], r"group_size \(--group-size\) must be at least 2, got 1"),
     (["--max-completion-length", "0"], r"max_completion_length \(--max-completion-length\) must be at least 1, got 0"),
-    (["--lr", "nan"], r"learning_rate \(--lr\) must be a finite number >= 0, got nan"),
-    (["--lr=-1e-4"], r"learning_rate \(--lr\) must be a finite number >= 0, got -0.0001"),
-    (["--model", "Org/unknown-model"], r"learning_rate \(--lr\) has no default for model 'Org/unknown-model'"),
+    (["--lr", "nan"], r"learning_rate \(--learning-rate\) must be a finite number >= 0, got nan"),
+    (["--lr=-1e-4"], r"learning_rate \(--learning-rate\) must be a finite number >= 0, got -0.0001"),
+    (["--model", "Org/unknown-model"], r"learning_rate \(--learning-rate\) has no measured default for model 'Org/unknown-model'"),
     (["--trl", "no_such_field=1"], r"--trl no_such_field: not a field"),
     (["--model", "./missing-folder", "--lr", "1e-5", "--max-completion-length", "8"],
      r"model folder missing-folder does not exist"),
@@ -168,6 +171,7 @@ def test_a_folder_without_a_model_is_named(tmp_path):
         load_model(str(tmp_path / "empty"))
 
 
+@pytest.mark.integration
 def test_meta_records_model_task_world_size_and_the_steps_delta_spans(tmp_path):
     from lld_probe.integrations.trl import LLDConfig, LLDGRPOTrainer, build_dataset, reward_function
     from lld_probe.models import load_model

@@ -221,6 +221,7 @@ class _Kill(TrainerCallback):
             raise KeyboardInterrupt("killed for the test")
 
 
+@pytest.mark.integration
 def test_killed_run_loads_and_resume_continues(tmp_path):
     settings = _settings(tmp_path, "grpo", steps=3, save_steps=1)
     trainer, _ = make_trainer(settings)

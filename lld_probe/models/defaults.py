@@ -22,7 +22,7 @@ OTHER_MODELS_COMPLETION_LENGTH = 256
 
 def completion_length_for(model_name: str, requested: int | None = None) -> int:
     """The requested length, else the named model's default (OTHER_MODELS_COMPLETION_LENGTH for others)."""
-    if requested:
+    if requested is not None:
         return requested
     defaults = MODEL_DEFAULTS.get(model_name)
     return defaults.completion_length if defaults else OTHER_MODELS_COMPLETION_LENGTH
