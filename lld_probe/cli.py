@@ -292,7 +292,7 @@ def _rescore(args) -> int:
     from .options import settings_from
     from .rescore import RescoreSettings, rescore
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
-        return relaunch(args.nproc, _without_option(sys.argv[1:], "--nproc"))
+        return relaunch(args.nproc, _without_option(args.argv, "--nproc"))
     summary = rescore(args.run, args.out, settings_from(args, RescoreSettings))
     if int(os.environ.get("RANK", "0")) == 0:
         for step, why in summary.skipped.items():
@@ -323,6 +323,7 @@ def _add_correctness_arguments(parser) -> None:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]     # what a relaunch under torchrun repeats
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, FileExistsError, ImportError) as error:
