@@ -65,15 +65,15 @@ def trl_checkpoints(path: Path) -> dict:
 
 
 def _training_args(path: Path, checkpoints: dict):
-    """The run's GRPOConfig (TRL pickles it into every checkpoint); None when none is there."""
+    """The run's GRPOConfig fields (TRL pickles it into every checkpoint), read as inert data (no code from
+    the run folder runs); None when no file is there."""
+    from types import SimpleNamespace
+
+    from ..analysis.pickled_state import read_pickled_attributes
     files = [path / "training_args.bin"] + [folder / "training_args.bin" for folder in reversed(checkpoints.values())]
     for file in files:
         if file.is_file():
-            import torch
-            try:
-                return torch.load(file, weights_only=False)
-            except Exception as error:
-                raise ValueError(f"{file}: not readable training arguments ({error})") from error
+            return SimpleNamespace(**read_pickled_attributes(file))
     return None
 
 
