@@ -30,6 +30,13 @@ def _bench_probes(args) -> int:
     return 0
 
 
+def _bench_rescore(args) -> int:
+    from .bench_rescore import run_rescore_benchmark
+    run_rescore_benchmark(model=args.model, prompts=args.prompts, group_size=args.group_size, length=args.length,
+                          repeats=args.repeats, max_tokens=args.max_tokens, device=args.device)
+    return 0
+
+
 def _without_option(argv: list, name: str) -> list:
     """argv without `name VALUE` / `name=VALUE`."""
     kept, skip = [], False
@@ -193,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_protocol_command(commands)
     _add_training_commands(commands)
     _add_analysis_commands(commands)
+    _add_rescore_command(commands)
     demo = commands.add_parser("demo", help="the main job: protocol + short training comparison + report")
     demo.add_argument("--quick", action="store_true", help="the same on the tiny model in about 2 minutes")
     demo.add_argument("--out", default=None)
@@ -222,6 +230,15 @@ def _add_bench_commands(commands) -> None:
                         help="processes (torchrun, gloo on CPU); prompts per step are split over them")
     probes.add_argument("--json", default=None)
     probes.set_defaults(func=_bench_probes)
+    rescore = bench_kinds.add_parser("rescore", help="re-scoring a logged step vs the training forward of it")
+    rescore.add_argument("--model", default="tiny")
+    rescore.add_argument("--prompts", type=int, default=8)
+    rescore.add_argument("--group-size", type=int, default=8)
+    rescore.add_argument("--length", type=int, default=64, help="completion tokens")
+    rescore.add_argument("--repeats", type=int, default=3)
+    rescore.add_argument("--max-tokens", type=int, default=None, help="packed tokens per forward (default 512)")
+    rescore.add_argument("--device", default=None)
+    rescore.set_defaults(func=_bench_rescore)
 
 
 def _add_protocol_command(commands) -> None:
@@ -273,6 +290,35 @@ def _add_analysis_commands(commands) -> None:
     figures.set_defaults(func=_figures)
 
 
+def _rescore(args) -> int:
+    import os
+
+    from .bench_probes import relaunch
+    from .options import settings_from
+    from .rescore import RescoreSettings, rescore
+    if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
+        return relaunch(args.nproc, _without_option(args.argv, "--nproc"))
+    summary = rescore(args.run, args.out, settings_from(args, RescoreSettings))
+    if int(os.environ.get("RANK", "0")) == 0:
+        for step, why in summary.skipped.items():
+            print(f"skipped step {step}: {why}")
+        print(summary.line())
+    return 0
+
+
+def _add_rescore_command(commands) -> None:
+    from .options import add_options
+    from .rescore.runner import RescoreSettings
+    rescore = commands.add_parser("rescore", help="likelihood dynamics of a run trained without the probes, from its "
+                                                  "logged responses and checkpoints (docs/rescore.md)")
+    rescore.add_argument("run", help="a TRL output_dir (completions/ or lld_tokens/, checkpoint-N/), a run store, "
+                                     "or a verl dump folder ({step}.jsonl; with --checkpoints)")
+    rescore.add_argument("--out", required=True, help="the run store to write (the same --out resumes)")
+    add_options(rescore, RescoreSettings, skip=("nthr_eta",))
+    rescore.add_argument("--nproc", type=int, default=1, help="processes (torchrun), each a share of the checkpoints")
+    rescore.set_defaults(func=_rescore)
+
+
 def _add_correctness_arguments(parser) -> None:
     parser.add_argument("--correct-threshold", type=float, default=None,
                         help="correct means the deciding reward >= this (default: it must be binary 0/1)")
@@ -282,6 +328,7 @@ def _add_correctness_arguments(parser) -> None:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    args.argv = list(argv) if argv is not None else sys.argv[1:]     # what a relaunch under torchrun repeats
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, FileExistsError, ImportError) as error:

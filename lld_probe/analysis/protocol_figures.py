@@ -89,7 +89,7 @@ def _display(token: str) -> str:
 
 
 def token_heatmap(tokens: pd.DataFrame, question_id: str, out_dir, name: str = "fig3_token_scores",
-                  *, wrap: int = 48, max_responses: int = 8) -> list:
+                  *, wrap: int = 48, max_responses: int = 8, title: str | None = None) -> list:
     """Incorrect responses of one question, tokens coloured by NTHR score, selected ones boxed
     (PAPER Fig 3). Also writes name.html. Returns the written paths."""
     apply_style()
@@ -123,7 +123,7 @@ def token_heatmap(tokens: pd.DataFrame, question_id: str, out_dir, name: str = "
             x += span
     mappable = plt.cm.ScalarMappable(norm=norm, cmap=cmap)
     fig.colorbar(mappable, ax=ax, orientation="horizontal", fraction=0.05, pad=0.02, label="NTHR score (boxed: selected)")
-    ax.set_title(f"Incorrect responses of the laziest question {question_id!r}", fontsize=10)
+    ax.set_title(title or f"Incorrect responses of the laziest question {question_id!r}", fontsize=10)
     paths = save_figure(fig, out_dir, name)
     html_path = paths[0].with_suffix(".html")
     html_path.write_text(token_heatmap_html(rows, question_id, cmap, norm), encoding="utf-8")

@@ -62,13 +62,35 @@ def lld_table(runs) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def rescore_note(run) -> str:
+    """How a re-scored run's likelihoods were measured: windows, skipped steps, token exactness."""
+    responses, meta = run.responses, run.meta
+    windows = ", ".join(str(int(w)) for w in sorted(responses["window_steps"].dropna().unique()))
+    text = responses[responses["tokenization"] == "text"]
+    failed = int((~text["roundtrip_ok"].astype(bool)).sum())
+    skipped = meta.get("skipped_steps") or {}
+    parts = [f"{run.name}: Re-scored from checkpoints ({meta.get('source')} run {meta.get('rescored_from')}): "
+             f"Delta over windows of {windows} optimizer step(s) between checkpoints"]
+    if skipped:
+        parts.append(f"{len(skipped)} logged step(s) skipped for lack of a bracketing checkpoint "
+                     f"({', '.join(list(skipped)[:5])}{', ...' if len(skipped) > 5 else ''})")
+    if len(text):
+        parts.append(f"{len(text)} of {len(responses)} responses re-tokenised from the logged text; {failed} "
+                     f"({failed / len(text):.1%}) do not round-trip and are left out (unmeasured)")
+    else:
+        parts.append("token ids from the log")
+    return "; ".join(parts) + ".\n"
+
+
 def training_summary(runs) -> str:
     lines = ["# Training runs", "", "## Per run", "", markdown_table(lld_table(runs)), ""]
     logs_only = [run.name for run in runs if "logp_after" not in run.responses.columns]
     if logs_only:
         lines += [f"LLD columns are empty for {', '.join(logs_only)}: TRL and verl logs hold no likelihoods "
-                  f"after each update; train with lld_probe's probes (LLDGRPOTrainer, or LikelihoodProbeMixin on "
+                  f"after each update; re-score the run from its checkpoints (`lld-probe rescore`, "
+                  f"docs/rescore.md), or train with lld_probe's probes (LLDGRPOTrainer, or LikelihoodProbeMixin on "
                   f"your GRPOTrainer) to record them.", ""]
+    lines += [rescore_note(run) for run in runs if run.meta.get("rescored_from")]
     splits = {run.name: run.meta["eval_split"] for run in runs if run.meta.get("eval_split")}
     for name, split in splits.items():
         lines += [f"Held-out questions of {name}: {split}.", ""]

@@ -149,6 +149,30 @@ def selected_fraction_figure(runs, out_dir, name: str = "selected_fraction_vs_p"
     return save_figure(fig, out_dir, name)
 
 
+def training_token_heatmap(run, out_dir, name: str = "fig3_token_scores") -> list:
+    """Fig 3 for a training run whose token rows carry each token's text (a re-scored run): the incorrect
+    responses of one mixed group (the one with the most NTHR-selected tokens, else the highest score),
+    coloured by NTHR score at the old policy, selected tokens boxed. [] when there is no mixed group."""
+    from ..store.schema import TOKEN_TEXT_COLUMN
+    from .protocol_figures import token_heatmap
+    tokens = run.tokens
+    if tokens.empty or TOKEN_TEXT_COLUMN not in tokens.columns:
+        return []
+    correct = run.responses[["group_id", "response_index", "correct"]].dropna(subset=["correct"])
+    tokens = tokens.merge(correct.astype({"correct": bool}), on=["group_id", "response_index"])
+    mixed = tokens.groupby("group_id")["correct"].agg(lambda c: 0 < c.sum() < len(c))
+    tokens = tokens[tokens["group_id"].isin(mixed[mixed].index) & ~tokens["correct"]]
+    if tokens.empty:
+        return []
+    ranking = tokens.groupby("group_id").agg(selected=("nthr_selected", "sum"), score=("nthr_score", "max"))
+    group = str(ranking.sort_values(["selected", "score"], ascending=False).index[0])
+    step, index = group.split(":")
+    frame = tokens[tokens["group_id"] == group].assign(question_id=f"step {step}, group {index}",
+                                                       selected=lambda f: f["nthr_selected"].astype(bool))
+    return token_heatmap(frame, frame["question_id"].iloc[0], out_dir, name,
+                         title=f"{run.name}: incorrect responses of {frame['question_id'].iloc[0]} (NTHR at the old policy)")
+
+
 def training_figures(runs, out_dir) -> list:
     """Every training figure these runs support; returns the written paths."""
     written = []
@@ -164,4 +188,5 @@ def training_figures(runs, out_dir) -> list:
     for run in runs:
         if len(run.probe_set):
             written += probe_trajectory_figure(run, out_dir, f"probe_trajectories_{run.name}")
+        written += training_token_heatmap(run, out_dir, f"fig3_token_scores_{run.name}")
     return written

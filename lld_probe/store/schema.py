@@ -35,6 +35,18 @@ OPTIONAL_RESPONSE_COLUMNS = {"nthr_selected_fraction": float("nan"), "truncated"
 OPTIONAL_TOKEN_COLUMNS = {"nthr_selected": False}
 # columns of schema version 1 under their current names (a reader renames them)
 RENAMED_COLUMNS = {"selected": "scaled", "selected_fraction": "scaled_fraction"}
+# columns of a store re-scored from checkpoints (lld_probe.rescore; docs/rescore.md), in no probed run's store:
+#   window_steps       optimizer steps between the two checkpoints that give logp_before and logp_after
+#   checkpoint_before  the optimizer step of the checkpoint that gave logp_before (0: the initial model)
+#   checkpoint_after   the optimizer step of the checkpoint that gave logp_after
+#   tokenization       "ids": the sampled token ids (logged); "text": re-tokenised from the logged text
+#   roundtrip_ok       False: the re-tokenised response does not decode back to its text (left unmeasured)
+RESCORE_RESPONSE_COLUMNS = ["window_steps", "checkpoint_before", "checkpoint_after", "tokenization", "roundtrip_ok"]
+TOKEN_DUMP_DIR = "lld_tokens"        # the token dump a trainer without probes writes into its output_dir (step files)
+TOKEN_TEXT_COLUMN = "token"          # a re-scored store's token rows also hold each token's text
+# what a reader fills in for a probed run's store (exact token ids, no checkpoints)
+OPTIONAL_RESPONSE_COLUMNS.update({"window_steps": float("nan"), "checkpoint_before": float("nan"),
+                                  "checkpoint_after": float("nan"), "tokenization": "ids", "roundtrip_ok": True})
 
 STEP_FILE = re.compile(r"^step=(\d{6,})(?:\.rank=(\d{5}))?\.parquet$")
 

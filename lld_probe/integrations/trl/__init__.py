@@ -6,6 +6,7 @@ _EXPORTS = {
     "LLDConfig": "config", "LLDGRPOTrainer": "trainer", "LikelihoodProbeMixin": "adapter",
 "TrainSettings": "run", "run_training": "run",
     "run_compare": "run", "make_trainer": "run", "build_dataset": "run", "reward_function": "run",
+    "add_token_dump": "token_dump", "TokenDumpMixin": "token_dump",
 }
 
 

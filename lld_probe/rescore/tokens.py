@@ -1,0 +1,79 @@
+"""The token ids of a logged step's responses: the sampled ids where the log has them, else the text
+re-tokenised with the run's tokenizer the way the trainer tokenised it, and checked.
+
+Re-tokenising need not give back the sampled tokens (a sampler may emit " 1" "2" where the tokenizer
+makes " 12"; a log decoded with skip_special_tokens drops special tokens). The check: the re-tokenised
+completion must decode back to the logged text. A completion that does not is marked (roundtrip_ok
+False) and left unmeasured (no tokens: NaN likelihoods, as a truncated response), never scored with
+tokens it did not have. TRL's logged text drops the EOS token its loss scored: it is appended to every
+completion shorter than max_completion_length (generation stops at EOS or at the limit).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+
+@dataclass(frozen=True)
+class StepTokens:
+    prompt_ids: list          # per response
+    completion_ids: list      # per response: the measured tokens ([] when none)
+    tokenization: list        # "ids" | "text"
+    roundtrip_ok: list        # bool
+    truncated: list           # bool: cut at the length limit and masked out of the loss (TRL mask_truncated_completions)
+
+
+def prompt_token_ids(tokenizer, prompt) -> list[int]:
+    """As TRL's GRPOTrainer: a conversation through the chat template with the generation prompt, text as is."""
+    if isinstance(prompt, str):
+        return list(tokenizer(text=prompt)["input_ids"])
+    ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=True)
+    ids = ids["input_ids"]
+    return list(ids[0] if ids and isinstance(ids[0], list) else ids)
+
+
+def step_tokens(rows: pd.DataFrame, tokenizer, *, max_completion_length: int | None, mask_truncated: bool = False,
+                vocab_size: int | None = None, where: str = "") -> StepTokens:
+    prompts, completions, kinds, oks, cut = [], [], [], [], []
+    eos = tokenizer.eos_token_id
+    has_ids = "completion_ids" in rows.columns
+    for index, row in enumerate(rows.itertuples(index=False)):
+        recorded = getattr(row, "completion_ids", None) if has_ids else None
+        prompt_ids = getattr(row, "prompt_ids", None) if "prompt_ids" in rows.columns else None
+        prompt_ids = list(prompt_ids) if prompt_ids is not None else prompt_token_ids(tokenizer, row.prompt)
+        truncated = bool(getattr(row, "truncated", False)) if "truncated" in rows.columns else False
+        if recorded is not None:
+            ids, kind, ok = list(recorded), "ids", True
+        else:
+            ids = list(tokenizer(text=str(row.completion), add_special_tokens=False)["input_ids"])
+            ok = tokenizer.decode(ids, skip_special_tokens=True) == str(row.completion)
+            kind = "text"
+            if max_completion_length is None or len(ids) < max_completion_length:
+                ids = ids + ([eos] if eos is not None else [])
+            elif mask_truncated:
+                truncated = True
+            if not ok:
+                ids = []
+        if truncated:
+            ids = []
+        if vocab_size is not None and any(i >= vocab_size or i < 0 for i in list(prompt_ids) + ids):
+            raise ValueError(f"{where}: response {index} has token ids outside the model's vocabulary of "
+                             f"{vocab_size}: the checkpoints do not belong to this log")
+        prompts.append(list(prompt_ids))
+        completions.append(ids)
+        kinds.append(kind)
+        oks.append(ok)
+        cut.append(truncated)
+    return StepTokens(prompts, completions, kinds, oks, cut)
+
+
+def check_tokenizer(tokens: StepTokens, tokenizer_source: str, step: int) -> None:
+    """A tokenizer that reproduces fewer than half of a step's logged completions is not the run's: refused."""
+    text = [ok for ok, kind in zip(tokens.roundtrip_ok, tokens.tokenization) if kind == "text"]
+    failed = text.count(False)
+    if text and failed * 2 > len(text):
+        raise ValueError(f"tokenizer {tokenizer_source} does not reproduce the logged text of step {step} "
+                         f"({failed} of {len(text)} completions do not decode back): not the run's tokenizer "
+                         f"(give the right one with --tokenizer)")

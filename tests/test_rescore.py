@@ -1,0 +1,311 @@
+"""`lld-probe rescore` on the tiny model: a plain TRL GRPOTrainer run (checkpoints every step, completions
+logged) re-scored gives, per response, the likelihoods LLDGRPOTrainer (method grpo, same seed) recorded;
+windows, token ids, round-trip reporting, resume, several processes, bad input."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from helpers import train_settings
+from lld_probe.integrations.trl.run import make_trainer
+from lld_probe.rescore import plan_windows, rescore
+from lld_probe.store.run_store import read_run_store
+
+KEY = ["step", "group_id", "response_index"]
+STEPS = 4
+
+
+def _settings(out, probes):
+    return train_settings(out=str(out), method="grpo", steps=STEPS, prompts_per_step=2, group_size=4, eval_every=0,
+                         probe_set_size=4, probe_every=1, progress=False, probes=probes,
+                         save_steps=1 if not probes else 0, extra={"log_completions": True} if not probes else {})
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """A plain GRPOTrainer run (checkpoint-1..4, completions/, and a token dump kept aside) and the probed
+    LLDGRPOTrainer run with the same seed."""
+    from lld_probe.integrations.trl import add_token_dump
+    tmp = tmp_path_factory.mktemp("rescore")
+    plain, _ = make_trainer(_settings(tmp / "plain", probes=False))
+    add_token_dump(plain, tmp / "dump")
+    plain.train()
+    probed, _ = make_trainer(_settings(tmp / "probed", probes=True))
+    probed.train()
+    text = tmp / "text-store"
+    summary = rescore(tmp / "plain", text, initial_model="tiny", probe_set_size=4, progress=False)
+    return {"tmp": tmp, "plain": tmp / "plain", "probed": read_run_store(tmp / "probed"), "dump": tmp / "dump",
+            "text": text, "summary": summary}
+
+
+def _run_folder(runs, name, checkpoints, completions=True, dump=False) -> Path:
+    """A TRL output_dir with some of the plain run's checkpoints (linked) and its logs."""
+    folder = runs["tmp"] / name
+    folder.mkdir()
+    for step in checkpoints:
+        (folder / f"checkpoint-{step}").symlink_to(runs["plain"] / f"checkpoint-{step}", target_is_directory=True)
+    if completions:
+        shutil.copytree(runs["plain"] / "completions", folder / "completions")
+    if dump:
+        shutil.copytree(runs["dump"], folder / "lld_tokens")
+    return folder
+
+
+def _merged(a, b, on=KEY):
+    return a.merge(b, on=on, suffixes=("_r", "_p"), validate="one_to_one")
+
+
+def test_rescored_plain_run_equals_the_probed_run_per_response(runs):
+    rescored, probed = read_run_store(runs["text"]), runs["probed"]
+    assert sorted(rescored.responses["step"].unique()) == list(range(1, STEPS + 1))
+    both = _merged(rescored.responses, probed.responses)
+    assert len(both) == len(probed.responses) == len(rescored.responses)
+    assert (both["completion_r"] == both["completion_p"]).all()           # the same trajectory, the same samples
+    assert (both["n_tokens_r"] == both["n_tokens_p"]).all()
+    # after: the same packed scoring of the same checkpoint; before: TRL's loss forward vs a packed forward
+    np.testing.assert_allclose(both["logp_after_r"], both["logp_after_p"], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(both["logp_before_r"], both["logp_before_p"], rtol=0, atol=1e-4)
+    assert (both["advantage_r"] == both["advantage_p"]).all() and (both["correct_r"] == both["correct_p"]).all()
+    assert (rescored.responses["window_steps"] == 1).all()
+    assert (rescored.responses["checkpoint_after"] == rescored.responses["step"]).all()
+    assert (rescored.responses["tokenization"] == "text").all() and rescored.responses["roundtrip_ok"].all()
+    tokens = _merged(rescored.tokens, probed.tokens, KEY + ["position"])
+    assert len(tokens) == len(probed.tokens)
+    assert (tokens["token_id_r"] == tokens["token_id_p"]).all()
+    assert (tokens["nthr_selected_r"] == tokens["nthr_selected_p"]).all()
+    np.testing.assert_allclose(tokens["nthr_score_r"], tokens["nthr_score_p"], rtol=1e-4, atol=1e-3)
+    # the probe set: the same draw, the same trajectories
+    probe = _merged(read_run_store(runs["text"]).probe_set, probed.probe_set, ["step", "probe_id"])
+    assert len(probe) == len(probed.probe_set)
+    np.testing.assert_allclose(probe["logp_r"], probe["logp_p"], rtol=0, atol=1e-4)
+
+
+def test_logp_after_against_an_independent_float64_forward(runs):
+    """Step 2's responses at checkpoint-2 in float64, full rows: the state at t-1 predicts token t."""
+    from transformers import AutoModelForCausalLM
+    from lld_probe.models import load_model
+    _, tokenizer = load_model("tiny")
+    store = read_run_store(runs["text"])
+    model = AutoModelForCausalLM.from_pretrained(runs["plain"] / "checkpoint-2", dtype=torch.float64).eval()
+    rows = store.responses[store.responses["step"] == 2].head(3)
+    for row in rows.itertuples():
+        prompt = tokenizer(text=row.prompt)["input_ids"]
+        completion = tokenizer(text=row.completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        ids = torch.tensor([prompt + completion])
+        with torch.no_grad():
+            logps = torch.log_softmax(model(ids).logits[0].double(), -1)
+        expected = sum(float(logps[len(prompt) + j - 1, token]) for j, token in enumerate(completion))
+        assert math.isclose(row.logp_after, expected, abs_tol=1e-4)
+        tokens = store.tokens[(store.tokens["group_id"] == row.group_id) &
+                              (store.tokens["response_index"] == row.response_index)].sort_values("position")
+        assert tokens["token_id"].tolist() == completion
+
+
+def test_token_dump_gives_the_sampled_ids_and_the_same_numbers(runs):
+    folder = _run_folder(runs, "with-dump", range(1, STEPS + 1), completions=False, dump=True)
+    out = runs["tmp"] / "dump-store"
+    rescore(folder, out, initial_model="tiny", progress=False)
+    exact, text = read_run_store(out).responses, read_run_store(runs["text"]).responses
+    assert (exact["tokenization"] == "ids").all()
+    both = _merged(exact, text)
+    assert len(both) == len(text)
+    np.testing.assert_array_equal(both["logp_after_r"], both["logp_after_p"])
+    np.testing.assert_array_equal(both["logp_before_r"], both["logp_before_p"])
+    dump = pd.read_parquet(next((runs["dump"]).glob("step=000001*.parquet")))
+    assert {"prompt_ids", "completion_ids", "advantage", "reward", "reward_correct", "sampler_logps", "old_policy_logps"} <= set(dump.columns)
+
+
+def test_a_checkpoint_every_two_steps_gives_windows_of_two(runs):
+    folder = _run_folder(runs, "every-two", [2, 4])
+    out = runs["tmp"] / "every-two-store"
+    rescore(folder, out, initial_model="tiny", progress=False)
+    windows = read_run_store(out).responses
+    assert sorted(windows["step"].unique()) == [1, 2, 3, 4]
+    assert (windows["window_steps"] == 2).all()
+    assert windows.groupby("step")["checkpoint_after"].first().tolist() == [2, 2, 4, 4]
+    # logp_after of step 2 and logp_before of step 3 are the consecutive run's (the same checkpoint)
+    consecutive = read_run_store(runs["text"]).responses
+    both = _merged(windows, consecutive)
+    at_two = both[both["step"] == 2]
+    np.testing.assert_array_equal(at_two["logp_after_r"], at_two["logp_after_p"])
+    at_three = both[both["step"] == 3]
+    np.testing.assert_array_equal(at_three["logp_before_r"], at_three["logp_before_p"])
+
+
+def test_plan_windows_rules():
+    windows, skipped = plan_windows([1, 2, 3, 4, 5], [0, 2, 4], span=1)
+    assert [(w.step, w.before, w.after) for w in windows] == [(1, 0, 2), (2, 0, 2), (3, 2, 4), (4, 2, 4)]
+    assert list(skipped) == [5]
+    windows, skipped = plan_windows([1, 2, 3, 4], [0, 2, 4], span=2)        # a batch used for two steps
+    assert [(w.step, w.logged_step, w.window_steps) for w in windows] == [(1, 1, 2), (3, 3, 2)]
+    assert sorted(skipped) == [2, 4]
+    windows, skipped = plan_windows([1, 2], [1, 2], span=1)                 # no initial model
+    assert [w.step for w in windows] == [2] and "initial" in skipped[1]
+
+
+def test_text_that_does_not_round_trip_is_reported_and_left_unmeasured(runs, tmp_path):
+    folder = _run_folder(runs, "not-roundtrip", range(1, STEPS + 1))
+    file = folder / "completions" / "completions_00002.parquet"
+    frame = pd.read_parquet(file)
+    frame.loc[1, "completion"] = frame.loc[1, "completion"] + " é"        # no such character in the vocabulary
+    frame.to_parquet(file)
+    out = runs["tmp"] / "not-roundtrip-store"
+    summary = rescore(folder, out, initial_model="tiny", progress=False)
+    assert (summary.not_roundtrip, summary.text_responses) == (1, STEPS * 8)
+    assert "1 of 32 re-tokenised responses do not round-trip" in summary.line()
+    responses = read_run_store(out).responses
+    bad = responses[~responses["roundtrip_ok"]]
+    assert len(bad) == 1 and bad["step"].item() == 2 and math.isnan(bad["logp_after"].item())
+    assert bad["n_tokens"].item() == 0
+    from lld_probe.analysis.report import write_report
+    text = write_report([out], tmp_path / "report").read_text()
+    assert "do not round-trip" in text
+
+
+def test_a_killed_rescore_resumes_and_redoes_nothing(runs, monkeypatch):
+    from lld_probe.rescore import runner
+    folder = _run_folder(runs, "killed", range(1, STEPS + 1))
+    out = runs["tmp"] / "killed-store"
+    real, calls = runner.load_checkpoint, []
+
+    def dies_on_the_third(*args, **kwargs):
+        calls.append(args[0])
+        if len(calls) == 3:
+            raise KeyboardInterrupt("killed for the test")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "load_checkpoint", dies_on_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        rescore(folder, out, initial_model="tiny", probe_set_size=4, progress=False)
+    assert sorted(read_run_store(out).responses["step"].unique()) == [1]          # loads, with what was finished
+    monkeypatch.setattr(runner, "load_checkpoint", real)
+    summary = rescore(folder, out, initial_model="tiny", probe_set_size=4, progress=False)
+    assert summary.checkpoints_loaded == STEPS + 1 - 2                            # the two finished ones are not redone
+    resumed, fresh = read_run_store(out), read_run_store(runs["text"])
+    pd.testing.assert_frame_equal(resumed.responses, fresh.responses)
+    pd.testing.assert_frame_equal(resumed.tokens, fresh.tokens)
+    pd.testing.assert_frame_equal(resumed.probe_set, fresh.probe_set)
+    assert resumed.meta["restarts"] == 1
+
+
+@pytest.mark.distributed
+def test_two_processes_equal_one(runs):
+    out = runs["tmp"] / "two-processes"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "lld_probe", "rescore",
+               str(runs["plain"]), "--out", str(out), "--initial-model", "tiny", "--probe-set", "4", "--no-progress"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "rescore: 4 steps" in done.stdout and "on 2 process(es)" in done.stdout
+    two, one = read_run_store(out), read_run_store(runs["text"])
+    pd.testing.assert_frame_equal(two.responses, one.responses)
+    pd.testing.assert_frame_equal(two.tokens, one.tokens)
+    pd.testing.assert_frame_equal(two.probe_set, one.probe_set)
+    assert two.meta["rescore_processes"] == 2
+
+
+def _cli_error(capsys, *argv) -> str:
+    from lld_probe.cli import main
+    assert main(["rescore", *map(str, argv), "--no-progress"]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1 and errors[0].startswith("lld-probe: error: "), errors
+    return errors[0]
+
+
+def test_bad_input_is_one_line_naming_it(runs, capsys):
+    tmp = runs["tmp"]
+    folder = _run_folder(runs, "bad", range(1, STEPS + 1))
+    # the checkpoints' own tokenizer (AutoTokenizer maps the tiny model to Qwen2's, which drops spaces)
+    message = _cli_error(capsys, folder, "--out", tmp / "bad-1", "--initial-model", "tiny",
+                         "--tokenizer", folder / "checkpoint-1")
+    assert "checkpoint-1" in message and "does not reproduce the logged text" in message
+    # a checkpoint folder that is not a model
+    broken = tmp / "bad-checkpoint"
+    shutil.copytree(folder / "completions", broken / "completions")
+    shutil.copytree(runs["plain"] / "checkpoint-1", broken / "checkpoint-1")
+    (broken / "checkpoint-1" / "model.safetensors").write_bytes(b"not weights")
+    message = _cli_error(capsys, broken, "--out", tmp / "bad-2", "--initial-model", "tiny")
+    assert "checkpoint-1" in message and "not a loadable model" in message
+    (broken / "checkpoint-2").mkdir()
+    shutil.copy(runs["plain"] / "checkpoint-1" / "training_args.bin", broken / "checkpoint-2")
+    message = _cli_error(capsys, broken, "--out", tmp / "bad-3", "--initial-model", "tiny")
+    assert "checkpoint-2" in message and "config.json" in message
+    # no logged step with checkpoints on both sides: the steps are named
+    lone = _run_folder(runs, "lone", [STEPS])
+    message = _cli_error(capsys, lone, "--out", tmp / "bad-4")
+    assert "no logged step has checkpoints on both sides" in message and "step 1" in message
+    # no completions logged
+    message = _cli_error(capsys, _run_folder(runs, "no-log", [1], completions=False), "--out", tmp / "bad-5")
+    assert "log_completions=True" in message
+    # resuming a re-scoring with other settings
+    message = _cli_error(capsys, runs["plain"], "--out", runs["text"], "--initial-model", "tiny", "--probe-set", "4",
+                         "--nthr-beta", "0.5")
+    assert "other settings" in message and "nthr_beta 1.0 -> 0.5" in message
+    # an output folder that holds another run
+    message = _cli_error(capsys, folder, "--out", runs["tmp"] / "probed", "--initial-model", "tiny")
+    assert "already holds a run store" in message
+
+
+def test_report_and_figures_read_a_rescored_run(runs, tmp_path):
+    from lld_probe.analysis import load
+    from lld_probe.analysis.report import write_report
+    run = load(runs["text"])
+    assert run.responses["logp_after"].notna().all()
+    summary = write_report([runs["text"]], tmp_path / "report")
+    text = summary.read_text()
+    assert "lld_rate" in text and "Re-scored from checkpoints" in text
+    figures = {p.name for p in (tmp_path / "report" / "figures").rglob("*.png")}
+    assert any(name.startswith("probe_trajectories") for name in figures)
+    assert any(name.startswith("fig3_token_scores") for name in figures)
+
+
+def test_bench_prints_one_line(capsys):
+    from lld_probe.bench_rescore import run_rescore_benchmark
+    result = run_rescore_benchmark(prompts=2, group_size=4, length=16, repeats=1)
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("bench rescore (tiny") and "responses/s" in line
+    assert result["responses"] == 8 and result["responses_per_s"] > 0 and result["ratio_to_forward"] > 0
+
+
+def test_our_store_rescored_with_a_checkpoint_pattern(runs):
+    """The probed run's own store (its token ids) with the plain run's checkpoints (the same trajectory)."""
+    out = runs["tmp"] / "from-store"
+    rescore(runs["tmp"] / "probed", out, initial_model="tiny", checkpoints=str(runs["plain"] / "checkpoint-{step}"),
+            progress=False)
+    rescored, probed = read_run_store(out).responses, runs["probed"].responses
+    assert (rescored["tokenization"] == "ids").all()
+    both = _merged(rescored, probed)
+    assert len(both) == len(probed)
+    np.testing.assert_allclose(both["logp_after_r"], both["logp_after_p"], rtol=0, atol=1e-5)
+
+
+def test_verl_dumps_with_a_checkpoint_pattern(runs):
+    """verl's rollout dumps ({step}.jsonl: input, output, score) and HF checkpoint folders by pattern."""
+    import json
+    folder = runs["tmp"] / "verl"
+    folder.mkdir()
+    for file in sorted((runs["plain"] / "completions").glob("*.parquet")):
+        frame = pd.read_parquet(file)
+        step = int(frame["step"].iloc[0])
+        lines = [json.dumps({"input": p, "output": c, "score": float(s), "step": step})
+                 for p, c, s in zip(frame["prompt"], frame["completion"], frame["correct"])]
+        (folder / f"{step}.jsonl").write_text("\n".join(lines) + "\n")
+    out = runs["tmp"] / "verl-store"
+    summary = rescore(folder, out, initial_model="tiny", checkpoints=str(runs["plain"] / "checkpoint-{step}"),
+                      progress=False)
+    assert summary.not_roundtrip == 0
+    rescored, text = read_run_store(out).responses, read_run_store(runs["text"]).responses
+    both = rescored.merge(text, on=["step", "completion", "prompt"], suffixes=("_r", "_p"))
+    assert len(rescored) == len(text)
+    np.testing.assert_allclose(both["logp_after_r"], both["logp_after_p"], rtol=0, atol=1e-5)
