@@ -59,9 +59,11 @@ def check_verl_config(config) -> None:
         return node
     if get("trainer.use_v1", False):
         raise ValueError("trainer.use_v1=true: the probes run on verl's RayPPOTrainer; set trainer.use_v1=false")
-    if int(get("actor_rollout_ref.actor.fsdp_config.ulysses_sequence_parallel_size", 1) or 1) > 1:
-        raise ValueError("actor_rollout_ref.actor.fsdp_config.ulysses_sequence_parallel_size > 1 splits sequences "
-                         "across processes: the probes need whole hidden states; set it to 1")
+    for key in ("actor_rollout_ref.actor.ulysses_sequence_parallel_size",
+                "actor_rollout_ref.actor.fsdp_config.ulysses_sequence_parallel_size"):
+        if int(get(key, 1) or 1) > 1:
+            raise ValueError(f"{key} > 1 splits sequences across processes: the probes need whole hidden states; "
+                             f"set it to 1")
     if get("actor_rollout_ref.actor.strategy", "fsdp") not in ("fsdp", "fsdp2"):
         raise ValueError(f"actor_rollout_ref.actor.strategy={get('actor_rollout_ref.actor.strategy')}: the probes "
                          f"support verl's FSDP engine (fsdp, fsdp2)")
