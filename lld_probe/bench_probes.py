@@ -47,10 +47,11 @@ def relaunch(nproc: int, argv: list) -> int:
 def run_probe_overhead(model: str = "tiny", steps: int = 10, prompts_per_step: int = 4, repeats: int = 2,
                        method: str = "grpo", out=None) -> dict:
     from .integrations.trl.run import TrainSettings
+    from .probes import ProbeSettings
     plain_times, probed_times, probe_seconds = [], [], []
     with tempfile.TemporaryDirectory() as folder:
-        base = TrainSettings(out=folder, model=model, method=method, steps=steps, prompts_per_step=prompts_per_step,
-                             eval_every=0, progress=False)
+        base = TrainSettings(out=folder, model=model, probe=ProbeSettings(method=method), steps=steps,
+                             prompts_per_step=prompts_per_step, progress=False)
         for repeat in range(repeats):
             plain_times.append(_timed_run(replace(base, probes=False, out=f"{folder}/plain{repeat}"))[0])
             seconds, in_probes = _timed_run(replace(base, out=f"{folder}/probed{repeat}"))

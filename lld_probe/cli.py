@@ -43,16 +43,12 @@ def _without_option(argv: list, name: str) -> list:
     return kept
 
 
-def _protocol_config(args, optimizer: str, lr):
-    from .core import parse_eta
+def _protocol_config(args, optimizer: str, lr, moments=None):
+    from .options import settings_from
     from .protocol import ProtocolConfig
-    return ProtocolConfig(model=args.model, task=_task_name(args), questions=args.questions, seed=args.seed,
-                          group_size=args.group_size, temperature=args.temperature,
-                          max_new_tokens=args.max_new_tokens, variants=args.variants.split(","),
-                          optimizer=optimizer, lr=lr, nthr_beta=args.nthr_beta, nthr_eta=parse_eta(args.nthr_eta),
-                          vocab=args.vocab, anchor_self=not args.anchor_exclude_self,
-                          fresh_samples=args.fresh_samples, bf16=args.bf16, sampling_chunk=args.sampling_chunk,
-                          mixed=args.mixed, device=args.device)
+    return settings_from(args, ProtocolConfig, task=_task_name(args), optimizer=optimizer, lr=lr,
+                         optimizer_moments=moments,
+                         variants=[name.strip() for name in args.variants.split(",") if name.strip()])
 
 
 def _task_name(args) -> str:
@@ -85,27 +81,28 @@ def _protocol(args) -> int:
     from .analysis.protocol_report import write_protocol_report
     from .protocol import run_protocol, save_protocol
     out = Path(args.out) if args.out else _default_out("protocol")
-    runs = _optimizer_runs(args)
+    moments = [name.strip() for name in args.optimizer_moments.split(",")] if args.optimizer_moments else [None]
+    runs = [(optimizer, lr, moment) for optimizer, lr in _optimizer_runs(args) for moment in moments]
     model = tokenizer = None
     folders = {}
-    for optimizer, lr in runs:
-        config = _protocol_config(args, optimizer, lr)
+    for optimizer, lr, moment in runs:
+        config = _protocol_config(args, optimizer, lr, moment)
         if model is None:
             from .models import load_model
             model, tokenizer = load_model(config.model)           # run_protocol moves it to config.device
-        folder = out if len(runs) == 1 else out / f"{optimizer}"
+        folder = out if len(runs) == 1 else out / (f"{optimizer}-{moment}" if len(moments) > 1 else f"{optimizer}")
         if len(runs) > 1:
-            print(f"== {optimizer} (lr {config.resolved().lr:g}) -> {folder}")
+            print(f"== {optimizer} (lr {config.resolved().lr:g}{f', {moment} moments' if moment else ''}) -> {folder}")
         result = run_protocol(config, model=model, tokenizer=tokenizer)
         save_protocol(result, folder)
-        kept = int(result.questions["kept"].sum())
-        print(f"kept {kept} of {len(result.questions)} questions (mixed groups); dropped {len(result.questions) - kept}")
-        if args.mixed is not None and kept < args.mixed:
-            print(f"warning: only {kept} mixed groups among {args.questions} questions (--mixed {args.mixed}): "
+        mixed = int(result.questions["mixed"].sum())
+        print(f"kept {mixed} of {len(result.questions)} questions (mixed groups); dropped {len(result.questions) - mixed}")
+        if args.mixed is not None and mixed < args.mixed:
+            print(f"warning: only {mixed} mixed groups among {args.questions} questions (--mixed {args.mixed}): "
                   f"raise --questions", file=sys.stderr)
-        if kept:
+        if mixed:
             write_protocol_report(folder)
-            folders[f"{optimizer} lr {result.config.lr:g}"] = folder
+            folders[f"{optimizer} lr {result.config.lr:g}" + (f" {moment}" if len(moments) > 1 else "")] = folder
             print(f"report: {folder / 'summary.md'}  figures: {folder / 'figures'}")
         else:
             print("no mixed group: nothing to analyse (try more --questions or another --temperature)")
@@ -124,16 +121,8 @@ def _train_settings(args, out: str):
     """The run's settings, every value checked (before any model loads)."""
     from .integrations.trl.options import parse_trl_options
     from .integrations.trl.run import TrainSettings
-    return TrainSettings(out=out, method=getattr(args, "method", "nthr"), model=args.model, task=args.task,
-                         steps=args.steps, prompts_per_step=args.prompts_per_step, group_size=args.group_size,
-                         learning_rate=args.lr, temperature=args.temperature,
-                         max_completion_length=args.max_completion_length, seed=getattr(args, "seed", 0),
-                         eval_every=args.eval_every, eval_questions=args.eval_questions, nthr_beta=args.nthr_beta, nthr_eta=args.nthr_eta, nthr_vocab=args.vocab,
-                         probe_set_size=args.probe_set_size, probe_every=args.probe_every,
-                         probe_response_fraction=args.probe_fraction, bf16=args.bf16,
-                         save_steps=args.save_steps, resume=getattr(args, "resume", False),
-                         correct_reward=args.correct_reward, correct_threshold=args.correct_threshold,
-                         extra=parse_trl_options(args.trl)).resolved()
+    from .options import settings_from
+    return settings_from(args, TrainSettings, out=out, extra=parse_trl_options(args.trl)).resolved()
 
 
 def _train(args) -> int:
@@ -180,33 +169,15 @@ def _figures(args) -> int:
     return 0
 
 
-def _add_training_arguments(parser) -> None:
-    parser.add_argument("--model", default="tiny", help="tiny | smollm2 | a model folder or hub id")
-    parser.add_argument("--task", default="arithmetic")
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--prompts-per-step", type=int, default=4)
-    parser.add_argument("--group-size", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=None, help="default: per model (tiny 1e-4, smollm2 5e-6)")
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--max-completion-length", type=int, default=None)
-    parser.add_argument("--eval-every", type=int, default=10, help="held-out greedy accuracy every k steps (0: never)")
-    parser.add_argument("--eval-questions", type=int, default=None, help="first N held-out questions (default: all)")
-    parser.add_argument("--nthr-beta", "--beta", dest="nthr_beta", type=float, default=1.0,
-                        help="NTHR threshold factor, -inf: every incorrect token (not the KL coefficient; --beta "
-                             "is its old name)")
-    parser.add_argument("--nthr-eta", "--eta", dest="nthr_eta", default="paper",
-                        help="factor on selected tokens' advantage: paper | zero | p | 1-p | a number")
-    parser.add_argument("--vocab", choices=["full", "group"], default="group")
-    parser.add_argument("--probe-set-size", type=int, default=16)
-    parser.add_argument("--probe-every", type=int, default=5)
-    parser.add_argument("--probe-fraction", type=float, default=1.0, help="share of responses re-scored after each step")
-    parser.add_argument("--bf16", action="store_true")
-    parser.add_argument("--save-steps", type=int, default=0, help="checkpoint every k steps (for --resume)")
-    _add_correctness_arguments(parser)
+def _add_training_arguments(parser, *, skip: tuple = ()) -> None:
+    """TrainSettings' options (with ProbeSettings' method, NTHR and probe options), generated from the
+    dataclasses: the same names, defaults and help texts as the Python API."""
+    from .integrations.trl.run import TrainSettings
+    from .options import add_options
+    add_options(parser, TrainSettings, skip=skip)
     parser.add_argument("--trl", action="append", default=[], metavar="KEY=VALUE",
                         help="any GRPOConfig / LLDConfig field, typed as TRL's own parser types it (repeatable), "
                              "e.g. --trl mask_truncated_completions=true --trl loss_type=dapo")
-    parser.add_argument("--out", default=None)
 
 
 def _demo(args) -> int:
@@ -254,56 +225,37 @@ def _add_bench_commands(commands) -> None:
 
 
 def _add_protocol_command(commands) -> None:
+    from .options import add_options
+    from .protocol import ProtocolConfig
     protocol = commands.add_parser("protocol", help="the paper's per-question one-step LLD protocol")
-    protocol.add_argument("--model", default="tiny", help="tiny | chain (the LLD testbed) | smollm2 | a model folder or hub id")
-    protocol.add_argument("--task", default="arithmetic",
-                          help="arithmetic | arithmetic2 | arithmetic3 | chain | questions.jsonl (prompt/answer, GSM8K "
-                               "question/answer '#### N', MATH problem/solution \\boxed{}) | hf:PATH_OR_NAME (a datasets "
-                               "data set: a save_to_disk folder or a hub name, with --split and the column options)")
-    protocol.add_argument("--split", default="test", help="hf: tasks: the split")
-    protocol.add_argument("--task-config", default=None, help="hf: tasks: the data set's config (e.g. main for gsm8k)")
-    protocol.add_argument("--question-column", default="question", help="hf: tasks: the question column")
-    protocol.add_argument("--answer-column", default="answer",
-                          help="hf: tasks: the reference column ('#### N', \\boxed{} or the plain answer)")
-    protocol.add_argument("--questions", type=int, default=32)
-    protocol.add_argument("--seed", type=int, default=0)
-    protocol.add_argument("--group-size", type=int, default=8)
-    protocol.add_argument("--temperature", type=float, default=1.0)
-    protocol.add_argument("--max-new-tokens", type=int, default=None)
-    protocol.add_argument("--variants", default="grpo,pos_only,random,nthr")
+    add_options(protocol, ProtocolConfig)
+    protocol.add_argument("--variants", default="grpo,pos_only,random,nthr", help="methods compared, comma list")
     protocol.add_argument("--optimizer", default="sgd",
                           help="sgd | adamw | sgd,adamw (both from the same samples' seeds, side by side in comparison.md)")
     protocol.add_argument("--lr", default=None,
                           help="one value, or one per optimizer (1e-3,1e-4); default: 1e-3 for sgd, 1e-6 for adamw")
-    protocol.add_argument("--nthr-beta", "--beta", dest="nthr_beta", type=float, default=1.0,
-                          help="NTHR threshold factor (-inf: every incorrect token); --beta is its old name")
-    protocol.add_argument("--nthr-eta", "--eta", dest="nthr_eta", default="zero", help="paper | zero | p | 1-p | a number in [0, 1]")
-    protocol.add_argument("--vocab", choices=["full", "group"], default="full")
-    protocol.add_argument("--anchor-exclude-self", action="store_true")
-    protocol.add_argument("--fresh-samples", type=int, default=None, help="default: group size; 0 disables")
-    protocol.add_argument("--bf16", action="store_true", help="bf16 copy for sampling and the update gradient (float32 parameters and log-likelihoods)")
-    protocol.add_argument("--mixed", type=int, default=None,
-                          help="stop once this many mixed groups are kept (--questions is then the most sampled)")
-    protocol.add_argument("--device", default="auto",
-                          help="auto (cuda when torch sees a GPU, else cpu) | cpu | cuda | cuda:N")
-    protocol.add_argument("--sampling-chunk", type=int, default=8,
-                          help="questions whose groups are sampled in one generate call")
+    protocol.add_argument("--optimizer-moments", default=None,
+                          help="with --optimizer-state: warm (default) | cold (a fresh AdamW at the same parameters) | "
+                               "warm,cold (both, side by side in comparison.md)")
+    hf = protocol.add_argument_group("hf: tasks (--task hf:PATH_OR_NAME)")
+    hf.add_argument("--split", default="test", help="the split")
+    hf.add_argument("--task-config", default=None, help="the data set's config (e.g. main for gsm8k)")
+    hf.add_argument("--question-column", default="question", help="the question column")
+    hf.add_argument("--answer-column", default="answer",
+                    help="the reference column ('#### N', \\boxed{} or the plain answer)")
     protocol.add_argument("--out", default=None)
     protocol.set_defaults(func=_protocol)
 
 
 def _add_training_commands(commands) -> None:
     train = commands.add_parser("train", help="one GRPO / NTHR / Pos Only / Random training run with probes")
-    train.add_argument("--method", default="nthr", choices=["grpo", "pos_only", "random", "nthr"])
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     _add_training_arguments(train)
     train.set_defaults(func=_train)
 
     compare = commands.add_parser("compare", help="one run per method and seed, then a comparison report")
     compare.add_argument("--methods", default="grpo,nthr,pos_only")
     compare.add_argument("--seeds", default="0,1,2")
-    _add_training_arguments(compare)
+    _add_training_arguments(compare, skip=("method", "seed", "resume"))
     compare.set_defaults(func=_compare)
 
 

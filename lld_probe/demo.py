@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 ALL_VARIANTS = ["grpo", "pos_only", "random", "nthr"]
@@ -20,13 +21,23 @@ ALL_VARIANTS = ["grpo", "pos_only", "random", "nthr"]
 TESTBED = {"model": "chain", "task": "chain", "questions": 40, "mixed": 24, "temperature": 0.7,
            "optimizers": [("adamw", 1e-4), ("sgd", 1e-3)]}
 
-# sized to the time budgets on a 2-core CPU: <= 15 min (full), <= 2 min (--quick)
-DEMO_SETTINGS = {
-    False: {"model": "smollm2", "questions": 16, "train_steps": 4, "prompts_per_step": 2, "eval_every": 4,
-            "eval_questions": 8, "smollm2_protocol": True},
-    True: {"model": "tiny", "questions": 24, "train_steps": 12, "prompts_per_step": 4, "eval_every": 4,
-           "eval_questions": None, "smollm2_protocol": False},
-}
+@dataclass(frozen=True)
+class DemoConfig:
+    """What one flavour of the demo runs after the testbed's protocols."""
+    model: str                    # the model of the training comparison (and of the second protocol)
+    questions: int                # protocol questions on that model
+    train_steps: int
+    prompts_per_step: int
+    eval_every: int
+    eval_questions: int | None    # None: every held-out question
+    model_protocol: bool          # also run the protocol on `model`
+
+
+# sized to the time budgets on a 2-core CPU: <= 15 min (FULL), <= 2 min (QUICK)
+FULL = DemoConfig(model="smollm2", questions=16, train_steps=4, prompts_per_step=2, eval_every=4, eval_questions=8,
+                  model_protocol=True)
+QUICK = DemoConfig(model="tiny", questions=24, train_steps=12, prompts_per_step=4, eval_every=4, eval_questions=None,
+                   model_protocol=False)
 
 
 def _stage(start: float, text: str) -> None:
@@ -39,11 +50,11 @@ def _protocol(config, folder: Path, start: float, model=None, tokenizer=None) ->
     from .protocol import run_protocol, save_protocol
     result = run_protocol(config, model=model, tokenizer=tokenizer)
     save_protocol(result, folder)
-    kept = int(result.questions["kept"].sum())
-    _stage(start, f"kept {kept} of {len(result.questions)} questions with mixed groups")
-    if kept:
+    mixed = int(result.questions["mixed"].sum())
+    _stage(start, f"kept {mixed} of {len(result.questions)} questions with mixed groups")
+    if mixed:
         write_protocol_report(folder)
-    return bool(kept)
+    return bool(mixed)
 
 
 def run_demo(*, quick: bool = False, out: Path) -> Path:
@@ -51,9 +62,10 @@ def run_demo(*, quick: bool = False, out: Path) -> Path:
     from .models import load_model
     from .models.hardware import fast_bf16
     from .integrations.trl.run import TrainSettings, run_training
+    from .probes import ProbeSettings
     from .protocol import ProtocolConfig
 
-    settings = DEMO_SETTINGS[quick]
+    demo = QUICK if quick else FULL
     out = Path(out)
     bf16 = fast_bf16()
     start = time.time()
@@ -70,20 +82,20 @@ def run_demo(*, quick: bool = False, out: Path) -> Path:
         if _protocol(config, folder, start, model, tokenizer):
             runs.append(folder)
     del model, tokenizer
-    if settings["smollm2_protocol"]:
-        _stage(start, f"2/4 LLD protocol on {settings['model']!r}, {settings['questions']} questions")
-        config = ProtocolConfig(model=settings["model"], questions=settings["questions"], variants=ALL_VARIANTS,
+    if demo.model_protocol:
+        _stage(start, f"2/4 LLD protocol on {demo.model!r}, {demo.questions} questions")
+        config = ProtocolConfig(model=demo.model, questions=demo.questions, variants=ALL_VARIANTS,
                                 fresh_samples=0, bf16=bf16)
         if _protocol(config, out / "protocol", start):
             runs.append(out / "protocol")
     for method in ("grpo", "nthr"):
-        _stage(start, f"3/4 training {method} on {settings['model']!r}: {settings['train_steps']} steps x "
-                      f"{settings['prompts_per_step']} prompts x G=8")
+        _stage(start, f"3/4 training {method} on {demo.model!r}: {demo.train_steps} steps x "
+                      f"{demo.prompts_per_step} prompts x G=8")
         run_dir = out / "train" / f"{method}-seed0"
-        run_training(TrainSettings(out=str(run_dir), method=method, model=settings["model"],
-                                   steps=settings["train_steps"], prompts_per_step=settings["prompts_per_step"],
-                                   eval_every=settings["eval_every"], eval_questions=settings["eval_questions"],
-                                   probe_every=2, bf16=bf16))
+        run_training(TrainSettings(out=str(run_dir), model=demo.model, steps=demo.train_steps,
+                                   prompts_per_step=demo.prompts_per_step, eval_questions=demo.eval_questions,
+                                   probe=ProbeSettings(method=method, eval_every=demo.eval_every, probe_every=2),
+                                   bf16=bf16))
         runs.append(run_dir)
     _stage(start, "4/4 report and figures")
     summary = write_report(runs, out / "report")

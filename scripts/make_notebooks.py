@@ -19,7 +19,7 @@ NOTEBOOKS = {
                       "from lld_probe.analysis import variant_summary\n\n"
                       "result = run_protocol(ProtocolConfig(model=\"tiny\", questions=10, variants=[\"grpo\", \"pos_only\", \"nthr\"]),\n"
                       "                      progress=False)\n"
-                      "print(f\"kept {int(result.questions['kept'].sum())} mixed groups of {len(result.questions)} questions\")\n"
+                      "print(f\"kept {int(result.questions['mixed'].sum())} mixed groups of {len(result.questions)} questions\")\n"
                       "variant_summary(result.protocol)"),
         new_markdown_cell("Δ(x) per question and variant (questions sorted by GRPO's Δ, as in the paper's Fig 1):"),
         new_code_cell("from lld_probe.analysis.protocol_figures import fig1, fig4\n"
@@ -33,7 +33,7 @@ NOTEBOOKS = {
                       "paths = token_heatmap(result.tokens, question, \"nb_figures\")\n"
                       "Image(str(paths[0]))"),
         new_code_cell("tokens = result.tokens[result.tokens['question_id'] == question]\n"
-                      "tokens.sort_values('nthr_score', ascending=False).head(8)[['response_index', 'correct', 'token', 'nthr_score', 'selected']]"),
+                      "tokens.sort_values('nthr_score', ascending=False).head(8)[['response_index', 'correct', 'token', 'nthr_score', 'nthr_selected']]"),
     ],
     "02_compare_runs.ipynb": [
         new_markdown_cell("# Comparing training runs: GRPO vs NTHR\n\n"
@@ -47,8 +47,10 @@ NOTEBOOKS = {
                       "    import shutil\n"
                       "    RUNS = \"nb_runs\"\n"
                       "    shutil.rmtree(RUNS, ignore_errors=True)   # a fresh comparison on every execution\n"
-                      "    run_compare(TrainSettings(out=RUNS, steps=4, eval_every=2, eval_questions=12, probe_every=2,\n"
-                      "                              progress=False), methods=[\"grpo\", \"nthr\"], seeds=[0, 1], out=RUNS)\n"
+                      "    from lld_probe.probes import ProbeSettings\n"
+                      "    run_compare(TrainSettings(out=RUNS, steps=4, eval_questions=12, progress=False,\n"
+                      "                              probe=ProbeSettings(eval_every=2, probe_every=2)),\n"
+                      "                methods=[\"grpo\", \"nthr\"], seeds=[0, 1], out=RUNS)\n"
                       "folders = sorted(p for p in Path(RUNS).iterdir() if (p / \"meta.json\").is_file())\n"
                       "[f.name for f in folders]"),
         new_code_cell("from lld_probe.analysis import load, lld_rate_by_step, accuracy_curves, final_accuracy_table\n"

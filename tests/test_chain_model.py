@@ -46,6 +46,7 @@ def test_protocol_runs_on_the_testbed(chain):
     assert len(result.protocol) == 4 and result.protocol["delta_sum"].notna().all()
 
 
+@pytest.mark.integration
 def test_cli_runs_both_optimizers_side_by_side(tmp_path, capsys):
     from lld_probe.cli import main
     assert main(["protocol", "--model", "chain", "--task", "chain", "--questions", "4", "--mixed", "2",

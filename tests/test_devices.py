@@ -119,7 +119,7 @@ def test_the_recorder_scores_device_outputs_of_a_cpu_batch(tmp_path):
         entropy = torch.ones_like(logps)
         values = [on_device(value) for value in (logps, entropy, hidden, unembed)]
         result = recorder.score_old_policy(generation, *values)
-        return result.old.scores, result.old.selected, result.old.logp_before, result.loss_advantages
+        return result.old.scores, result.old.nthr_selected, result.old.logp_before, result.loss_advantages
 
     expected = probed(tmp_path / "cpu", lambda value: value)
     with elsewhere_device():

@@ -65,7 +65,7 @@ def test_selected_token_overlap_counts_ids_and_pairs():
                                                        ("xbz", False, "011")]):
         for position, (char, flag) in enumerate(zip(text, selected)):
             rows.append({"question_id": "q", "response_index": index, "position": position, "token_id": ord(char),
-                         "correct": correct, "selected": flag == "1"})
+                         "correct": correct, "nthr_selected": flag == "1"})
     table = selected_token_overlap(pd.DataFrame(rows)).iloc[0]
     # selected: a, b (of abd), b, z (of xbz): ids a, b, b occur in "abc"; z does not
     assert table["selected"] == 4 and table["selected_shared"] == pytest.approx(3 / 4)
@@ -78,6 +78,7 @@ def test_selected_token_overlap_counts_ids_and_pairs():
     assert len(selected_token_overlap_summary(pd.DataFrame(rows))) == 6
 
 
+@pytest.mark.integration
 def test_breakdown_figures_and_comparison(tmp_path):
     protocol = _protocol()
     written = lld_breakdown_figure(lld_by_success_rate(protocol), tmp_path, "lld_vs_success_rate",

@@ -183,7 +183,7 @@ def test_protocol_folder(tmp_path):
     save_protocol(result, tmp_path)
     run = load(tmp_path)
     assert run.kind == "protocol"
-    kept = int(result.questions["kept"].sum())
+    kept = int(result.questions["mixed"].sum())
     assert run.responses["group_id"].nunique() == 2 * kept
     assert len(run.extra["protocol"]) == 2 * kept
     assert (run.responses["step"] == 0).all()

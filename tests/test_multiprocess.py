@@ -42,6 +42,7 @@ SETTINGS = [dict(vocab="group", anchor_self=True, beta=1.0, temperature=1.0),
             dict(vocab="full", anchor_self=False, beta=0.5, temperature=0.7)]
 
 
+@pytest.mark.distributed
 @pytest.mark.parametrize("world_size,bounds_list", [(2, [[0, 3, 8], [0, 1, 8]]),
                                                      (3, [[0, 3, 6, 8], [0, 0, 5, 8]])])   # a group on 2 of 3
 def test_split_group_nthr_equals_one_process(tmp_path, world_size, bounds_list):
@@ -110,6 +111,7 @@ def _pooled_rate(responses):
     return float(((correct["logp_after"] - correct["logp_before"]) <= 0).mean())
 
 
+@pytest.mark.distributed
 def test_two_processes_with_a_split_group_store_one_run(tmp_path):
     out = tmp_path / "split"
     _torchrun(tmp_path, out, prompts_per_step=3)         # 2 x 12 rows per step: the second group is split 4/4
@@ -124,6 +126,7 @@ def test_two_processes_with_a_split_group_store_one_run(tmp_path):
     assert set(run.probe_set["step"]) == {0, 1, 2}
 
 
+@pytest.mark.distributed
 def test_two_processes_with_whole_groups_exchange_nothing_for_nthr(tmp_path):
     out = tmp_path / "whole"
     _torchrun(tmp_path, out, prompts_per_step=4)         # 2 x 16 rows: whole groups on each process
@@ -162,6 +165,7 @@ def test_bad_layouts_are_refused_with_a_clear_error(tmp_path):
     assert not any((tmp_path / "b").glob("responses/*"))
 
 
+@pytest.mark.distributed
 def test_two_processes_killed_mid_step_resume_and_evaluate(tmp_path):
     import shutil
     import warnings

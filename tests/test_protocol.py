@@ -44,26 +44,26 @@ def test_file_contract(run):
     result, out, _, _ = run
     protocol = pd.read_parquet(out / "protocol.parquet")
     assert list(protocol.columns) == PROTOCOL_COLUMNS
-    kept = int(result.questions["kept"].sum())
+    kept = int(result.questions["mixed"].sum())
     assert kept >= 3 and len(protocol) == 4 * kept
     assert set(protocol["variant"]) == {"grpo", "pos_only", "random", "nthr"}
     responses = pd.read_parquet(out / "responses.parquet")
     assert len(responses) == 4 * kept * 8
     for column in ("question_id", "variant", "response_index", "correct", "n_tokens", "logp_before",
-                   "logp_after", "selected_fraction"):
+                   "logp_after", "scaled_fraction"):
         assert column in responses
     tokens = pd.read_parquet(out / "tokens.parquet")
-    assert {"nthr_score", "selected", "token_id", "position"} <= set(tokens.columns)
+    assert {"nthr_score", "nthr_selected", "token_id", "position"} <= set(tokens.columns)
     assert len(tokens) == responses[responses["variant"] == "grpo"]["n_tokens"].sum()
-    assert not tokens[tokens["correct"]]["selected"].any()          # selections touch incorrect responses only
+    assert not tokens[tokens["correct"]]["nthr_selected"].any()          # selections touch incorrect responses only
     meta = json.loads((out / "meta.json").read_text())
-    assert meta["settings"]["lr"] == 1e-3 and meta["questions_kept"] == kept
+    assert meta["settings"]["lr"] == 1e-3 and meta["questions_mixed"] == kept
     assert meta["versions"]["torch"]
 
 
 def test_every_variant_starts_from_the_base_parameters(run, tiny):
     _, _, checksums, base = run
-    assert len(checksums) == 4 * int(run[0].questions["kept"].sum())
+    assert len(checksums) == 4 * int(run[0].questions["mixed"].sum())
     assert all(value == base for value in checksums)
     model, _ = tiny
     assert float(sum(p.detach().double().sum() for p in model.parameters())) == base
@@ -84,7 +84,7 @@ def test_delta_is_the_mean_over_correct_responses(run):
 def test_random_matches_nthr_counts_and_grpo_pos_only_select_nothing(run):
     _, out, _, _ = run
     responses = pd.read_parquet(out / "responses.parquet")
-    wide = responses.pivot_table(index=["question_id", "response_index"], columns="variant", values="selected_fraction")
+    wide = responses.pivot_table(index=["question_id", "response_index"], columns="variant", values="scaled_fraction")
     assert (wide["random"] - wide["nthr"]).abs().max() < 1e-12
     assert (wide["grpo"] == 0).all() and (wide["pos_only"] == 0).all()
 
@@ -110,6 +110,7 @@ def test_same_seed_gives_identical_protocol(run, tiny):
     pd.testing.assert_frame_equal(again.protocol, run[0].protocol)
 
 
+@pytest.mark.integration
 def test_report_and_figures(run):
     _, out, _, _ = run
     written = write_protocol_report(out)
@@ -183,7 +184,7 @@ def test_shared_forward_updates_equal_an_independent_one_step_update(run, tiny, 
     grpo = grpo.sort_values("response_index")
     correct = torch.tensor(grpo["correct"].to_numpy())
     selected = torch.zeros_like(batch.mask)
-    for (response, position), value in rows.set_index(["response_index", "position"])["selected"].items():
+    for (response, position), value in rows.set_index(["response_index", "position"])["nthr_selected"].items():
         selected[response, position] = bool(value)
     per_token, _ = variant_token_advantages(variant, group_advantages(correct.float(), len(completions)),
                                             batch.mask, correct, selected, "zero")
@@ -204,7 +205,7 @@ def test_mixed_stops_once_enough_mixed_groups_are_kept(tiny):
     result = run_protocol(ProtocolConfig(model="tiny", questions=6, mixed=2, seed=0, max_new_tokens=16,
                                          variants=["grpo"], fresh_samples=0), model=model, tokenizer=tokenizer,
                           progress=False)
-    assert int(result.questions["kept"].sum()) == 2 and bool(result.questions["kept"].iloc[-1])
-    assert set(result.protocol["question_id"]) == set(result.questions.loc[result.questions["kept"], "question_id"])
+    assert int(result.questions["mixed"].sum()) == 2 and bool(result.questions["mixed"].iloc[-1])
+    assert set(result.protocol["question_id"]) == set(result.questions.loc[result.questions["mixed"], "question_id"])
     with pytest.raises(ValueError, match="mixed must be between 1 and questions"):
         ProtocolConfig(questions=4, mixed=5).resolved()

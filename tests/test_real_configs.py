@@ -14,15 +14,17 @@ import torch
 from lld_probe.analysis import load, lld_rate_by_step
 from lld_probe.core import lld_rate
 from lld_probe.integrations.trl.run import TrainSettings, make_trainer, run_training
+from helpers import train_settings
 
 
 def _settings(tmp_path, name, **kwargs):
     values = dict(out=str(tmp_path / name), method="nthr", steps=2, prompts_per_step=4, group_size=8,
                   eval_every=0, probe_set_size=4, probe_every=1, progress=False)
     values.update(kwargs)
-    return TrainSettings(**values)
+    return train_settings(**values)
 
 
+@pytest.mark.integration
 def test_truncated_completions_are_recorded_and_left_out_of_every_rate(tmp_path):
     # 12 characters cut most of the tiny model's answers ("The answer is 7" is 15): TRL masks them out
     trainer = run_training(_settings(tmp_path, "cut", max_completion_length=12,
@@ -69,6 +71,7 @@ def _two_reward_run(out):
                 train_dataset=build_dataset(task, tokenizer, 16, 0), processing_class=tokenizer).train()
 
 
+@pytest.mark.integration
 def test_two_weighted_reward_functions_are_read_back_with_their_weights(tmp_path):
     _two_reward_run(tmp_path / "two")
     with pytest.warns(UserWarning, match="correct_reward=NAME"):
@@ -87,6 +90,7 @@ def test_two_weighted_reward_functions_are_read_back_with_their_weights(tmp_path
     assert "hold no likelihoods after each update" in summary
 
 
+@pytest.mark.integration
 def test_partial_credit_trains_once_a_rule_is_given(tmp_path):
     def half_credit(completions, answer, **kwargs):
         return [1.0 if a in c else 0.5 for c, a in zip(completions, answer)]
@@ -137,9 +141,9 @@ def test_jsonl_task_holds_questions_out(tmp_path):
     (["--steps", "0"], r"steps \(--steps\) must be at least 1, got 0"),
     (["--group-size", "1"], r"group_size \(--group-size\) must be at least 2, got 1"),
     (["--max-completion-length", "0"], r"max_completion_length \(--max-completion-length\) must be at least 1, got 0"),
-    (["--lr", "nan"], r"learning_rate \(--lr\) must be a finite number >= 0, got nan"),
-    (["--lr=-1e-4"], r"learning_rate \(--lr\) must be a finite number >= 0, got -0.0001"),
-    (["--model", "Org/unknown-model"], r"learning_rate \(--lr\) has no default for model 'Org/unknown-model'"),
+    (["--lr", "nan"], r"learning_rate \(--learning-rate\) must be a finite number >= 0, got nan"),
+    (["--lr=-1e-4"], r"learning_rate \(--learning-rate\) must be a finite number >= 0, got -0.0001"),
+    (["--model", "Org/unknown-model"], r"learning_rate \(--learning-rate\) has no measured default for model 'Org/unknown-model'"),
     (["--trl", "no_such_field=1"], r"--trl no_such_field: not a field"),
     (["--model", "./missing-folder", "--lr", "1e-5", "--max-completion-length", "8"],
      r"model folder missing-folder does not exist"),
@@ -167,13 +171,14 @@ def test_a_folder_without_a_model_is_named(tmp_path):
         load_model(str(tmp_path / "empty"))
 
 
+@pytest.mark.integration
 def test_meta_records_model_task_world_size_and_the_steps_delta_spans(tmp_path):
     from lld_probe.integrations.trl import LLDConfig, LLDGRPOTrainer, build_dataset, reward_function
     from lld_probe.models import load_model
     from lld_probe.tasks import get_task
     model, tokenizer = load_model("tiny")
     task = get_task("arithmetic")
-    config = LLDConfig(output_dir=str(tmp_path / "api"), lld_method="grpo", num_generations=8,
+    config = LLDConfig(output_dir=str(tmp_path / "api"), method="grpo", num_generations=8,
                        per_device_train_batch_size=16, max_completion_length=16, max_steps=2, use_cpu=True, bf16=False,
                        report_to=[], disable_tqdm=True, save_strategy="no", steps_per_generation=2,
                        gradient_accumulation_steps=1, probe_set_size=0)

@@ -105,6 +105,7 @@ def test_probe_trajectories_are_changes_since_start():
     assert last["median"] == pytest.approx(8.0)
 
 
+@pytest.mark.integration
 def test_every_training_figure_writes_a_non_empty_image(tmp_path):
     runs = [_run(m, s) for m in ("grpo", "nthr", "pos_only") for s in range(2)]
     written = []
@@ -118,6 +119,7 @@ def test_every_training_figure_writes_a_non_empty_image(tmp_path):
         assert path.stat().st_size > 1000, path
 
 
+@pytest.mark.integration
 def test_report_lists_its_figures(tmp_path):
     runs = [_run(m, s) for m in ("grpo", "nthr") for s in range(2)]
     summary = write_report(runs, tmp_path)

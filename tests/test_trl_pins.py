@@ -63,3 +63,23 @@ def test_rewards_are_gathered_and_advantages_sliced_per_process():
     source = inspect.getsource(GRPOTrainer._generate_and_score_completions)
     assert "process_slice" in source and "self.accelerator.process_index * len(prompts)" in source, \
         f"TRL {trl.__version__} changed how a process's rows are sliced from the generation batch: update the adapter"
+
+
+def test_trainer_state_the_adapter_reads_exists():
+    """The adapter reads GRPOTrainer._step (micro-steps done, to know when a generation batch is finished) and
+    appends its metrics to GRPOTrainer._metrics["train"] (so they reach TRL's log and report_to)."""
+    init = inspect.getsource(GRPOTrainer.__init__)
+    assert "self._step = 0" in init, \
+        f"TRL {trl.__version__} no longer counts micro-steps in GRPOTrainer._step: update lld_probe/integrations/trl/adapter.py"
+    assert 'self._metrics = {"train": defaultdict(list)' in init, \
+        f"TRL {trl.__version__} no longer keeps GRPOTrainer._metrics['train']: update lld_probe/integrations/trl/adapter.py"
+    step = inspect.getsource(GRPOTrainer.training_step)
+    assert "self._step += 1" in step, \
+        f"TRL {trl.__version__}'s training_step no longer advances _step: update lld_probe/integrations/trl/adapter.py"
+
+
+def test_every_trl_method_the_mixin_overrides_is_pinned():
+    from lld_probe.integrations.trl import LikelihoodProbeMixin
+    overridden = {name for name in vars(LikelihoodProbeMixin) if hasattr(GRPOTrainer, name) and not name.startswith("__")}
+    pinned = set(PINNED) | {"_get_per_token_logps_and_entropies"}
+    assert overridden <= pinned, f"the mixin overrides TRL methods no test pins: {sorted(overridden - pinned)}"

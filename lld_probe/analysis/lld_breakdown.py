@@ -131,7 +131,7 @@ def selected_token_overlap(tokens: pd.DataFrame) -> pd.DataFrame:
             continue
         in_correct = incorrect["token_id"].isin(correct_ids).to_numpy()
         pair_in_correct = np.array([pair in correct_pairs for pair, is_correct in zip(pairs, correct) if not is_correct])
-        selected = incorrect["selected"].astype(bool).to_numpy()
+        selected = incorrect["nthr_selected"].astype(bool).to_numpy()
         rows.append({"question_id": question_id, "selected": int(selected.sum()), "unselected": int((~selected).sum()),
                      "selected_shared": float(in_correct[selected].mean()) if selected.any() else math.nan,
                      "unselected_shared": float(in_correct[~selected].mean()) if (~selected).any() else math.nan,

@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 
 from ..core import correct_from_rewards, group_advantages, rewards_are_binary
+from ..store.protocol_folder import read_protocol_tables
 from ..store.run_store import is_run_store, read_run_store
 from ..store.schema import protocol_group_id
 from .read_trl import read_trl_output
@@ -119,13 +120,7 @@ def _load_store(path: Path) -> Run:
 def _load_protocol(path: Path) -> Run:
     meta_file = path / "meta.json"
     meta = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
-    tables = {}
-    for name in ("protocol", "responses", "tokens", "questions"):
-        file = path / f"{name}.parquet"
-        try:
-            tables[name] = pd.read_parquet(file) if file.is_file() else pd.DataFrame()
-        except Exception as error:
-            raise ValueError(f"{file}: not a readable Parquet file ({error})") from error
+    tables = read_protocol_tables(path)
     responses = tables["responses"].copy()
     if len(responses):
         responses.insert(0, "step", 0)

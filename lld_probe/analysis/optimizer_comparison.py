@@ -14,7 +14,8 @@ from .stats import paired_lld_change, paired_values, paired_wilcoxon, variant_su
 def protocol_label(meta: dict) -> str:
     """"adamw lr 0.0001" from a protocol's meta.json."""
     settings = meta.get("settings", {})
-    return f"{settings.get('optimizer')} lr {settings.get('lr'):g}" if settings.get("lr") is not None else str(settings.get("optimizer"))
+    label = f"{settings.get('optimizer')} lr {settings.get('lr'):g}" if settings.get("lr") is not None else str(settings.get("optimizer"))
+    return label + (f" {settings.get('optimizer_moments')} moments" if settings.get("optimizer_state") else "")
 
 
 def same_setup_groups(runs) -> list[list]:

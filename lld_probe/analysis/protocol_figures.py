@@ -101,7 +101,7 @@ def token_heatmap(tokens: pd.DataFrame, question_id: str, out_dir, name: str = "
     lines = []
     for index, frame in responses:
         frame = frame.sort_values("position")
-        items = list(zip(frame["token"], frame["nthr_score"], frame["selected"]))
+        items = list(zip(frame["token"], frame["nthr_score"], frame["nthr_selected"]))
         for start in range(0, len(items), wrap):
             lines.append((index if start == 0 else None, items[start:start + wrap]))
     char_width = 0.105
@@ -141,7 +141,7 @@ def token_heatmap_html(rows: pd.DataFrame, question_id: str, cmap=None, norm=Non
         parts.append(f"<p><b>#{index}</b> ")
         for _, token in frame.sort_values("position").iterrows():
             background = mcolors.to_hex(cmap(norm(token["nthr_score"])))
-            css = " class='sel'" if token["selected"] else ""
+            css = " class='sel'" if token["nthr_selected"] else ""
             text = html.escape(token["token"]).replace("\n", "⏎<br>")
             parts.append(f"<span{css} style='background:{background}' title='{token['nthr_score']:.4g}'>{text}</span>")
         parts.append("</p>")

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..store.run_store import read_parquet_files
+from .pickled_state import read_pickled_attributes
 from .run import Run, assign_groups, numeric_reward
 
 NON_REWARD = {"step", "prompt", "completion", "advantage", "image", "images"}
@@ -56,12 +57,8 @@ def training_reward_weights(path: Path) -> list | None:
                                                   key=lambda f: -int(re.sub(r"\D", "", f.parent.name) or 0))
     for file in files:
         if file.is_file():
-            import torch
-            try:
-                args = torch.load(file, weights_only=False)      # a pickled GRPOConfig: TRL must be importable
-            except Exception as error:
-                raise ValueError(f"{file}: not readable training arguments ({error})") from error
-            weights = getattr(args, "reward_weights", None)
+            # a pickled GRPOConfig, read as inert data: no code from the run folder runs
+            weights = read_pickled_attributes(file).get("reward_weights")
             return None if weights is None else [float(w) for w in weights]
     return None
 

@@ -76,10 +76,28 @@ def training_summary(runs) -> str:
     if not curves.empty:
         lines += ["## Held-out greedy accuracy (mean and 95% t-interval across seeds; change = last - first, paired by seed)",
                   "", markdown_table(final_accuracy_table(curves)), ""]
+    lines += paired_sections(runs)
     warnings = [f"- {run.name}: {w}" for run in runs for w in run.warnings]
     if warnings:
         lines += ["## Warnings", ""] + warnings + [""]
     return "\n".join(lines)
+
+
+def paired_sections(runs, baseline: str = "grpo") -> list[str]:
+    """Per method the run metrics over seeds, and each method against the baseline paired by seed (when the
+    baseline and another method share two or more seeds)."""
+    from .paired_runs import RUN_METRICS, method_means, paired_differences, run_metrics
+    metrics = run_metrics(runs)
+    differences = paired_differences(metrics, baseline)
+    if differences.empty or differences["seeds"].max() < 2:
+        return []
+    legend = "; ".join(f"{name}: {text}" for name, text in RUN_METRICS.items())
+    return ["## Per method over seeds (mean and 95% t-interval)", legend + ".", "",
+            markdown_table(method_means(metrics)), "",
+            f"## Each method against {baseline}, paired by seed",
+            "mean_difference: mean over seeds of (method - baseline) with its 95% t-interval; higher: seeds where "
+            "the method is higher; paired t-test and Wilcoxon signed-rank p (two-sided).", "",
+            markdown_table(differences), "", "## Per run", "", markdown_table(metrics), ""]
 
 
 def write_report(paths, out_dir, *, correct_threshold: float | None = None, correct_reward: str | None = None) -> Path:

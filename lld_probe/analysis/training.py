@@ -67,7 +67,7 @@ def delta_by_success_rate(responses: pd.DataFrame) -> pd.DataFrame:
 def selected_fraction_vs_p(responses: pd.DataFrame, column: str = "nthr_selected_fraction") -> pd.DataFrame:
     """Mean share of an incorrect response's tokens that NTHR selects, per group success rate p."""
     if column not in responses.columns:
-        column = "selected_fraction"
+        column = "scaled_fraction"
     frame = responses.copy()
     frame["correct"] = _require_correct(frame, "selected fraction vs p")
     frame["p"] = frame.groupby("group_id")["correct"].transform("mean")

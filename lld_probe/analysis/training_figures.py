@@ -86,6 +86,18 @@ def lld_rate_over_training(runs, out_dir, name: str = "lld_rate_over_training", 
                           f"Lazy likelihood displacement during training ({window}-step rolling mean)", rate=True)
 
 
+def delta_correct_over_training(runs, out_dir, name: str = "delta_correct_over_training", window: int = 5) -> list:
+    """Mean Delta of the correct responses in each update (rolling mean over `window` steps; band: min-max
+    over seeds)."""
+    def compute(run):
+        frame = lld_rate_by_step(run.responses)
+        frame["delta_correct"] = frame["delta_correct"].rolling(window, min_periods=1).mean()
+        return frame
+    return _per_run_lines(runs, out_dir, name, compute, "delta_correct", "mean Δ of correct responses (nats)",
+                          f"Likelihood change of correct responses per update ({window}-step rolling mean)",
+                          zero_line=True)
+
+
 def fig6_length(runs, out_dir, name: str = "fig6_response_length") -> list:
     """Mean response length per step (PAPER Fig 6; band: min-max over seeds)."""
     unit = "tokens" if all("n_tokens" in run.responses.columns for run in runs) else "characters"
@@ -147,6 +159,7 @@ def training_figures(runs, out_dir) -> list:
         written += fig6_length(runs, out_dir)
     if has_probes:
         written += lld_rate_over_training(has_probes, out_dir)
+        written += delta_correct_over_training(has_probes, out_dir)
         written += selected_fraction_figure(has_probes, out_dir)
     for run in runs:
         if len(run.probe_set):

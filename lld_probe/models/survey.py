@@ -5,14 +5,6 @@ from __future__ import annotations
 from ..tasks import format_prompt
 from .generation import greedy_completions, sample_groups
 
-DEFAULT_MAX_NEW_TOKENS = {"tiny": 24, "chain": 96, "smollm2": 48}
-
-
-def max_new_tokens_for(model_name: str, requested: int | None = None) -> int:
-    """The requested length, else the default for the named model (256 for other models)."""
-    return requested if requested else DEFAULT_MAX_NEW_TOKENS.get(model_name, 256)
-
-
 def survey(model, tokenizer, task, *, n_questions=32, group_size=8, temperature=1.0, max_new_tokens=32,
            seed=0, eval_questions=None) -> dict:
     """Sample groups for n_questions train questions; greedy-decode eval_questions when given."""

@@ -14,7 +14,8 @@ from .records import ProbedBatch
 
 def step_metrics(probed: ProbedBatch, delta: torch.Tensor, comm) -> dict:
     """lld/rate (share of measured correct responses with Delta <= 0), lld/delta_correct,
-    lld/delta_incorrect, lld/selected_fraction (of incorrect responses' tokens the method scaled),
+    lld/delta_incorrect, lld/scaled_fraction (share of a measured incorrect response's tokens that the
+    method scaled, averaged over those responses),
     lld/tau (mean over groups with a threshold), lld/mean_length (of responses with measured tokens), and
     lld/left_out (responses without measured tokens: truncated and masked); absent when there is none."""
     generation = probed.generation
@@ -37,7 +38,7 @@ def step_metrics(probed: ProbedBatch, delta: torch.Tensor, comm) -> dict:
     incorrect_measured = ~correct & measured
     if incorrect_measured.any():
         metrics["lld/delta_incorrect"] = float(delta[incorrect_measured].mean())
-        metrics["lld/selected_fraction"] = float(scaled_fraction[~correct].mean())
+        metrics["lld/scaled_fraction"] = float(scaled_fraction[incorrect_measured].mean())
     finite = [taus[g] for g in sorted(taus) if math.isfinite(taus[g])]
     if finite:
         metrics["lld/tau"] = float(np.mean(finite))

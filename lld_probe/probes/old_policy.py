@@ -48,7 +48,7 @@ def score_old_policy(generation: GenerationBatch, token_logps, entropy, hidden, 
     logp_before = logp_before.masked_fill(~batch.mask.any(1), math.nan)    # nothing measured: not 0, unknown
     return OldPolicyScores(token_logps=token_logps, logp_before=logp_before,
                            entropy=entropy.float().cpu().masked_fill(~batch.mask, 0.0), scores=scores,
-                           selected=selected, taus=taus)
+                           nthr_selected=selected, taus=taus)
 
 
 def split_group_indices(layout) -> list[int]:

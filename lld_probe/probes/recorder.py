@@ -48,7 +48,7 @@ class ProbeRecorder:
         self.last: StepRecord | None = None           # the last step measured after its update
         self.probe_items: list[dict] | None = None
         self.clock = Clock()                          # time inside the probes (for the overhead figure)
-        self._kept_rng = np.random.default_rng(int(settings.seed))
+        self._rescored_rng = np.random.default_rng(int(settings.seed))
         self._checked_layout: RowLayout | None = None
 
     # --- a run --------------------------------------------------------------------------------------
@@ -69,6 +69,11 @@ class ProbeRecorder:
         store.write_meta({**meta, "world_size": self.comm.world_size})
         self.comm.barrier()          # no process writes a step before the main one has truncated
 
+    @timed
+    def log_scalars(self, step: int, values: dict) -> None:
+        """The trainer's logged values of a step (numbers only) into the store's scalars."""
+        self.store.append_scalars(step, values)
+
     # --- one generation batch -----------------------------------------------------------------------
     @timed
     def begin_batch(self, step: int, prompt_ids, completion_ids, *, rewards: torch.Tensor,
@@ -88,14 +93,14 @@ class ProbeRecorder:
         correct = global_correct[layout.global_rows()]
         groups = {part.group: global_correct[part.group * group_size: (part.group + 1) * group_size]
                   for part in layout.groups()}
-        kept = torch.ones(count, dtype=torch.bool)
-        if self.settings.response_fraction < 1.0:
-            kept = torch.from_numpy(self._kept_rng.random(count) < self.settings.response_fraction)
+        rescored = torch.ones(count, dtype=torch.bool)
+        if self.settings.probe_response_fraction < 1.0:
+            rescored = torch.from_numpy(self._rescored_rng.random(count) < self.settings.probe_response_fraction)
         return GenerationBatch(
             step=step, batch=build_group_batch(prompt_ids, completion_ids, self.pad_id), layout=layout,
             rewards=rewards.float().cpu(), correct=correct, group_correct=groups,
             advantages=advantages.detach().float().cpu().clone(), prompts=tuple(str(p) for p in prompts),
-            completions=tuple(completions), question_ids=tuple(str(q) for q in question_ids), kept=kept,
+            completions=tuple(completions), question_ids=tuple(str(q) for q in question_ids), rescored=rescored,
             truncated=torch.zeros(count, dtype=torch.bool) if truncated is None else torch.as_tensor(truncated))
 
     @timed
@@ -120,22 +125,22 @@ class ProbeRecorder:
                                "(the loss did not run on the batch?)")
         generation, settings = probed.generation, self.settings
         batch, step = generation.batch, generation.step
-        kept = (generation.kept & batch.mask.any(1)).nonzero().flatten()    # responses with measured tokens
+        rescored = (generation.rescored & batch.mask.any(1)).nonzero().flatten()    # responses with measured tokens
         logp_after = torch.full((batch.size,), math.nan, dtype=torch.float64)
         token_logps_given, token_logps_after = token_logps_after, torch.full(batch.mask.shape, math.nan)
         if token_logps_given is not None and tuple(token_logps_given.shape) != tuple(batch.mask.shape):
             raise ValueError(f"token_logps_after has shape {tuple(token_logps_given.shape)}, the batch's tokens "
                              f"{tuple(batch.mask.shape)}")
-        if len(kept) and token_logps_given is not None:
-            token_logps_after[kept] = token_logps_given.float().cpu()[kept].masked_fill(~batch.mask[kept], 0.0)
-            logp_after[kept] = sequence_logprob(token_logps_after[kept], batch.mask[kept]).double()
-        elif len(kept):    # packed: the real tokens only, each prompt once (lld_probe.scoring.packing)
-            sub = batch.select(kept)
-            after = score_group(model, sub, temperature=self.temperature, max_tokens=settings.score_max_tokens)
-            token_logps_after[kept] = after.token_logps.float().cpu()
-            logp_after[kept] = sequence_logprob(after.token_logps, sub.mask).double().cpu()
+        if len(rescored) and token_logps_given is not None:
+            token_logps_after[rescored] = token_logps_given.float().cpu()[rescored].masked_fill(~batch.mask[rescored], 0.0)
+            logp_after[rescored] = sequence_logprob(token_logps_after[rescored], batch.mask[rescored]).double()
+        elif len(rescored):    # packed: the real tokens only, each prompt once (lld_probe.scoring.packing)
+            sub = batch.select(rescored)
+            after = score_group(model, sub, temperature=self.temperature, max_tokens=settings.probe_score_max_tokens)
+            token_logps_after[rescored] = after.token_logps.float().cpu()
+            logp_after[rescored] = sequence_logprob(after.token_logps, sub.mask).double().cpu()
         responses = response_rows(probed, logp_after)
-        tokens = token_rows(probed, token_logps_after) if settings.token_rows else None
+        tokens = token_rows(probed, token_logps_after) if settings.probe_token_rows else None
         self.store.write_step(step, responses, tokens)
         metrics = step_metrics(probed, logp_after - probed.old.logp_before.double(), self.comm)
         if self.comm.world_size > 1:    # what this process sent for split groups' NTHR so far (0: whole groups)
@@ -161,7 +166,7 @@ class ProbeRecorder:
                                                            [it["logp_before"] for it in self.probe_items]))
         if self.probe_items and step % settings.probe_every == 0:
             logps = score_probe_set(model, self.probe_items, pad_id=self.pad_id, temperature=self.temperature,
-                                    max_tokens=settings.score_max_tokens)
+                                    max_tokens=settings.probe_score_max_tokens)
             self.store.append_probe_set(probe_set_rows(self.probe_items, step, logps))
 
     # --- checks -------------------------------------------------------------------------------------

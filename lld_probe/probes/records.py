@@ -26,7 +26,7 @@ class GenerationBatch:
     prompts: tuple
     completions: tuple
     question_ids: tuple
-    kept: torch.Tensor              # [B] bool: re-scored after the step
+    rescored: torch.Tensor          # [B] bool: re-scored after the step (logp_after measured)
     truncated: torch.Tensor         # [B] bool: cut at the length limit and masked out of the loss (no tokens)
 
     @property
@@ -45,7 +45,7 @@ class OldPolicyScores:
     logp_before: torch.Tensor       # [B] sequence sums; NaN for a response without measured tokens
     entropy: torch.Tensor           # [B, T]
     scores: torch.Tensor            # [B, T] NTHR scores
-    selected: torch.Tensor          # [B, T] NTHR selection (incorrect responses only)
+    nthr_selected: torch.Tensor     # [B, T] NTHR's selection (incorrect responses only)
     taus: dict                      # group index -> tau of the group
 
 
@@ -55,13 +55,13 @@ class ProbedBatch:
     generation: GenerationBatch
     old: OldPolicyScores
     loss_advantages: torch.Tensor   # what the loss gets: [B] (sequence-level variants) or [B, T]
-    scaled: torch.Tensor            # [B, T] tokens whose advantage the method scaled
+    scaled: torch.Tensor            # [B, T] tokens whose advantage the method scaled (by eta)
 
     # read-through views of the parts, for analysis code and tests
     batch = property(lambda self: self.generation.batch)
     correct = property(lambda self: self.generation.correct)
     advantages = property(lambda self: self.generation.advantages)
-    selected = property(lambda self: self.old.selected)
+    nthr_selected = property(lambda self: self.old.nthr_selected)
     scores = property(lambda self: self.old.scores)
     entropy = property(lambda self: self.old.entropy)
     token_logps_before = property(lambda self: self.old.token_logps)

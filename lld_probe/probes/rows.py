@@ -28,8 +28,8 @@ def response_rows(probed: ProbedBatch, logp_after: torch.Tensor) -> pd.DataFrame
         "reward": generation.rewards.double().numpy(), "correct": generation.correct.numpy(),
         "advantage": generation.advantages.double().numpy(), "n_tokens": lengths.numpy(),
         "logp_before": old.logp_before.double().cpu().numpy(), "logp_after": logp_after.numpy(),
-        "selected_fraction": (probed.scaled.sum(1).float() / lengths.clamp(min=1)).double().numpy(),
-        "nthr_selected_fraction": (old.selected.sum(1).float() / lengths.clamp(min=1)).double().numpy(),
+        "scaled_fraction": (probed.scaled.sum(1).float() / lengths.clamp(min=1)).double().numpy(),
+        "nthr_selected_fraction": (old.nthr_selected.sum(1).float() / lengths.clamp(min=1)).double().numpy(),
         "truncated": generation.truncated.numpy(),
     })
 
@@ -37,11 +37,11 @@ def response_rows(probed: ProbedBatch, logp_after: torch.Tensor) -> pd.DataFrame
 def token_rows(probed: ProbedBatch, token_logps_after: torch.Tensor) -> pd.DataFrame | None:
     """One row per token of the responses re-scored after the step (TOKEN_COLUMNS); None when none was."""
     generation, old = probed.generation, probed.old
-    kept = generation.kept.nonzero().flatten()
-    if not len(kept):
+    rescored = generation.rescored.nonzero().flatten()
+    if not len(rescored):
         return None
     lengths = generation.batch.mask.sum(1)
-    index = [(int(i), t) for i in kept for t in range(int(lengths[i]))]
+    index = [(int(i), t) for i in rescored for t in range(int(lengths[i]))]
     rows, cols = (list(x) for x in zip(*index)) if index else ([], [])
     groups, indices = _row_ids(probed, rows)
     return pd.DataFrame({
@@ -50,7 +50,7 @@ def token_rows(probed: ProbedBatch, token_logps_after: torch.Tensor) -> pd.DataF
         "logp_before": old.token_logps[rows, cols].float().cpu().numpy(),
         "logp_after": token_logps_after[rows, cols].numpy(),
         "nthr_score": old.scores[rows, cols].float().cpu().numpy(),
-        "selected": probed.scaled[rows, cols].numpy(),
-        "nthr_selected": old.selected[rows, cols].numpy(),
+        "scaled": probed.scaled[rows, cols].numpy(),
+        "nthr_selected": old.nthr_selected[rows, cols].numpy(),
         "entropy": old.entropy[rows, cols].float().cpu().numpy(),
     })

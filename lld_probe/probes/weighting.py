@@ -19,7 +19,7 @@ def random_seed(seed: int, step: int, group: int) -> int:
 def method_weighting(generation: GenerationBatch, old: OldPolicyScores, settings: ProbeSettings, comm):
     """(advantages for the loss: [B] for grpo / pos_only, [B, T] otherwise; tokens scaled by eta [B, T])."""
     method, batch = settings.method, generation.batch
-    scaled = torch.zeros_like(old.selected)
+    scaled = torch.zeros_like(old.nthr_selected)
     if method in SEQUENCE_LEVEL:
         return sequence_advantages(method, generation.advantages), scaled
     parts = generation.layout.groups()
@@ -29,7 +29,7 @@ def method_weighting(generation: GenerationBatch, old: OldPolicyScores, settings
         rows = part.local
         advantages, mask, correct, selected, local = _whole_group(generation, old, part, remote.get(part.group, {}))
         tokens_adv, scaled_rows = variant_token_advantages(
-            method, advantages, mask, correct, selected, settings.nthr_eta,
+            method, advantages, mask, correct, selected, settings.eta_policy,
             seed=random_seed(settings.seed, generation.step, part.group))
         width = batch.mask.shape[1]
         per_token[rows] = tokens_adv[local, :width].to(per_token.dtype)
@@ -40,7 +40,7 @@ def method_weighting(generation: GenerationBatch, old: OldPolicyScores, settings
 def _remote_rows(generation, old, parts, comm) -> dict:
     """group -> {response index: (length, NTHR count)} of every process's rows of split groups."""
     batch = generation.batch
-    local = {part.group: {part.first_index + i: (int(batch.mask[row].sum()), int(old.selected[row].sum()))
+    local = {part.group: {part.first_index + i: (int(batch.mask[row].sum()), int(old.nthr_selected[row].sum()))
                           for i, row in enumerate(range(part.local.start, part.local.stop))}
              for part in parts if not part.whole}
     merged: dict = {}
@@ -56,7 +56,7 @@ def _whole_group(generation, old, part, remote: dict):
     random draw depends on nothing else); and the slice of this process's rows in it."""
     batch, rows = generation.batch, part.local
     if part.whole:
-        return (generation.advantages[rows], batch.mask[rows], generation.correct[rows], old.selected[rows],
+        return (generation.advantages[rows], batch.mask[rows], generation.correct[rows], old.nthr_selected[rows],
                 slice(0, rows.stop - rows.start))
     size = generation.group_size
     width = max([batch.mask.shape[1]] + [length for length, _ in remote.values()])
@@ -68,6 +68,6 @@ def _whole_group(generation, old, part, remote: dict):
         selected[index, :count] = True
     local = slice(part.first_index, part.first_index + rows.stop - rows.start)
     mask[local, : batch.mask.shape[1]] = batch.mask[rows]
-    selected[local, : batch.mask.shape[1]] = old.selected[rows]
+    selected[local, : batch.mask.shape[1]] = old.nthr_selected[rows]
     advantages[local] = generation.advantages[rows]
     return advantages, mask, generation.group_correct[part.group], selected, local

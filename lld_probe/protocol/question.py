@@ -52,8 +52,8 @@ def diagnose(model, old, batch, correct, config) -> BaseDiagnostics:
     vocabulary passes run on the model's device; every result is on the CPU, like `old` and `batch`."""
     unembed = output_embedding_weight(model).detach()
     scores = nthr_token_scores(old.hidden, unembed, batch.tokens, batch.mask, correct,
-                               temperature=config.temperature, vocab=config.vocab,
-                               anchor_self=config.anchor_self, token_logprobs=old.token_logps)
+                               temperature=config.temperature, vocab=config.nthr_vocab,
+                               anchor_self=config.nthr_anchor_self, token_logprobs=old.token_logps)
     scores = NTHRScores(scores.scores.cpu(), scores.anchors.cpu())
     tau = nthr_threshold(scores.anchors, correct, config.nthr_beta)
     return BaseDiagnostics(
@@ -69,7 +69,7 @@ def variant_updates(model, copies, forwards, base: BaseDiagnostics, batch, corre
     The variants differ on the incorrect rows only, so they share backwards (group_gradients), and the
     first-order predictions share one pass over the vocabulary."""
     weightings = {variant: variant_token_advantages(
-        variant, base.advantages, batch.mask, correct, base.selected, config.nthr_eta,
+        variant, base.advantages, batch.mask, correct, base.selected, config.eta_policy,
         seed=question_seed(config.seed, question_id, "random")) for variant in config.variants}
     gradients = weighting_gradients(list(copies.compute.parameters()), forwards, base.old.token_logps,
                                     {v: per_token for v, (per_token, _) in weightings.items()}, batch.mask,
@@ -90,11 +90,19 @@ def _make_optimizer(name: str, parameters, lr: float):
     return torch.optim.AdamW(parameters, lr=lr, weight_decay=0.0)
 
 
-def apply_update(model, copies, base_state, gradients, config) -> None:
-    """Restore the base parameters exactly, then one optimizer step with the given gradients (None: none)."""
+def apply_update(model, copies, base_state, gradients, config, warm=None) -> None:
+    """Restore the base parameters exactly, then one optimizer step with the given gradients (None: none).
+    warm (a WarmState): the step is AdamW's next one from the saved moments; every parameter steps (a missing
+    gradient is zero there, as in a training step, so the moments alone still move it)."""
     model.load_state_dict(base_state)
-    optimizer = _make_optimizer(config.optimizer, model.parameters(), config.lr)
+    if warm is None:
+        optimizer = _make_optimizer(config.optimizer, model.parameters(), config.lr)
+    else:
+        optimizer = warm.optimizer(config.lr)
+        gradients = [None] * len(list(model.parameters())) if gradients is None else gradients
     for parameter, gradient in zip(model.parameters(), gradients or []):
+        if gradient is None and warm is not None:
+            gradient = torch.zeros_like(parameter)
         parameter.grad = None if gradient is None else gradient.to(parameter.dtype)
     optimizer.step()
     del optimizer
@@ -124,7 +132,7 @@ def variant_row(question_id, variant, base: BaseDiagnostics, correct, logp_after
         "predicted_delta": float(predicted[correct].mean()),
         "predicted_delta_incorrect": float(predicted[~correct].mean()),
         "gwhes": float(base.gwhes[correct].mean()), "tau": base.tau,
-        "selected_fraction": float(scaled[negatives].float().mean()) if negatives.any() else 0.0,
+        "scaled_fraction": float(scaled[negatives].float().mean()) if negatives.any() else 0.0,
         "nthr_selected_fraction": float(base.selected[negatives].float().mean()) if negatives.any() else 0.0,
         "loss": float(loss),
     }
@@ -134,14 +142,14 @@ def response_rows(question_id, variant, group, rewards, correct, base: BaseDiagn
                   scaled, batch) -> list[dict]:
     """The group's rows of responses.parquet for one variant."""
     lengths = batch.mask.sum(1)
-    selected_fraction = (scaled.sum(1).float() / lengths.clamp(min=1)).masked_fill(correct, 0.0)
+    scaled_fraction = (scaled.sum(1).float() / lengths.clamp(min=1)).masked_fill(correct, 0.0)
     return [{"question_id": question_id, "variant": variant, "response_index": index,
              "correct": bool(correct[index]), "reward": rewards[index].reward, "parsed": rewards[index].parsed,
              "advantage": float(base.advantages[index]), "completion": completion.text,
              "n_tokens": int(lengths[index]), "logp_before": float(base.logp_before[index]),
              "logp_after": float(logp_after[index]), "predicted_delta": float(predicted[index]),
              "gwhes": float(base.gwhes[index]), "nthr_anchor": float(base.scores.anchors[index]),
-             "selected_fraction": float(selected_fraction[index])} for index, completion in enumerate(group)]
+             "scaled_fraction": float(scaled_fraction[index])} for index, completion in enumerate(group)]
 
 
 def token_rows(question_id, tokenizer, correct, base: BaseDiagnostics, batch) -> list[dict]:
@@ -152,5 +160,5 @@ def token_rows(question_id, tokenizer, correct, base: BaseDiagnostics, batch) ->
              "correct": bool(correct[index]), "logp_before": float(base.old.token_logps[index, position]),
              "entropy": float(base.old.entropy[index, position]),
              "nthr_score": float(base.scores.scores[index, position]),
-             "selected": bool(base.selected[index, position])}
+             "nthr_selected": bool(base.selected[index, position])}
             for index in range(batch.size) for position in range(int(lengths[index]))]

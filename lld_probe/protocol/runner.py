@@ -8,6 +8,7 @@ selection, GWHES, and a fresh-sample pass rate before vs after the update.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 
 import pandas as pd
@@ -19,12 +20,14 @@ from ..scoring import build_group_batch, score_group
 from ..tasks import format_prompt, get_task
 from .config import ProtocolConfig
 from .precision import ComputeCopy
+from .step_context import KeptGroup, step_context_rows
 from .question import (apply_update, base_forwards, diagnose, pass_rate, question_seed, response_rows, token_rows,
                        variant_row, variant_updates)
 
 PROTOCOL_COLUMNS = ["question_id", "variant", "group_size", "n_correct", "p", "delta_sum", "delta_mean",
                     "delta_incorrect_sum", "predicted_delta", "predicted_delta_incorrect", "gwhes", "tau",
-                    "selected_fraction", "nthr_selected_fraction", "pass_rate_before", "pass_rate_after", "loss"]
+                    "selected_fraction", "nthr_selected_fraction", "pass_rate_before", "pass_rate_after", "loss",
+                    "delta_drift_sum"]
 
 
 @dataclass
@@ -34,6 +37,7 @@ class ProtocolResult:
     tokens: pd.DataFrame          # one row per response token of each kept group
     questions: pd.DataFrame       # one row per sampled question (kept or dropped)
     config: ProtocolConfig
+    step_context: pd.DataFrame | None = None   # with step_groups > 1: one row per (question, variant)
 
 
 class _GroupSampler:
@@ -69,7 +73,8 @@ class _GroupSampler:
 
 def run_protocol(config: ProtocolConfig, *, model=None, tokenizer=None, progress: bool = True) -> ProtocolResult:
     """Run the protocol on config.device; pass model/tokenizer to reuse a loaded model (moved to
-    config.device; its parameters are restored at the end)."""
+    config.device; its parameters are restored at the end). With config.optimizer_state the steps start from
+    that checkpoint's parameters (and, warm, its AdamW moments)."""
     config = config.resolved()
     torch.manual_seed(config.seed)
     if model is None:
@@ -79,36 +84,53 @@ def run_protocol(config: ProtocolConfig, *, model=None, tokenizer=None, progress
     questions = task.questions(config.questions, seed=config.seed)
     if not questions:
         raise ValueError(f"task {config.task!r} gave no questions")
+    warm, original = None, None
+    if config.optimizer_state is not None:
+        original = {name: value.detach().clone() for name, value in model.state_dict().items()}
+        from .warm_state import WarmState
+        state = WarmState.load(config.optimizer_state, model)
+        state.load_parameters(model)
+        warm = state if config.optimizer_moments == "warm" else None
     base_state = {name: value.detach().clone() for name, value in model.state_dict().items()}
     copies = ComputeCopy(model, bf16=config.bf16)
     sampler = _GroupSampler(copies, tokenizer, task, config)
-    tables = {"protocol": [], "responses": [], "tokens": [], "questions": []}
+    tables = {"protocol": [], "responses": [], "tokens": [], "questions": [], "step_context": []}
+    pending, steps_done = [], 0                     # kept groups waiting for their step (step_groups > 1)
     from tqdm.auto import tqdm
     bar = tqdm(questions, desc="protocol", unit="question", disable=not progress)
     for index, question in enumerate(bar):
-        if config.mixed is not None and sum(row["kept"] for row in tables["questions"]) >= config.mixed:
+        if config.mixed is not None and sum(row["mixed"] for row in tables["questions"]) >= config.mixed:
             break
         group = sampler.group(index, questions)
         rewards = [task.reward(c.text, question.answer) for c in group]
         correct = correct_from_rewards(torch.tensor([float(r.reward) for r in rewards]))
         mixed = 0 < int(correct.sum()) < config.group_size
         tables["questions"].append({"question_id": question.question_id, "n_correct": int(correct.sum()),
-                                    "group_size": config.group_size, "kept": mixed})
+                                    "group_size": config.group_size, "mixed": mixed})
         if mixed:
-            _measure_question(model, tokenizer, copies, base_state, sampler, question, group, rewards, correct,
-                              config, tables)
+            kept = _measure_question(model, tokenizer, copies, base_state, sampler, question, group, rewards,
+                                     correct, config, tables, warm)
+            if kept is not None:
+                pending.append(kept)
+            if len(pending) == config.step_groups > 1:
+                tables["step_context"] += step_context_rows(model, copies, base_state, pending, steps_done, config,
+                                                            warm)
+                pending, steps_done = [], steps_done + 1
         if progress:
-            bar.set_postfix(kept=sum(r["kept"] for r in tables["questions"]), refresh=False)
-    model.load_state_dict(base_state)
+            bar.set_postfix(mixed=sum(r["mixed"] for r in tables["questions"]), refresh=False)
+    model.load_state_dict(original if original is not None else base_state)
     model.zero_grad(set_to_none=True)
     return ProtocolResult(pd.DataFrame(tables["protocol"], columns=PROTOCOL_COLUMNS),
                           pd.DataFrame(tables["responses"]), pd.DataFrame(tables["tokens"]),
-                          pd.DataFrame(tables["questions"]), config)
+                          pd.DataFrame(tables["questions"]), config,
+                          pd.DataFrame(tables["step_context"]) if config.step_groups > 1 else None)
 
 
 def _measure_question(model, tokenizer, copies, base_state, sampler, question, group, rewards, correct, config,
-                      tables) -> None:
-    """One mixed group: diagnostics at the base parameters, then per variant one update and its Delta."""
+                      tables, warm=None):
+    """One mixed group: diagnostics at the base parameters, then per variant one update and its Delta. From warm
+    moments also the drift: Delta of the correct responses under the step the moments alone make (no gradient).
+    Returns the group with its gradients when steps are measured (step_groups > 1)."""
     batch = build_group_batch([c.prompt_ids for c in group], [c.completion_ids for c in group],
                               tokenizer.pad_token_id)
     forwards, old = base_forwards(model, copies, batch, correct, config.temperature)
@@ -116,21 +138,31 @@ def _measure_question(model, tokenizer, copies, base_state, sampler, question, g
     pass_before = sampler.pass_rate(question)
     updates = variant_updates(model, copies, forwards, base, batch, correct, question.question_id, config)
     del forwards
+    drift = math.nan
+    if warm is not None:
+        apply_update(model, copies, base_state, None, config, warm)
+        logp_drift = sequence_logprob(score_group(model, batch, temperature=config.temperature).token_logps.cpu(),
+                                      batch.mask)
+        drift = float((logp_drift.double() - base.logp_before.double())[correct].mean())
+    kept = {}
     for variant in config.variants:
         per_token, scaled, loss, gradients, predicted = updates.pop(variant)
-        apply_update(model, copies, base_state, gradients, config)
+        apply_update(model, copies, base_state, gradients, config, warm)
+        if config.step_groups > 1:
+            kept[variant] = gradients
         del gradients
         logp_after = sequence_logprob(score_group(model, batch, temperature=config.temperature).token_logps.cpu(),
                                       batch.mask)
         row = variant_row(question.question_id, variant, base, correct, logp_after, predicted, scaled, loss, batch,
                           config)
         tables["protocol"].append({**row, "pass_rate_before": pass_before,
-                                   "pass_rate_after": sampler.pass_rate(question)})
+                                   "pass_rate_after": sampler.pass_rate(question), "delta_drift_sum": drift})
         tables["responses"] += response_rows(question.question_id, variant, group, rewards, correct, base,
                                              logp_after, predicted, scaled, batch)
     model.load_state_dict(base_state)
     copies.sync()
     tables["tokens"] += token_rows(question.question_id, tokenizer, correct, base, batch)
+    return KeptGroup(question.question_id, batch, correct, base.logp_before, kept) if kept else None
 
 
 def save_protocol(result: ProtocolResult, out_dir) -> dict:
@@ -143,9 +175,11 @@ def save_protocol(result: ProtocolResult, out_dir) -> dict:
     paths = {}
     for name in ("protocol", "responses", "tokens", "questions"):
         paths[name] = write_parquet(getattr(result, name), out / f"{name}.parquet")
-    kept = int(result.questions["kept"].sum()) if len(result.questions) else 0
+    if result.step_context is not None:
+        paths["step_context"] = write_parquet(result.step_context, out / "step_context.parquet")
+    mixed = int(result.questions["mixed"].sum()) if len(result.questions) else 0
     meta = {"kind": "protocol", "settings": asdict(result.config), **provenance(),
-            "questions_sampled": len(result.questions), "questions_kept": kept,
-            "questions_dropped": len(result.questions) - kept}
+            "questions_sampled": len(result.questions), "questions_mixed": mixed,
+            "questions_dropped": len(result.questions) - mixed}
     paths["meta"] = write_json(meta, out / "meta.json")
     return paths

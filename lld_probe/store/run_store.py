@@ -3,7 +3,7 @@
 Every file is written under a temporary name and renamed (store.atomic), so a run killed at any
 moment leaves a store that loads; a resumed run truncates what lies after its checkpoint and goes on.
 In a run on N processes every rank writes its own shard of each step's responses and tokens; the
-main process alone writes meta.json, scalars.parquet and probe_set.parquet.
+main process alone writes meta.json and the scalars' and probe set's per-step files.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pathlib import Path
 import pandas as pd
 
 from .atomic import write_json, write_parquet
-from .schema import (OPTIONAL_RESPONSE_COLUMNS, OPTIONAL_TOKEN_COLUMNS, PROBE_SET_COLUMNS, RESPONSE_COLUMNS,
-                     SCALAR_COLUMNS, TOKEN_COLUMNS, parse_step_file, step_path)
+from .schema import (OPTIONAL_RESPONSE_COLUMNS, OPTIONAL_TOKEN_COLUMNS, PROBE_SET_COLUMNS, RENAMED_COLUMNS,
+                     RESPONSE_COLUMNS, SCALAR_COLUMNS, SCHEMA_VERSION, TOKEN_COLUMNS, parse_step_file, step_path)
 
 
 def is_run_store(path) -> bool:
@@ -36,12 +36,6 @@ class RunStoreWriter:
         self.rank = rank
         self.is_main = is_main
         self.path.mkdir(parents=True, exist_ok=True)
-        self._scalars = self._read_or_empty("scalars.parquet", SCALAR_COLUMNS)
-        self._probe_set = self._read_or_empty("probe_set.parquet", PROBE_SET_COLUMNS)
-
-    def _read_or_empty(self, name, columns) -> pd.DataFrame:
-        file = self.path / name
-        return pd.read_parquet(file) if file.is_file() else pd.DataFrame(columns=columns)
 
     def has_steps(self) -> bool:
         return any(parse_step_file(f.name) for f in (self.path / "responses").glob("step=*.parquet"))
@@ -54,7 +48,7 @@ class RunStoreWriter:
             previous = json.loads(existing.read_text())
             meta = {**previous, **meta, "start_time": previous.get("start_time", meta.get("start_time")),
                     "restarts": previous.get("restarts", 0) + 1}
-        write_json(meta, existing)
+        write_json({**meta, "schema_version": SCHEMA_VERSION}, existing)
 
     def write_step(self, step: int, responses: pd.DataFrame, tokens: pd.DataFrame | None = None) -> None:
         missing = [c for c in RESPONSE_COLUMNS if c not in responses.columns and c not in OPTIONAL_RESPONSE_COLUMNS]
@@ -66,42 +60,50 @@ class RunStoreWriter:
         write_parquet(responses, step_path(self.path / "responses", step, self.rank))
 
     def append_scalars(self, step: int, values: dict) -> None:
-        """One row per numeric value; a (step, name) logged twice keeps the last value."""
+        """One row per numeric value into the step's own file; a (step, name) logged twice keeps the last
+        value. Only that step's file is rewritten: appending costs the same at step 10 and at step 100,000."""
         if not self.is_main:
             return
         rows = pd.DataFrame([{"step": int(step), "name": str(k), "value": float(v)} for k, v in values.items()
                              if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step"],
                             columns=SCALAR_COLUMNS)
         if len(rows):
-            merged = rows if self._scalars.empty else pd.concat([self._scalars, rows], ignore_index=True)
-            self._scalars = merged.drop_duplicates(["step", "name"], keep="last").reset_index(drop=True)
-            write_parquet(self._scalars, self.path / "scalars.parquet")
+            merged = self._append_to_step("scalars", step, rows)
+            write_parquet(merged.drop_duplicates(["step", "name"], keep="last").reset_index(drop=True),
+                          step_path(self.path / "scalars", step))
 
     def append_probe_set(self, rows: pd.DataFrame) -> None:
-        if not self.is_main:
+        """The probe set's log-likelihoods at one step (rows of a single step) into that step's file."""
+        if not self.is_main or not len(rows):
             return
-        self._probe_set = rows if self._probe_set.empty else pd.concat([self._probe_set, rows], ignore_index=True)
-        write_parquet(self._probe_set, self.path / "probe_set.parquet")
+        steps = set(rows["step"])
+        if len(steps) != 1:
+            raise ValueError(f"append_probe_set takes the rows of one step, got steps {sorted(steps)}")
+        step = int(steps.pop())
+        write_parquet(self._append_to_step("probe_set", step, rows), step_path(self.path / "probe_set", step))
+
+    def _append_to_step(self, folder: str, step: int, rows: pd.DataFrame) -> pd.DataFrame:
+        file = step_path(self.path / folder, step)
+        return pd.concat([pd.read_parquet(file), rows], ignore_index=True) if file.is_file() else rows
 
     def has_probe_rows(self) -> bool:
-        return not self._probe_set.empty
+        return bool(_step_shards(self.path / "probe_set")) or (self.path / "probe_set.parquet").is_file()
 
     def truncate_after(self, step: int) -> None:
         """Drop everything recorded after `step` (resuming from a checkpoint at that step); every rank's
         shards go. Only the main process truncates."""
         if not self.is_main:
             return
-        for folder in ("responses", "tokens"):
+        for folder in ("responses", "tokens", "scalars", "probe_set"):
             for file in (self.path / folder).glob("step=*.parquet"):
                 parsed = parse_step_file(file.name)
                 if parsed and parsed[0] > step:
                     file.unlink()
-        if not self._scalars.empty:
-            self._scalars = self._scalars[self._scalars["step"] <= step]
-            write_parquet(self._scalars, self.path / "scalars.parquet")
-        if not self._probe_set.empty:
-            self._probe_set = self._probe_set[self._probe_set["step"] <= step]
-            write_parquet(self._probe_set, self.path / "probe_set.parquet")
+        for name in ("scalars", "probe_set"):          # schema version 1: one file for the whole run
+            legacy = self.path / f"{name}.parquet"
+            if legacy.is_file():
+                frame = pd.read_parquet(legacy)
+                write_parquet(frame[frame["step"] <= step], legacy)
 
 
 @dataclass
@@ -175,6 +177,12 @@ def _read_steps(folder: Path, columns: list[str], world_size: int, warnings: lis
     return pd.concat(frames, ignore_index=True)
 
 
+def _current_names(frame: pd.DataFrame) -> pd.DataFrame:
+    """A frame of an older store with its columns under their current names (schema.RENAMED_COLUMNS)."""
+    renames = {old: new for old, new in RENAMED_COLUMNS.items() if old in frame.columns and new not in frame.columns}
+    return frame.rename(columns=renames) if renames else frame
+
+
 def read_run_store(path) -> RunStore:
     """Load a run store; a missing meta.json or a corrupt step file (other than the last) raises."""
     path = Path(path)
@@ -187,7 +195,7 @@ def read_run_store(path) -> RunStore:
         raise ValueError(f"{meta_file}: line {error.lineno}: malformed JSON ({error.msg})") from error
     world_size = int(meta.get("world_size", 1))
     warnings: list[str] = []
-    responses = _read_steps(path / "responses", RESPONSE_COLUMNS, world_size, warnings)
+    responses = _current_names(_read_steps(path / "responses", RESPONSE_COLUMNS, world_size, warnings))
     for column, value in OPTIONAL_RESPONSE_COLUMNS.items():
         if column not in responses.columns:
             responses[column] = value
@@ -195,14 +203,15 @@ def read_run_store(path) -> RunStore:
     if missing:
         raise ValueError(f"{path / 'responses'}: missing columns {missing}")
     # tokens of a step whose responses never landed are not part of the run
-    tokens = _read_steps(path / "tokens", TOKEN_COLUMNS, world_size, warnings,
-                         steps=set(responses["step"]) if len(responses) else set())
+    tokens = _current_names(_read_steps(path / "tokens", TOKEN_COLUMNS, world_size, warnings,
+                                        steps=set(responses["step"]) if len(responses) else set()))
     for column, value in OPTIONAL_TOKEN_COLUMNS.items():
         if column not in tokens.columns:
             tokens[column] = value
     frames = {}
     for name, columns in (("probe_set", PROBE_SET_COLUMNS), ("scalars", SCALAR_COLUMNS)):
-        file = path / f"{name}.parquet"
-        frames[name] = pd.read_parquet(file) if file.is_file() else pd.DataFrame(columns=columns)
+        legacy = path / f"{name}.parquet"         # schema version 1
+        frames[name] = (pd.read_parquet(legacy) if legacy.is_file()
+                        else _read_steps(path / name, columns, 1, warnings).reset_index(drop=True))
     return RunStore(meta, responses.reset_index(drop=True), tokens.reset_index(drop=True), frames["probe_set"],
                     frames["scalars"], warnings)

@@ -1,10 +1,11 @@
 """The run store's schema: the one place that names its files, columns and identifiers.
 
-    meta.json                                  method, settings, model, task, seed, world_size, versions
+    meta.json                                  schema_version, method, settings, model, task, seed, world_size,
+                                               versions
     responses/step=NNNNNN[.rank=RRRRR].parquet one row per sampled response
-    tokens/step=NNNNNN[.rank=RRRRR].parquet    per-token rows for the responses the probes keep
-    probe_set.parquet                          step, probe_id, kind, logp of the fixed probe responses
-    scalars.parquet                            step, name, value: every metric the trainer logs
+    tokens/step=NNNNNN[.rank=RRRRR].parquet    per-token rows for the responses the probes re-score
+    probe_set/step=NNNNNN.parquet              step, probe_id, kind, logp of the fixed probe responses
+    scalars/step=NNNNNN.parquet                step, name, value: every metric the trainer logs
 
 A run on N processes writes one shard per rank and step (`.rank=RRRRR`); a 1-process run writes the
 plain name. Readers merge the shards of a step; a step is complete when all world_size shards of its
@@ -16,16 +17,24 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+# 1: the first stores (no schema_version in meta.json); 2: `selected` -> `scaled`, scalars and probe set in
+# per-step files
+SCHEMA_VERSION = 2
+
+# scaled: the method multiplied the token's advantage by eta (nthr: NTHR's selection; random: the random
+# control's draw); nthr_selected: NTHR's selection, whatever the method (logged by every method)
 RESPONSE_COLUMNS = ["step", "question_id", "group_id", "response_index", "prompt", "completion", "reward",
-                    "correct", "advantage", "n_tokens", "logp_before", "logp_after", "selected_fraction",
+                    "correct", "advantage", "n_tokens", "logp_before", "logp_after", "scaled_fraction",
                     "nthr_selected_fraction", "truncated"]
 TOKEN_COLUMNS = ["step", "group_id", "response_index", "token_id", "position", "logp_before", "logp_after",
-                 "nthr_score", "selected", "nthr_selected", "entropy"]
+                 "nthr_score", "scaled", "nthr_selected", "entropy"]
 PROBE_SET_COLUMNS = ["step", "probe_id", "kind", "question_id", "n_tokens", "logp"]
 SCALAR_COLUMNS = ["step", "name", "value"]
 # columns older stores may lack (a reader fills them with NaN / False)
 OPTIONAL_RESPONSE_COLUMNS = {"nthr_selected_fraction": float("nan"), "truncated": False}
 OPTIONAL_TOKEN_COLUMNS = {"nthr_selected": False}
+# columns of schema version 1 under their current names (a reader renames them)
+RENAMED_COLUMNS = {"selected": "scaled", "selected_fraction": "scaled_fraction"}
 
 STEP_FILE = re.compile(r"^step=(\d{6,})(?:\.rank=(\d{5}))?\.parquet$")
 
@@ -52,3 +61,9 @@ def parse_step_file(name: str) -> tuple[int, int | None] | None:
     if not match:
         return None
     return int(match.group(1)), (None if match.group(2) is None else int(match.group(2)))
+
+# a protocol folder: protocol.parquet (one row per question and method), responses.parquet, tokens.parquet,
+# questions.parquet (one row per sampled question; `mixed`: kept for the experiment) and meta.json
+PROTOCOL_TABLES = ("protocol", "responses", "tokens", "questions")
+# columns of protocol folders written before schema version 2 under their current names
+PROTOCOL_RENAMED_COLUMNS = {"kept": "mixed", "selected": "nthr_selected", "selected_fraction": "scaled_fraction"}

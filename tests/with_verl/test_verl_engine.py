@@ -81,8 +81,8 @@ def test_engine_probes_equal_single_process_scoring(tmp_path, world_size, method
     for group_id, index, position, flag in zip(tokens["group_id"], tokens["response_index"], tokens["position"],
                                                tokens["nthr_selected"]):
         selected[row_of[(int(group_id.split(":")[1]), int(index))], int(position)] = bool(flag)
-    assert probed.old.selected.any(), "the batch must exercise NTHR's selection"
-    assert torch.equal(selected, probed.old.selected)
+    assert probed.old.nthr_selected.any(), "the batch must exercise NTHR's selection"
+    assert torch.equal(selected, probed.old.nthr_selected)
     assert torch.allclose(advantages, expected_advantages, atol=1e-5, rtol=0)
     # logp_after: the updated weights gathered from the engine, re-scored independently
     missing, unexpected = model.load_state_dict(weights, strict=False)

@@ -1,10 +1,10 @@
 """lld_probe on TRL: LLDConfig + LLDGRPOTrainer (the NTHR reference trainer), LikelihoodProbeMixin for
-your own GRPOTrainer subclass, OldPolicyFromLossForward (opt-in reuse of TRL's loss forward), and
-runs from names (TrainSettings, run_training, run_compare). TRL is imported on first use (it takes seconds)."""
+your own GRPOTrainer subclass, and runs from names (TrainSettings, run_training, run_compare). TRL is
+imported on first use (it takes seconds)."""
 
 _EXPORTS = {
     "LLDConfig": "config", "LLDGRPOTrainer": "trainer", "LikelihoodProbeMixin": "adapter",
-    "OldPolicyFromLossForward": "loss_forward", "TrainSettings": "run", "run_training": "run",
+"TrainSettings": "run", "run_training": "run",
     "run_compare": "run", "make_trainer": "run", "build_dataset": "run", "reward_function": "run",
 }
 

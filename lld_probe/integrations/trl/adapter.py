@@ -1,37 +1,35 @@
-"""The probes on TRL's GRPOTrainer, as a mixin: `class MyTrainer(LikelihoodProbeMixin, GRPOTrainer)`.
+"""The probes on TRL's GRPOTrainer, as one mixin: `class MyTrainer(LikelihoodProbeMixin, GRPOTrainer)`.
 
-A thin adapter: it reads what the recorder needs out of TRL's generation batch, hands TRL's loss the
-method's advantages, and calls the recorder after the optimizer step. All the probes' logic lives in
-lld_probe.probes.ProbeRecorder. The old policy's scores come from a separate no-grad forward before the
-update; add OldPolicyFromLossForward (loss_forward.py) in front to take them from TRL's own loss forward.
+A thin adapter: it reads what the recorder needs out of TRL's generation batch, hands TRL's loss the method's
+advantages, and calls the recorder after the optimizer step. All the probes' logic lives in
+lld_probe.probes.ProbeRecorder, which is also the run store's only writer. Where the old policy's scores come
+from (TRL's own loss forward, or a separate no-grad forward) is decided once, when the trainer is built
+(old_policy_source.py); what must pass between TRL's calls travels in one TRLHandoff (handoff.py).
 
-TRL methods this relies on (pinned by tests/test_trl_pins.py): _calculate_rewards (gathered rewards per
-function), _generate_and_score_completions (the generation batch: G consecutive rows per prompt, this
-process's contiguous slice of it), log, and the `_step` counter of optimizer steps.
+TRL internals this relies on, each pinned by tests/test_trl_pins.py with a message naming what moved:
+_calculate_rewards (gathered rewards per function), _generate_and_score_completions (the generation batch: G
+consecutive rows per prompt, this process's contiguous slice of it), _compute_loss and the
+_get_per_token_logps_and_entropies call it makes before reading inputs["advantages"], log, the `_step`
+counter of micro-steps and the `_metrics` store of logged values.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 import warnings
 from dataclasses import asdict, replace
 
 import torch
 from transformers import TrainerCallback
+from trl import GRPOTrainer
 
 from ...probes import ProbeRecorder, ProbeSettings, communicator_for
 from ...probes.evaluation import greedy_accuracy
-from ...scoring import output_embedding_weight, score_group
+from ...scoring import capture_backbone_hidden, output_embedding_weight, score_group
 from ...store.provenance import provenance
-
-
-def _has_dropout(model) -> bool:
-    """Whether a training-mode forward of the model is stochastic (a dropout probability above 0)."""
-    config = getattr(model, "config", None)
-    rates = [value for key, value in (vars(config).items() if config is not None else ())
-             if "dropout" in key and isinstance(value, (int, float)) and not isinstance(value, bool)]
-    modules = [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)]
-    return any(rate > 0 for rate in rates + modules)
+from .handoff import TRLHandoff
+from .old_policy_source import decide_old_policy_source
 
 
 def completion_rows(completion_ids: torch.Tensor, completion_mask: torch.Tensor) -> list[list[int]]:
@@ -57,7 +55,6 @@ def _dataset_description(dataset) -> str:
 
 def _prompt_id(prompt) -> str:
     """A question id from the prompt itself (a stable digest) when the dataset has no question_id column."""
-    import hashlib
     return "prompt-" + hashlib.sha256(str(prompt).encode()).hexdigest()[:12]
 
 
@@ -70,18 +67,41 @@ def pad_advantages(advantages: torch.Tensor, width: int) -> torch.Tensor:
     return padded
 
 
+def _refuse_vision_language(model) -> None:
+    """The probes' own forwards pass token ids only: a vision-language model's likelihoods would be those of
+    the text without its images. Refused before training rather than measured wrong."""
+    config = getattr(model, "config", None)
+    if config is not None and getattr(config, "vision_config", None) is not None:
+        raise ValueError(f"{type(model).__name__} is a vision-language model (config.vision_config is set): the "
+                         f"probes' scoring forwards pass no pixel_values, so its likelihoods would be the text's "
+                         f"alone; vision-language models are not supported")
+
+
 class LikelihoodProbeMixin:
-    """Mix into a GRPOTrainer subclass (before it in the bases). Pass probe_settings=ProbeSettings(...)
-    and, for eval accuracy, eval_questions=[Question] and eval_task (with .reward)."""
+    """Mix into a GRPOTrainer subclass, before it in the bases. The probe settings come from
+    probe_settings=ProbeSettings(...), else from an LLDConfig passed as args, else ProbeSettings' defaults
+    (method grpo: the probes measure and change nothing). For eval accuracy pass eval_questions=[Question] and
+    eval_task (with .reward)."""
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        order = cls.__mro__
+        if issubclass(cls, GRPOTrainer) and order.index(GRPOTrainer) < order.index(LikelihoodProbeMixin):
+            raise TypeError(f"{cls.__name__}: LikelihoodProbeMixin must come before GRPOTrainer in the bases "
+                            f"(class {cls.__name__}(LikelihoodProbeMixin, GRPOTrainer)), else TRL's methods hide "
+                            f"the probes'")
 
     def __init__(self, *args, probe_settings: ProbeSettings | None = None, eval_questions=None, eval_task=None,
                  **kwargs):
         super().__init__(*args, **kwargs)
+        _refuse_vision_language(self.accelerator.unwrap_model(self.model))
         # transformers deprecates the name TRL calls every step; the message says nothing to a user of this run
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-        settings = replace(probe_settings or ProbeSettings(), seed=int(self.args.seed))
+        if probe_settings is None:
+            probe_settings = self.args.probe_settings() if hasattr(self.args, "probe_settings") else ProbeSettings()
+        settings = replace(probe_settings, seed=int(self.args.seed))
         if settings.eval_every and not eval_questions:
-            raise ValueError("eval_every is set but no eval_questions were given")
+            raise ValueError("eval_every is set but no eval_questions were given to the trainer")
         self.probe_settings = settings
         self._eval_questions = eval_questions or []
         self._eval_task = eval_task
@@ -89,28 +109,25 @@ class LikelihoodProbeMixin:
         self.recorder = ProbeRecorder(settings, settings.store_dir or self.args.output_dir,
                                       temperature=self.temperature, pad_id=pad if pad is not None else 0,
                                       comm=communicator_for(self.accelerator.num_processes, self.accelerator.device))
-        self.old_policy_source = self._lld_old_policy_source()
-        self._lld_rewards_per_func = None        # TRL's gathered rewards per function, kept by _calculate_rewards
+        source = decide_old_policy_source(settings.probe_reuse_training_forward, self.args, self.num_iterations,
+                                          self._lld_model())
+        self.old_policy_source, self.old_policy_source_reason = source.name, source.reason
+        self._lld_handoff = TRLHandoff()
         self.add_callback(_ProbeCallback(self))
 
     # views kept for scripts and tests
     store = property(lambda self: self.recorder.store)
     probe_seconds = property(lambda self: self.recorder.clock.seconds)
     last_probed = property(lambda self: self.recorder.last.probed if self.recorder.last else None)
-    _pending = property(lambda self: self.recorder.pending)
+    pending_probed = property(lambda self: self.recorder.pending)
 
     def _lld_model(self):
         return self.accelerator.unwrap_model(self.model)
 
-    def _lld_old_policy_source(self) -> str:
-        """"separate_forward": a no-grad forward of the generation batch before the update (the only source
-        this mixin has; OldPolicyFromLossForward adds "training_forward")."""
-        return "separate_forward"
-
     # --- TRL overrides -------------------------------------------------------------------------------
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
         rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-        self._lld_rewards_per_func = rewards_per_func
+        self._lld_handoff.rewards_per_func = rewards_per_func
         return rewards_per_func
 
     def _generate_and_score_completions(self, inputs):
@@ -118,20 +135,56 @@ class LikelihoodProbeMixin:
         if not self.model.training:
             return output
         generation = self._lld_begin_batch(inputs, output)
-        if self.old_policy_source == "separate_forward":
-            with self.recorder.clock.measure():
-                scored = score_group(self._lld_model(), generation.batch, temperature=self.temperature,
-                                     with_hidden=True, with_entropy=True,
-                                     max_tokens=self.probe_settings.score_max_tokens)
-            probed = self.recorder.score_old_policy(generation, scored.token_logps, scored.entropy, scored.hidden,
-                                                    output_embedding_weight(self._lld_model()))
-            output["advantages"] = pad_advantages(probed.loss_advantages, output["completion_ids"].shape[1]).to(
-                output["advantages"].device)
+        if self.old_policy_source == "training_forward":
+            # scored by TRL's loss forward (_get_per_token_logps_and_entropies); the row index survives TRL's shuffle
+            self._lld_handoff.awaiting_loss = generation
+            output["lld_row"] = torch.arange(output["completion_ids"].shape[0], device=output["advantages"].device)
+            return output
+        with self.recorder.clock.measure():
+            scored = score_group(self._lld_model(), generation.batch, temperature=self.temperature,
+                                 with_hidden=True, with_entropy=True,
+                                 max_tokens=self.probe_settings.probe_score_max_tokens)
+        probed = self.recorder.score_old_policy(generation, scored.token_logps, scored.entropy, scored.hidden,
+                                                output_embedding_weight(self._lld_model()))
+        output["advantages"] = pad_advantages(probed.loss_advantages, output["completion_ids"].shape[1]).to(
+            output["advantages"].device)
         return output
 
+    def _compute_loss(self, model, inputs):
+        handoff = self._lld_handoff
+        handoff.loss_inputs = inputs if handoff.awaiting_loss is not None and "lld_row" in inputs else None
+        try:
+            return super()._compute_loss(model, inputs)
+        finally:
+            handoff.loss_inputs = None
+
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, *args, **kwargs):
+        inputs = self._lld_handoff.take_loss_inputs()      # set only for the loss forward of an awaiting batch
+        if inputs is None:
+            return super()._get_per_token_logps_and_entropies(model, input_ids, attention_mask, logits_to_keep,
+                                                              *args, **kwargs)
+        with capture_backbone_hidden(self.accelerator.unwrap_model(model)) as captured:
+            logps, entropies, *rest = super()._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, logits_to_keep, *args, **{**kwargs, "compute_entropy": True})
+        states = captured.get("hidden")
+        if states is None or states.dim() != 3 or tuple(states.shape[:2]) != tuple(input_ids.shape):
+            raise RuntimeError(f"the backbone hook saw {None if states is None else tuple(states.shape)} for inputs "
+                               f"{tuple(input_ids.shape)}: this model's loss forward cannot give the old policy's "
+                               f"hidden states; set probe_reuse_training_forward=False")
+        # the state at position t-1 predicts token t: completion token j is predicted at L - logits_to_keep - 1 + j
+        hidden = states[:, -logits_to_keep - 1:-1]
+        self._lld_old_policy_from_loss(inputs, logps.detach(), entropies.detach(), hidden, logits_to_keep)
+        return (logps, entropies, *rest)
+
+    def log(self, logs, start_time=None):
+        super().log(logs, start_time)
+        if self.state.log_history:
+            self.recorder.log_scalars(self.state.global_step, self.state.log_history[-1])
+
+    # --- the generation batch -> the recorder ---------------------------------------------------------
     def _lld_begin_batch(self, inputs, output):
         """TRL's generation batch (this process's rows) -> the recorder's GenerationBatch."""
-        rewards_per_func = self._lld_rewards_per_func.float().cpu()        # all processes' rows
+        rewards_per_func = self._lld_handoff.take_rewards().float().cpu()        # all processes' rows
         logged = (rewards_per_func * self.reward_weights.float().cpu()[None, :]).nansum(dim=1)   # TRL's reward
         count = output["completion_ids"].shape[0]
         offset = self.accelerator.process_index * count
@@ -167,11 +220,23 @@ class LikelihoodProbeMixin:
                                                    skip_special_tokens=True)
         return measured, masked_out.tolist(), texts
 
-    def log(self, logs, start_time=None):
-        super().log(logs, start_time)
-        if self.state.log_history:
-            with self.recorder.clock.measure():
-                self.store.append_scalars(self.state.global_step, self.state.log_history[-1])
+    def _lld_old_policy_from_loss(self, inputs, logps, entropies, hidden, completion_width: int) -> None:
+        """The loss forward of the whole generation batch (rows in TRL's shuffled order) -> the recorder,
+        and the method's advantages written into inputs before TRL reads them (the sanctioned route for
+        per-token advantages, as TRL's own MiniLLM trainer does)."""
+        generation, self._lld_handoff.awaiting_loss = self._lld_handoff.awaiting_loss, None
+        rows = inputs["lld_row"].cpu()
+        if not torch.equal(rows.sort().values, torch.arange(generation.size)):
+            raise RuntimeError(f"the loss forward holds {len(rows)} of the generation batch's {generation.size} "
+                               f"rows: old-policy scores need the whole batch in one micro-batch")
+        order = rows.argsort()           # shuffled position of each generation-order row
+        width = generation.batch.tokens.shape[1]
+        if completion_width < width:
+            raise RuntimeError(f"TRL scored {completion_width} completion positions, the batch has {width}")
+        probed = self.recorder.score_old_policy(generation, logps[order][:, :width], entropies[order][:, :width],
+                                                hidden[order][:, :width], output_embedding_weight(self._lld_model()))
+        advantages = pad_advantages(probed.loss_advantages, completion_width).to(inputs["advantages"].device)
+        inputs["advantages"] = advantages[rows.to(advantages.device)]
 
     # --- the callback's work -------------------------------------------------------------------------
     def _lld_after_step(self) -> None:
@@ -207,6 +272,7 @@ class LikelihoodProbeMixin:
                 "loss_type": self.loss_type, "kl_beta": self.beta, "epsilon_low": self.epsilon_low,
                 "epsilon_high": self.epsilon_high, "max_completion_length": self.args.max_completion_length,
                 "scale_rewards": self.scale_rewards, "old_policy_source": self.old_policy_source,
+                "old_policy_source_reason": self.old_policy_source_reason,
                 "model": getattr(self._lld_model().config, "_name_or_path", None) or type(self._lld_model()).__name__,
                 "task": _dataset_description(self.train_dataset),
                 # logp_after is measured once per generation batch, after all the optimizer steps that use it
@@ -219,8 +285,7 @@ class LikelihoodProbeMixin:
         step = self.state.global_step
         self.recorder.begin_run(self._lld_meta(), resumed_step=step)
         if step == 0 and self.probe_settings.eval_every:
-            with self.recorder.clock.measure():
-                self.store.append_scalars(0, {"eval/accuracy": self.eval_accuracy()})
+            self.recorder.log_scalars(0, {"eval/accuracy": self.eval_accuracy()})
 
 
 class _ProbeCallback(TrainerCallback):

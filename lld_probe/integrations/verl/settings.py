@@ -13,8 +13,8 @@ from ...probes import ProbeSettings
 
 # the ProbeSettings fields a verl run may set under `lld`; the probe set and greedy evaluation need a model
 # outside verl's sharded engine and are not offered
-ALLOWED = ("method", "nthr_beta", "nthr_eta", "nthr_vocab", "nthr_anchor_self", "seed", "response_fraction",
-           "token_rows", "correct_threshold")
+ALLOWED = ("method", "nthr_beta", "nthr_eta", "nthr_vocab", "nthr_anchor_self", "seed", "probe_response_fraction",
+           "probe_token_rows", "correct_threshold")
 EXTRA = ("store_dir",)
 
 
