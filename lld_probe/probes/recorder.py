@@ -114,9 +114,11 @@ class ProbeRecorder:
         return self.pending
 
     @timed
-    def finish_step(self, model, *, eval_accuracy=None) -> StepRecord:
+    def finish_step(self, model, *, eval_accuracy=None, token_logps_after=None) -> StepRecord:
         """After the optimizer step(s) that used the pending batch: logp_after, the store's rows, the probe
-        set, and the step's metrics. eval_accuracy: a callable run every eval_every steps."""
+        set, and the step's metrics. eval_accuracy: a callable run every eval_every steps.
+        token_logps_after [B, T]: this process's rows already re-scored by the caller (a sharded engine, whose
+        forwards every process must run alike); model then only scores the probe set, and None skips it."""
         probed, self.pending = self.pending, None
         if probed is None:
             raise RuntimeError("finish_step without a pending batch: score_old_policy was never called for it "
@@ -125,8 +127,14 @@ class ProbeRecorder:
         batch, step = generation.batch, generation.step
         rescored = (generation.rescored & batch.mask.any(1)).nonzero().flatten()    # responses with measured tokens
         logp_after = torch.full((batch.size,), math.nan, dtype=torch.float64)
-        token_logps_after = torch.full(batch.mask.shape, math.nan)
-        if len(rescored):    # packed: the real tokens only, each prompt once (lld_probe.scoring.packing)
+        token_logps_given, token_logps_after = token_logps_after, torch.full(batch.mask.shape, math.nan)
+        if token_logps_given is not None and tuple(token_logps_given.shape) != tuple(batch.mask.shape):
+            raise ValueError(f"token_logps_after has shape {tuple(token_logps_given.shape)}, the batch's tokens "
+                             f"{tuple(batch.mask.shape)}")
+        if len(rescored) and token_logps_given is not None:
+            token_logps_after[rescored] = token_logps_given.float().cpu()[rescored].masked_fill(~batch.mask[rescored], 0.0)
+            logp_after[rescored] = sequence_logprob(token_logps_after[rescored], batch.mask[rescored]).double()
+        elif len(rescored):    # packed: the real tokens only, each prompt once (lld_probe.scoring.packing)
             sub = batch.select(rescored)
             after = score_group(model, sub, temperature=self.temperature, max_tokens=settings.probe_score_max_tokens)
             token_logps_after[rescored] = after.token_logps.float().cpu()
@@ -137,7 +145,8 @@ class ProbeRecorder:
         metrics = step_metrics(probed, logp_after - probed.old.logp_before.double(), self.comm)
         if self.comm.world_size > 1:    # what this process sent for split groups' NTHR so far (0: whole groups)
             metrics["lld/nthr_exchange_bytes"] = float(self.comm.traffic.get("nthr", 0))
-        self._probe_set_step(model, probed)
+        if model is not None:
+            self._probe_set_step(model, probed)
         if settings.eval_every and step % settings.eval_every == 0 and eval_accuracy is not None:
             metrics["eval/accuracy"] = eval_accuracy()
         self.last = StepRecord(step, responses, tokens, metrics, probed)

@@ -7,7 +7,7 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 
-PACKAGES = ("lld-probe", "torch", "transformers", "trl", "accelerate", "pandas", "pyarrow")
+PACKAGES = ("lld-probe", "torch", "transformers", "trl", "verl", "accelerate", "pandas", "pyarrow")
 
 
 def package_versions() -> dict:

@@ -1,0 +1,74 @@
+"""The `lld` block of a verl run's Hydra config -> the recorder's settings, and the verl settings the probes
+refuse, each checked before training starts (no verl import here).
+
+    +lld.method=nthr +lld.nthr_beta=1 +lld.store_dir=/shared/runs/lld
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import fields
+
+from ...probes import ProbeSettings
+
+# the ProbeSettings fields a verl run may set under `lld`; the probe set and greedy evaluation need a model
+# outside verl's sharded engine and are not offered
+ALLOWED = ("method", "nthr_beta", "nthr_eta", "nthr_vocab", "nthr_anchor_self", "seed", "probe_response_fraction",
+           "probe_token_rows", "correct_threshold")
+EXTRA = ("store_dir",)
+
+
+def _plain(block) -> dict:
+    """A DictConfig or a mapping -> a plain dict."""
+    if block is None:
+        return {}
+    try:
+        from omegaconf import OmegaConf
+        if OmegaConf.is_config(block):
+            return dict(OmegaConf.to_container(block, resolve=True))
+    except ImportError:
+        pass
+    return dict(block)
+
+
+def probe_settings_from_config(lld, *, seed: int = 0) -> tuple[ProbeSettings, str | None]:
+    """(the recorder's settings, the run store's folder or None) from the `lld` block; an unknown or unsupported
+    key raises a ValueError naming it."""
+    values = _plain(lld)
+    known = {f.name for f in fields(ProbeSettings)}
+    for key in values:
+        if key not in ALLOWED and key not in EXTRA:
+            hint = (" (the probe set and greedy evaluation are not available on verl)" if key in known else "")
+            raise ValueError(f"lld.{key} is not a setting of the verl probes{hint}; known: {', '.join(ALLOWED + EXTRA)}")
+    store_dir = values.pop("store_dir", None)
+    beta = float(values.get("nthr_beta", 1.0))
+    if math.isnan(beta) or beta == math.inf:
+        raise ValueError(f"lld.nthr_beta must be a finite number or -inf, got {beta}")
+    values.setdefault("seed", seed)
+    return ProbeSettings(probe_set_size=0, eval_every=0, **values), store_dir
+
+
+def check_verl_config(config) -> None:
+    """verl settings the probes cannot follow, refused before the workers start (config: verl's whole config)."""
+    def get(path, default=None):
+        node = config
+        for part in path.split("."):
+            node = node.get(part, None) if hasattr(node, "get") else None
+            if node is None:
+                return default
+        return node
+    if get("trainer.use_v1", False):
+        raise ValueError("trainer.use_v1=true: the probes run on verl's RayPPOTrainer; set trainer.use_v1=false")
+    for key in ("actor_rollout_ref.actor.ulysses_sequence_parallel_size",
+                "actor_rollout_ref.actor.fsdp_config.ulysses_sequence_parallel_size"):
+        if int(get(key, 1) or 1) > 1:
+            raise ValueError(f"{key} > 1 splits sequences across processes: the probes need whole hidden states; "
+                             f"set it to 1")
+    if get("actor_rollout_ref.actor.strategy", "fsdp") not in ("fsdp", "fsdp2"):
+        raise ValueError(f"actor_rollout_ref.actor.strategy={get('actor_rollout_ref.actor.strategy')}: the probes "
+                         f"support verl's FSDP engine (fsdp, fsdp2)")
+    if get("actor_rollout_ref.rollout.multi_turn.enable", False):
+        raise ValueError("actor_rollout_ref.rollout.multi_turn.enable=true: the probes support single-turn responses")
+    if (get("algorithm.rollout_correction.bypass_mode", False)):
+        raise ValueError("algorithm.rollout_correction.bypass_mode=true: the old policy is then the rollout's, which "
+                         "the probes cannot score; set it to false")

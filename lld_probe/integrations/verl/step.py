@@ -1,0 +1,80 @@
+"""The driver's side of one verl step with the probes, around the actor update (RayPPOTrainer._update_actor):
+
+1. arrange the batch's rows by group (verl marks a prompt's responses with one `uid`; trainer.balance_batch
+   scatters them across data-parallel ranks for token balance): the probes score a copy in group order, so
+   rank r holds rows [r * B_local, (r + 1) * B_local) of whole or split groups, as the recorder expects;
+2. the worker group scores the old policy (EngineProbes.score_old_policy on every rank) and returns the
+   method's advantages, written back into the batch in verl's own row order;
+3. verl's update runs on the batch (balanced as verl laid it out);
+4. the worker group re-scores after the update and writes the run store; the step's `lld/` metrics join the
+   actor's, so verl's tracking (console, W&B, TensorBoard, ...) logs them.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .engine_probes import (ADVANTAGES_KEY, ALL_REWARDS_KEY, GROUP_SIZE_KEY, REWARD_KEY, STEP_KEY,
+                            encode_rewards)
+
+
+def group_order(uids, group_size: int) -> torch.Tensor:
+    """Row indices that put each uid's rows next to each other (groups in order of first appearance, rows in
+    batch order within a group); every group must hold group_size rows."""
+    first: dict = {}
+    members: list[list[int]] = []
+    for row, uid in enumerate(uids):
+        if uid not in first:
+            first[uid] = len(members)
+            members.append([])
+        members[first[uid]].append(row)
+    sizes = sorted({len(rows) for rows in members})
+    if sizes != [group_size]:
+        raise ValueError(f"the batch's groups (rows sharing a uid) hold {sizes} responses, expected "
+                         f"actor_rollout_ref.rollout.n={group_size} each (filtered or padded groups are not supported)")
+    return torch.tensor([row for rows in members for row in rows], dtype=torch.long)
+
+
+def sequence_rewards(batch) -> torch.Tensor:
+    """One reward per response: verl's token-level scores summed (the outcome reward sits on the last token)."""
+    return batch.batch["token_level_scores"].sum(-1).float()
+
+
+class ProbeStep:
+    """worker_group: verl's actor worker group with LLDActorRolloutRefWorker's calls (or a stand-in)."""
+
+    def __init__(self, worker_group, *, group_size: int):
+        self.worker_group = worker_group
+        self.group_size = group_size
+
+    def update_actor(self, batch, update, *, step: int):
+        """batch: verl's DataProto after compute_advantage; update: verl's own update (batch -> DataProto whose
+        meta_info["metrics"] holds the actor's metrics). Returns update's result with the lld/ metrics added."""
+        from verl.utils import tensordict_utils as tu
+        from verl.workers.utils.padding import left_right_2_no_padding
+
+        order = group_order(batch.non_tensor_batch["uid"], self.group_size)
+        scoring = batch.select_idxs(order)
+        rewards = sequence_rewards(scoring)
+        scoring.batch[REWARD_KEY] = rewards
+        data = left_right_2_no_padding(scoring.to_tensordict())
+        tu.assign_non_tensor(data, **{STEP_KEY: int(step), GROUP_SIZE_KEY: self.group_size,
+                                      ALL_REWARDS_KEY: encode_rewards(rewards)})
+        scored = self.worker_group.lld_score_old_policy(data)
+        advantages = torch.as_tensor(scored[ADVANTAGES_KEY]).to(batch.batch["advantages"].dtype)
+        restored = torch.empty_like(advantages)
+        restored[order] = advantages                     # back to verl's row order
+        batch.batch["advantages"] = restored
+        output = update(batch)
+        actor_metrics = output.meta_info.get("metrics", {})
+        scalars = {name: float(np.mean(value)) for name, value in actor_metrics.items()
+                   if isinstance(value, (int, float, list, np.ndarray)) and np.size(value)}
+        metrics = _first(self.worker_group.lld_finish_step(scalars))
+        output.meta_info["metrics"] = {**actor_metrics, **metrics}
+        return output
+
+
+def _first(results):
+    """A ONE_TO_ALL call's per-rank results (identical) -> one."""
+    return results[0] if isinstance(results, (list, tuple)) else results

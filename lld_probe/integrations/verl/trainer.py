@@ -1,0 +1,46 @@
+"""The trainer extension: verl's RayPPOTrainer with the probes and the advantage variant around
+`_update_actor` (the only override), the run store begun once the workers exist, and verl's own tracking
+receiving the `lld/` metrics with the actor's. The actor's worker group must be LLDActorRolloutRefWorker's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from verl.trainer.ppo.ray_trainer import RayPPOTrainer
+
+from ...store.provenance import provenance
+from .settings import check_verl_config, probe_settings_from_config
+from .step import ProbeStep
+
+
+class LLDRayPPOTrainer(RayPPOTrainer):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        check_verl_config(self.config)
+        self.lld_settings, store_dir = probe_settings_from_config(self.config.get("lld"),
+                                                                  seed=int(self.config.data.get("seed", 0) or 0))
+        self.lld_store_dir = store_dir or f"{self.config.trainer.default_local_dir}/lld_store"
+        self.lld_step = None
+
+    def init_workers(self):
+        super().init_workers()
+        rollout = self.config.actor_rollout_ref.rollout
+        self.lld_step = ProbeStep(self.actor_rollout_wg, group_size=int(rollout.n))
+        self.actor_rollout_wg.lld_begin_run(asdict(self.lld_settings), self.lld_store_dir, self._lld_meta(),
+                                            float(rollout.temperature))
+
+    def _lld_meta(self) -> dict:
+        config, settings = self.config, self.lld_settings
+        return {**provenance(), "source": "verl", "method": settings.method, "probe": asdict(settings),
+                "nthr_beta": settings.nthr_beta, "nthr_eta": str(settings.nthr_eta), "nthr_vocab": settings.nthr_vocab,
+                "group_size": int(config.actor_rollout_ref.rollout.n),
+                "temperature": float(config.actor_rollout_ref.rollout.temperature),
+                "model": str(config.actor_rollout_ref.model.path), "adv_estimator": str(config.algorithm.adv_estimator),
+                "learning_rate": float(config.actor_rollout_ref.actor.optim.lr),
+                "ppo_epochs": int(config.actor_rollout_ref.actor.ppo_epochs),
+                "ppo_mini_batch_size": int(config.actor_rollout_ref.actor.ppo_mini_batch_size),
+                "balance_batch": bool(config.trainer.balance_batch)}
+
+    def _update_actor(self, batch):
+        return self.lld_step.update_actor(batch, super()._update_actor, step=self.global_steps)

@@ -1,0 +1,46 @@
+"""The verl launch entry point: verl's own Hydra config with an lld block; settings the probes cannot follow
+are refused before Ray starts; the task runner maps the actor role to the worker extension."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from needs_verl import require_verl
+
+require_verl()
+
+pytestmark = pytest.mark.verl
+
+
+def _config(*overrides):
+    import verl.trainer
+    from hydra import compose, initialize_config_dir
+    with initialize_config_dir(config_dir=str(Path(verl.trainer.__file__).parent / "config"), version_base=None):
+        return compose(config_name="ppo_trainer", overrides=list(overrides))
+
+
+def test_launch_refuses_before_ray():
+    from lld_probe.integrations.verl.main import run
+    with pytest.raises(ValueError, match="trainer.use_v1"):
+        run(_config("+lld.method=nthr"))                   # verl 0.9.1's default is the v1 trainer
+    with pytest.raises(ValueError, match="lld.methd"):
+        run(_config("trainer.use_v1=false", "+lld.methd=nthr"))
+
+
+def test_lld_block_from_the_command_line():
+    from lld_probe.integrations.verl.settings import probe_settings_from_config
+    config = _config("trainer.use_v1=false", "+lld.method=nthr", "+lld.nthr_beta=1", "+lld.store_dir=/tmp/x")
+    settings, store = probe_settings_from_config(config.lld)
+    assert (settings.method, settings.nthr_beta, store) == ("nthr", 1.0, "/tmp/x")
+
+
+def test_task_runner_maps_the_actor_to_the_worker_extension():
+    from lld_probe.integrations.verl.main import _task_runner
+    from lld_probe.integrations.verl.worker import LLDActorRolloutRefWorker
+    runner = _task_runner().__ray_metadata__.modified_class()
+    worker_class, _ = runner.add_actor_rollout_worker(_config("trainer.use_v1=false"))
+    assert worker_class is LLDActorRolloutRefWorker
+    [mapped] = runner.role_worker_mapping.values()
+    assert issubclass(mapped.__ray_metadata__.modified_class, LLDActorRolloutRefWorker)
