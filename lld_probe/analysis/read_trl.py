@@ -40,7 +40,7 @@ def read_scalars(state_file: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["step", "name", "value"])
 
 
-def _text(value) -> str:
+def message_text(value) -> str:
     """Conversational prompts/completions (lists of messages) -> their text."""
     if isinstance(value, str):
         return value
@@ -79,8 +79,8 @@ def read_trl_output(path: Path, *, reward_weights: list | None = None) -> Run:
         # reward functions' own columns become reward_<name> (a function may be called "correct" or "reward")
         frame = frame.rename(columns={c: f"reward_{c}" for c in reward_columns})
         reward_columns = [f"reward_{c}" for c in reward_columns]
-        frame["prompt"] = frame["prompt"].map(_text)
-        frame["completion"] = frame["completion"].map(_text)
+        frame["prompt"] = frame["prompt"].map(message_text)
+        frame["completion"] = frame["completion"].map(message_text)
         if weights is not None and len(weights) != len(reward_columns):
             raise ValueError(f"{file}: {len(reward_columns)} reward columns {reward_columns} but {len(weights)} "
                              f"reward_weights {weights}")

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..analysis.read_trl import message_text
 from ..store.run_store import is_run_store, read_parquet_files, read_run_store
 from ..store.schema import TOKEN_DUMP_DIR, group_id, parse_step_file
 
@@ -100,15 +101,6 @@ def _consecutive_groups(frame: pd.DataFrame, group_size: int, where) -> pd.DataF
     return frame
 
 
-def _prompt_text(value) -> str:
-    if isinstance(value, str):
-        return value
-    try:
-        return "\n".join(str(m["content"]) for m in value)
-    except (TypeError, KeyError, IndexError):
-        return str(value)
-
-
 def _messages(value):
     """A logged conversational prompt (Parquet gives arrays of dicts) -> a list of message dicts."""
     if isinstance(value, str):
@@ -184,7 +176,7 @@ def read_token_dump(folder: Path, group_size: int | None = None) -> pd.DataFrame
             files[(parsed[0], -1 if parsed[1] is None else parsed[1])] = file
     frames = read_parquet_files([files[key] for key in sorted(files)], [])
     frame = pd.concat(frames, ignore_index=True).sort_values(["step", "row"], kind="stable").reset_index(drop=True)
-    frame["prompt_text"] = [_prompt_text(p) for p in frame["prompt"]]
+    frame["prompt_text"] = [message_text(p) for p in frame["prompt"]]
     frame["prompt"] = [_messages(p) for p in frame["prompt"]]
     frame["prompt_ids"] = [list(map(int, ids)) for ids in frame["prompt_ids"]]
     frame["completion_ids"] = [list(map(int, ids)) for ids in frame["completion_ids"]]
