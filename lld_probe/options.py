@@ -35,14 +35,6 @@ def _default(field: dataclasses.Field):
     return _MISSING
 
 
-def _number(kind):
-    """argparse type for a number that also accepts inf / -inf / nan spelled out."""
-    def parse(text: str):
-        return kind(text) if kind is int else float(text)
-    parse.__name__ = kind.__name__
-    return parse
-
-
 def option_fields(cls) -> list[tuple[dataclasses.Field, tuple[str, ...]]]:
     """(field, path of nested dataclass fields) of every command-line setting of cls, flattened."""
     result = []
@@ -67,7 +59,7 @@ def add_options(parser: argparse.ArgumentParser, cls, *, skip: tuple = (), defau
         owner = cls
         for name in path:
             owner = _base_type(typing.get_type_hints(owner)[name])[0]
-        kind, optional = _base_type(typing.get_type_hints(owner)[field.name])
+        kind, _ = _base_type(typing.get_type_hints(owner)[field.name])
         default = (defaults or {}).get(field.name, _default(field))
         names = [_flag(field.name), *field.metadata.get("aliases", ())]
         help_text = field.metadata.get("help", "")
@@ -77,15 +69,11 @@ def add_options(parser: argparse.ArgumentParser, cls, *, skip: tuple = (), defau
             parser.add_argument(*names, dest=field.name, action=argparse.BooleanOptionalAction, default=default,
                                 help=help_text + shown)
             continue
-        if kind in (int, float):
-            convert = _number(kind)
-        elif kind is str:
-            convert = str
-        else:
+        if kind not in (int, float, str):       # float() also reads inf and -inf (write --nthr-beta=-inf)
             raise TypeError(f"{cls.__name__}.{field.name}: no command-line type for {field.type}")
-        parser.add_argument(*names, dest=field.name, type=convert, required=required,
+        parser.add_argument(*names, dest=field.name, type=kind, required=required,
                             default=None if required else default, help=help_text + shown,
-                            metavar=field.name.upper() if not optional else f"{field.name.upper()}")
+                            metavar=field.name.upper())
 
 
 def settings_from(args: argparse.Namespace, cls, **values):
