@@ -4,6 +4,7 @@ of the step, not a mean of per-process rates."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -12,17 +13,21 @@ from ..core import lld_rate
 from .records import ProbedBatch
 
 
-def step_metrics(probed: ProbedBatch, delta: torch.Tensor, comm) -> dict:
+def step_metrics(probed: ProbedBatch | Sequence[ProbedBatch], delta: torch.Tensor | Sequence[torch.Tensor],
+                 comm) -> dict:
     """lld/rate (share of measured correct responses with Delta <= 0), lld/delta_correct,
     lld/delta_incorrect, lld/scaled_fraction (share of a measured incorrect response's tokens that the
     method scaled, averaged over those responses),
     lld/tau (mean over groups with a threshold), lld/mean_length (of responses with measured tokens), and
-    lld/left_out (responses without measured tokens: truncated and masked); absent when there is none."""
-    generation = probed.generation
-    lengths = generation.batch.mask.sum(1)
-    local = {"delta": delta, "correct": generation.correct, "lengths": lengths,
-             "scaled_fraction": probed.scaled.sum(1).float() / lengths.clamp(min=1),
-             "taus": probed.old.taus}
+    lld/left_out (responses without measured tokens: truncated and masked); absent when there is none.
+    Several batches finished by one step (a sequence of them and of their deltas) are pooled."""
+    batches = [probed] if isinstance(probed, ProbedBatch) else list(probed)
+    deltas = [delta] if isinstance(delta, torch.Tensor) else list(delta)
+    lengths = torch.cat([b.generation.batch.mask.sum(1) for b in batches])
+    local = {"delta": torch.cat(deltas), "correct": torch.cat([b.generation.correct for b in batches]),
+             "lengths": lengths,
+             "scaled_fraction": torch.cat([b.scaled.sum(1).float() for b in batches]) / lengths.clamp(min=1),
+             "taus": {(i, group): tau for i, b in enumerate(batches) for group, tau in b.old.taus.items()}}
     parts = comm.all_gather_object(local, purpose="metrics") if comm.world_size > 1 else [local]
     delta = torch.cat([p["delta"] for p in parts])
     correct = torch.cat([p["correct"] for p in parts])

@@ -74,4 +74,5 @@ class StepRecord:
     responses: pd.DataFrame
     tokens: pd.DataFrame | None
     metrics: dict
-    probed: ProbedBatch
+    probed: ProbedBatch             # the newest batch the step finished
+    batches: tuple = ()             # every batch the step finished, oldest first (usually one)

@@ -22,10 +22,14 @@ from pathlib import Path
 SCHEMA_VERSION = 2
 
 # scaled: the method multiplied the token's advantage by eta (nthr: NTHR's selection; random: the random
-# control's draw); nthr_selected: NTHR's selection, whatever the method (logged by every method)
+# control's draw); nthr_selected: NTHR's selection, whatever the method (logged by every method).
+# step: the optimizer step after which logp_after was measured; window_steps: the optimizer steps its Delta
+# spans, from the old policy (logp_before: the parameters the response was generated with, after optimizer step
+# step - window_steps) to logp_after. A step's file holds every generation batch that step finished (a batch is
+# finished at the first optimizer step after its last use), their groups numbered on from one batch to the next.
 RESPONSE_COLUMNS = ["step", "question_id", "group_id", "response_index", "prompt", "completion", "reward",
                     "correct", "advantage", "n_tokens", "logp_before", "logp_after", "scaled_fraction",
-                    "nthr_selected_fraction", "truncated"]
+                    "nthr_selected_fraction", "truncated", "window_steps"]
 TOKEN_COLUMNS = ["step", "group_id", "response_index", "token_id", "position", "logp_before", "logp_after",
                  "nthr_score", "scaled", "nthr_selected", "entropy"]
 PROBE_SET_COLUMNS = ["step", "probe_id", "kind", "question_id", "n_tokens", "logp"]
@@ -35,7 +39,8 @@ OPTIONAL_RESPONSE_COLUMNS = {"nthr_selected_fraction": float("nan"), "truncated"
 OPTIONAL_TOKEN_COLUMNS = {"nthr_selected": False}
 # columns of schema version 1 under their current names (a reader renames them)
 RENAMED_COLUMNS = {"selected": "scaled", "selected_fraction": "scaled_fraction"}
-# columns of a store re-scored from checkpoints (lld_probe.rescore; docs/rescore.md), in no probed run's store:
+# columns of a store re-scored from checkpoints (lld_probe.rescore; docs/rescore.md), all but window_steps in no
+# probed run's store:
 #   window_steps       optimizer steps between the two checkpoints that give logp_before and logp_after
 #   checkpoint_before  the optimizer step of the checkpoint that gave logp_before (0: the initial model)
 #   checkpoint_after   the optimizer step of the checkpoint that gave logp_after
@@ -44,7 +49,8 @@ RENAMED_COLUMNS = {"selected": "scaled", "selected_fraction": "scaled_fraction"}
 RESCORE_RESPONSE_COLUMNS = ["window_steps", "checkpoint_before", "checkpoint_after", "tokenization", "roundtrip_ok"]
 TOKEN_DUMP_DIR = "lld_tokens"        # the token dump a trainer without probes writes into its output_dir (step files)
 TOKEN_TEXT_COLUMN = "token"          # a re-scored store's token rows also hold each token's text
-# what a reader fills in for a probed run's store (exact token ids, no checkpoints)
+# what a reader fills in for a probed run's store (exact token ids, no checkpoints; stores written before
+# window_steps was a response column: NaN windows, see meta.json's delta_spans_optimizer_steps)
 OPTIONAL_RESPONSE_COLUMNS.update({"window_steps": float("nan"), "checkpoint_before": float("nan"),
                                   "checkpoint_after": float("nan"), "tokenization": "ids", "roundtrip_ok": True})
 

@@ -1,0 +1,85 @@
+"""Every generation batch TRL makes is recorded exactly once, whatever gradient_accumulation_steps,
+steps_per_generation and num_iterations; each response says how many optimizer steps its Delta spans."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+from transformers import TrainerCallback
+
+from lld_probe.integrations.trl.adapter import completion_rows
+from lld_probe.integrations.trl.run import make_trainer
+from lld_probe.store.run_store import read_run_store
+from helpers import train_settings
+
+# (gradient_accumulation_steps, steps_per_generation, num_iterations, max_steps): max_steps * accumulation is a
+# multiple of steps_per_generation * num_iterations, so every batch is used to its end
+GRID = [(1, 1, 1, 2), (2, 2, 1, 2), (3, 4, 2, 8), (2, 3, 1, 3), (4, 2, 2, 2), (1, 2, 3, 12), (3, 2, 1, 2)]
+
+
+class _MicroSteps(TrainerCallback):
+    """TRL's micro-step count at the end of each optimizer step."""
+
+    def __init__(self, trainer):
+        self.trainer, self.at_step = trainer, {}
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.at_step[state.global_step] = self.trainer._step
+
+
+def _expected_finish(generated_at: int, uses: int, at_step: dict) -> int:
+    """The first optimizer step whose micro-steps include the batch's last use (micro-step generated_at + uses - 1)."""
+    return min(step for step, micro in at_step.items() if micro >= generated_at + uses)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("accumulation, per_generation, iterations, max_steps", GRID)
+def test_every_generation_batch_is_recorded_once_with_its_window(tmp_path, accumulation, per_generation,
+                                                                 iterations, max_steps):
+    settings = train_settings(out=str(tmp_path / "run"), method="nthr", steps=max_steps, prompts_per_step=2,
+                              group_size=2, max_completion_length=6, eval_every=0, probe_set_size=0,
+                              progress=False, extra={"gradient_accumulation_steps": accumulation,
+                                                     "steps_per_generation": per_generation,
+                                                     "num_iterations": iterations})
+    trainer, _ = make_trainer(settings)
+    tokenizer = trainer.processing_class
+    generated, loss_advantages = [], []         # counted here, independently of the probes
+    generate, compute_loss = trainer._generate_and_score_completions, trainer._compute_loss
+
+    def counted_generate(inputs):
+        output = generate(inputs)
+        if trainer.model.training:
+            rows = completion_rows(output["completion_ids"].cpu(), output["completion_mask"].cpu())
+            generated.append((trainer._step, trainer.state.global_step,
+                              tokenizer.batch_decode(rows, skip_special_tokens=True)))
+        return output
+
+    def seen_loss(model, inputs):
+        loss = compute_loss(model, inputs)
+        loss_advantages.append(inputs["advantages"].dim())
+        return loss
+
+    trainer._generate_and_score_completions, trainer._compute_loss = counted_generate, seen_loss
+    micro = _MicroSteps(trainer)
+    trainer.add_callback(micro)
+    trainer.train()
+
+    uses = per_generation * iterations
+    assert len(generated) == -(-max_steps * accumulation // uses)
+    expected = Counter()
+    for generated_at, policy_step, texts in generated:
+        finish = _expected_finish(generated_at, uses, micro.at_step)
+        expected.update((finish, text, finish - policy_step) for text in texts)
+    store = read_run_store(tmp_path / "run")
+    responses = store.responses
+    assert len(responses) == sum(len(texts) for *_, texts in generated)
+    assert Counter(zip(responses["step"], responses["completion"], responses["window_steps"])) == expected
+    assert responses.groupby(["step", "group_id"]).size().eq(2).all()       # group ids unique within a step
+    assert not responses.duplicated(["step", "group_id", "response_index"]).any()
+    # NTHR's per-token advantages reached TRL's loss on every micro-step of every batch
+    assert len(loss_advantages) == max_steps * accumulation and set(loss_advantages) == {2}
+    windows = {window for *_, window in expected}
+    assert store.meta.get("delta_spans_optimizer_steps") == (windows.pop() if len(windows) == 1 else None)
+    if (accumulation, per_generation, iterations) == (1, 1, 1):
+        assert store.meta["old_policy_source"] == "training_forward"
