@@ -3,13 +3,16 @@ steps_per_generation and num_iterations; each response says how many optimizer s
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 import pytest
 from transformers import TrainerCallback
 
 from lld_probe.integrations.trl.adapter import completion_rows
+from lld_probe.integrations.trl.batch_windows import batch_end, run_windows, window_steps
 from lld_probe.integrations.trl.run import make_trainer
+from lld_probe.rescore.sources import read_store
 from lld_probe.store.run_store import read_run_store
 from helpers import train_settings
 
@@ -31,6 +34,32 @@ class _MicroSteps(TrainerCallback):
 def _expected_finish(generated_at: int, uses: int, at_step: dict) -> int:
     """The first optimizer step whose micro-steps include the batch's last use (micro-step generated_at + uses - 1)."""
     return min(step for step, micro in at_step.items() if micro >= generated_at + uses)
+
+
+def _simulated_windows(accumulation: int, every: int, micro_steps: int) -> list[int]:
+    """TRL's loop step by step: generate when the micro-step count is a multiple of `every`; the optimizer steps
+    after every `accumulation` micro-steps; a batch's window runs from the optimizer steps done at its generation
+    to the first optimizer step after its last use."""
+    windows, open_batches, optimizer_steps = [], [], 0
+    for micro in range(micro_steps):
+        if micro % every == 0:
+            open_batches.append((micro + every - 1, optimizer_steps))    # (last micro-step using it, old policy)
+        if (micro + 1) % accumulation == 0:
+            optimizer_steps += 1
+            windows += [optimizer_steps - policy for last, policy in open_batches if last <= micro]
+            open_batches = [(last, policy) for last, policy in open_batches if last > micro]
+    return windows
+
+
+@pytest.mark.parametrize("accumulation", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("per_generation, iterations", [(1, 1), (2, 1), (4, 2), (3, 1), (1, 3), (2, 3)])
+def test_batch_windows_follow_trls_schedule(accumulation, per_generation, iterations):
+    every = per_generation * iterations
+    period = math.lcm(every, accumulation)
+    simulated = _simulated_windows(accumulation, every, period)
+    assert [window_steps(g, every, accumulation) for g in range(0, period, every)] == simulated
+    assert run_windows(per_generation, iterations, accumulation) == set(simulated)
+    assert [batch_end(g, every) for g in range(0, period, every)] == list(range(every, period + 1, every))
 
 
 @pytest.mark.integration
@@ -80,6 +109,11 @@ def test_every_generation_batch_is_recorded_once_with_its_window(tmp_path, accum
     # NTHR's per-token advantages reached TRL's loss on every micro-step of every batch
     assert len(loss_advantages) == max_steps * accumulation and set(loss_advantages) == {2}
     windows = {window for *_, window in expected}
-    assert store.meta.get("delta_spans_optimizer_steps") == (windows.pop() if len(windows) == 1 else None)
+    assert store.meta.get("delta_spans_optimizer_steps") == (min(windows) if len(windows) == 1 else None)
+    if len(windows) > 1:        # re-scoring from checkpoints assumes one span
+        with pytest.raises(ValueError, match=r"span \[.*\] optimizer steps"):
+            read_store(tmp_path / "run")
+    else:
+        assert read_store(tmp_path / "run").span == min(windows)
     if (accumulation, per_generation, iterations) == (1, 1, 1):
         assert store.meta["old_policy_source"] == "training_forward"

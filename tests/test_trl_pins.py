@@ -83,3 +83,14 @@ def test_every_trl_method_the_mixin_overrides_is_pinned():
     overridden = {name for name in vars(LikelihoodProbeMixin) if hasattr(GRPOTrainer, name) and not name.startswith("__")}
     pinned = set(PINNED) | {"_get_per_token_logps_and_entropies"}
     assert overridden <= pinned, f"the mixin overrides TRL methods no test pins: {sorted(overridden - pinned)}"
+
+
+def test_generation_schedule_the_probes_follow():
+    """lld_probe/integrations/trl/batch_windows.py: TRL generates when _step is a multiple of generate_every =
+    steps_per_generation * num_iterations (or it holds no buffered batch), and feeds the batch's slices in turn."""
+    source = inspect.getsource(GRPOTrainer._prepare_inputs)
+    for line in ("generate_every = self.args.steps_per_generation * self.num_iterations",
+                 "if self._step % generate_every == 0 or self._buffered_inputs is None:",
+                 "inputs = self._buffered_inputs[self._step % self.args.steps_per_generation]"):
+        assert line in source, (f"TRL {trl.__version__} changed when GRPOTrainer._prepare_inputs generates ({line!r} "
+                                f"is gone): update lld_probe/integrations/trl/batch_windows.py")

@@ -185,6 +185,18 @@ def read_token_dump(folder: Path, group_size: int | None = None) -> pd.DataFrame
     return frame
 
 
+def _store_span(path: Path, meta: dict, responses) -> int:
+    """Optimizer steps one generation batch of our store spans: meta.json's, when every batch's is the same;
+    a store whose batches span different numbers (responses' window_steps) is refused."""
+    if "delta_spans_optimizer_steps" in meta:
+        return int(meta["delta_spans_optimizer_steps"])
+    windows = sorted(int(w) for w in responses["window_steps"].dropna().unique()) if len(responses) else []
+    if len(windows) > 1:
+        raise ValueError(f"{path}: its generation batches span {windows} optimizer steps (the responses' "
+                         f"window_steps): re-scoring from checkpoints needs one span for every batch")
+    return windows[0] if windows else 1
+
+
 def read_store(path: Path, *, correct_reward=None, correct_threshold=None, checkpoints: dict | None = None) -> LoggedRun:
     """Our run store: completion ids from its token rows (where a response has all of them), prompts as text."""
     store = read_run_store(path)
@@ -209,7 +221,7 @@ def read_store(path: Path, *, correct_reward=None, correct_threshold=None, check
         steps[int(step)] = rows.sort_values(["_g", "response_index"], kind="stable").drop(columns="_g") \
             .reset_index(drop=True)
     meta = store.meta
-    return LoggedRun("store", path, steps, checkpoints, int(meta.get("delta_spans_optimizer_steps", 1)),
+    return LoggedRun("store", path, steps, checkpoints, _store_span(path, meta, store.responses),
                      meta.get("group_size"), meta.get("temperature"), meta.get("max_completion_length"))
 
 
