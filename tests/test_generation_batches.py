@@ -4,9 +4,9 @@ steps_per_generation and num_iterations; each response says how many optimizer s
 from __future__ import annotations
 
 import math
-from collections import Counter
 
 import pytest
+import torch
 from transformers import TrainerCallback
 
 from lld_probe.integrations.trl.adapter import completion_rows
@@ -79,9 +79,12 @@ def test_every_generation_batch_is_recorded_once_with_its_window(tmp_path, accum
     def counted_generate(inputs):
         output = generate(inputs)
         if trainer.model.training:
-            rows = completion_rows(output["completion_ids"].cpu(), output["completion_mask"].cpu())
+            mask = output["completion_mask"].cpu()
+            rows = completion_rows(output["completion_ids"].cpu(), mask)
+            old = output.get("old_per_token_logps")      # TRL's own old policy, when its updates fall inside the batch
+            old = None if old is None else (old.detach().cpu().double() * mask).sum(1)
             generated.append((trainer._step, trainer.state.global_step,
-                              tokenizer.batch_decode(rows, skip_special_tokens=True)))
+                              tokenizer.batch_decode(rows, skip_special_tokens=True), old))
         return output
 
     def seen_loss(model, inputs):
@@ -96,16 +99,26 @@ def test_every_generation_batch_is_recorded_once_with_its_window(tmp_path, accum
 
     uses = per_generation * iterations
     assert len(generated) == -(-max_steps * accumulation // uses)
-    expected = Counter()
-    for generated_at, policy_step, texts in generated:
+    expected, old_policy = [], []
+    for generated_at, policy_step, texts, old in generated:      # finished in generation order
         finish = _expected_finish(generated_at, uses, micro.at_step)
-        expected.update((finish, text, finish - policy_step) for text in texts)
+        expected += [(finish, text, finish - policy_step) for text in texts]
+        old_policy += [math.nan] * len(texts) if old is None else old.tolist()
     store = read_run_store(tmp_path / "run")
     responses = store.responses
-    assert len(responses) == sum(len(texts) for *_, texts in generated)
-    assert Counter(zip(responses["step"], responses["completion"], responses["window_steps"])) == expected
-    assert responses.groupby(["step", "group_id"]).size().eq(2).all()       # group ids unique within a step
+    assert len(responses) == len(expected)
     assert not responses.duplicated(["step", "group_id", "response_index"]).any()
+    assert responses.groupby(["step", "group_id"]).size().eq(2).all()       # group ids unique within a step
+    # a step's batches in generation order, their groups numbered on: group_id "STEP:INDEX"
+    order = responses.assign(group=[int(g.split(":")[1]) for g in responses["group_id"]]) \
+        .sort_values(["step", "group", "response_index"]).reset_index(drop=True)
+    assert list(zip(order["step"], order["completion"], order["window_steps"])) == expected
+    # the probes' old policy is TRL's: the parameters at generation, for every batch in the queue
+    trl_old = torch.tensor(old_policy, dtype=torch.float64)
+    measured = ~torch.isnan(trl_old)
+    assert measured.any() == (accumulation % uses != 0)
+    torch.testing.assert_close(torch.tensor(order["logp_before"].to_numpy())[measured], trl_old[measured],
+                               rtol=0, atol=1e-4)
     # NTHR's per-token advantages reached TRL's loss on every micro-step of every batch
     assert len(loss_advantages) == max_steps * accumulation and set(loss_advantages) == {2}
     windows = {window for *_, window in expected}
