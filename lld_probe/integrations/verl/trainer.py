@@ -1,4 +1,4 @@
-"""The trainer extension: verl's RayPPOTrainer with the probes and the advantage variant around
+"""The trainer extension: verl's RayPPOTrainer with the probes and the method's advantages around
 `_update_actor` (the only override), the run store begun once the workers exist, and verl's own tracking
 receiving the `lld/` metrics with the actor's. The actor's worker group must be LLDActorRolloutRefWorker's.
 """
