@@ -130,3 +130,16 @@ def test_every_generation_batch_is_recorded_once_with_its_window(tmp_path, accum
         assert read_store(tmp_path / "run").span == min(windows)
     if (accumulation, per_generation, iterations) == (1, 1, 1):
         assert store.meta["old_policy_source"] == "training_forward"
+
+
+@pytest.mark.integration
+def test_a_run_stopped_inside_a_batch_says_it_is_not_recorded(tmp_path):
+    # 3 micro-steps, a batch every 2: the second batch is used by micro-step 2 only when max_steps ends the run
+    settings = train_settings(out=str(tmp_path / "run"), method="nthr", steps=1, prompts_per_step=2, group_size=2,
+                              max_completion_length=6, eval_every=0, probe_set_size=0, progress=False,
+                              extra={"gradient_accumulation_steps": 3, "steps_per_generation": 2})
+    trainer, _ = make_trainer(settings)
+    with pytest.warns(UserWarning, match=r"inside the micro-steps of 1 generation batch.*not recorded"):
+        trainer.train()
+    responses = read_run_store(tmp_path / "run").responses
+    assert len(responses) == 2 * 2 * 2 and (responses["window_steps"] == 1).all()
