@@ -123,8 +123,8 @@ def test_every_generation_batch_is_recorded_once_with_its_window(tmp_path, accum
     assert len(loss_advantages) == max_steps * accumulation and set(loss_advantages) == {2}
     windows = {window for *_, window in expected}
     assert store.meta.get("delta_spans_optimizer_steps") == (min(windows) if len(windows) == 1 else None)
-    if len(windows) > 1:        # re-scoring from checkpoints assumes one span
-        with pytest.raises(ValueError, match=r"span \[.*\] optimizer steps"):
+    if accumulation % uses and uses % accumulation:     # re-scoring from checkpoints needs aligned batches
+        with pytest.raises(ValueError, match=r"span \[.*\] optimizer steps .* not one span from a multiple"):
             read_store(tmp_path / "run")
     else:
         assert read_store(tmp_path / "run").span == min(windows)

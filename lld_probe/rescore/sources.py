@@ -186,15 +186,19 @@ def read_token_dump(folder: Path, group_size: int | None = None) -> pd.DataFrame
 
 
 def _store_span(path: Path, meta: dict, responses) -> int:
-    """Optimizer steps one generation batch of our store spans: meta.json's, when every batch's is the same;
-    a store whose batches span different numbers (responses' window_steps) is refused."""
-    if "delta_spans_optimizer_steps" in meta:
-        return int(meta["delta_spans_optimizer_steps"])
-    windows = sorted(int(w) for w in responses["window_steps"].dropna().unique()) if len(responses) else []
-    if len(windows) > 1:
-        raise ValueError(f"{path}: its generation batches span {windows} optimizer steps (the responses' "
-                         f"window_steps): re-scoring from checkpoints needs one span for every batch")
-    return windows[0] if windows else 1
+    """Optimizer steps one generation batch of our store spans, as re-scoring needs it: every batch the same
+    span w, sampled after a multiple of w steps (the responses' window_steps and steps say; stores without
+    window_steps: meta.json's delta_spans_optimizer_steps). Anything else is refused."""
+    recorded = responses[responses["window_steps"].notna()] if len(responses) else responses
+    if not len(recorded):
+        return int(meta.get("delta_spans_optimizer_steps", 1))
+    spans = sorted({int(w) for w in recorded["window_steps"]})
+    if len(spans) > 1 or any(int(step) % spans[0] for step in recorded["step"].unique()):
+        raise ValueError(f"{path}: its generation batches span {spans} optimizer steps (the responses' "
+                         f"window_steps), not one span from a multiple of it: re-scoring from checkpoints needs "
+                         f"gradient_accumulation_steps to be a multiple or a divisor of steps_per_generation x "
+                         f"num_iterations")
+    return spans[0]
 
 
 def read_store(path: Path, *, correct_reward=None, correct_threshold=None, checkpoints: dict | None = None) -> LoggedRun:

@@ -212,9 +212,10 @@ class LikelihoodProbeMixin:
         if not environments:
             return [x["prompt"] for x in inputs], [x.get("question_id", _prompt_id(x["prompt"])) for x in inputs]
         prompts = self.processing_class.batch_decode(prompt_ids, skip_special_tokens=False)
-        question_ids = [x["question_id"] if "question_id" in x else
-                        getattr(env, "question_id", None) if getattr(env, "question_id", None) is not None else
-                        _prompt_id(prompt) for x, env, prompt in zip(inputs, environments, prompts, strict=True)]
+        question_ids = []
+        for x, environment, prompt in zip(inputs, environments, prompts, strict=True):
+            given = x.get("question_id", getattr(environment, "question_id", None))
+            question_ids.append(given if given is not None else _prompt_id(prompt))
         return prompts, question_ids
 
     def _lld_deciding_rewards(self, rewards_per_func, logged):
