@@ -143,3 +143,39 @@ def test_a_run_stopped_inside_a_batch_says_it_is_not_recorded(tmp_path):
         trainer.train()
     responses = read_run_store(tmp_path / "run").responses
     assert len(responses) == 2 * 2 * 2 and (responses["window_steps"] == 1).all()
+
+
+def test_the_recorder_finishes_queued_batches_in_order_under_one_step(tmp_path):
+    """Two batches awaiting their update (the second generated before the first's last update): one finish_step
+    writes both under its step, groups numbered on, each with its own window, metrics over both."""
+    from lld_probe.models import load_model
+    from lld_probe.probes import ProbeRecorder, ProbeSettings
+    from lld_probe.scoring import output_embedding_weight, score_group
+    model, _ = load_model("tiny")
+    recorder = ProbeRecorder(ProbeSettings(method="nthr", probe_set_size=0), tmp_path / "store", temperature=1.0,
+                             pad_id=0)
+    recorder.begin_run({"method": "nthr"})
+    batches = []
+    for generated_for, completions in ((1, [[11], [12, 13], [14, 15, 16], [17]]), (2, [[18, 19], [20], [21], [22]])):
+        rewards = torch.tensor([1.0, 0.0, 1.0, 0.0])
+        generation = recorder.begin_batch(generated_for, [[5, 6]] * 2 + [[7, 8]] * 2, completions, rewards=rewards,
+                                          deciding_rewards=rewards, advantages=torch.tensor([1.0, -1.0, 1.0, -1.0]),
+                                          group_size=2, prompts=["a", "a", "b", "b"], completions=["x"] * 4,
+                                          question_ids=["qa", "qa", "qb", "qb"])
+        scored = score_group(model, generation.batch, with_hidden=True, with_entropy=True)
+        batches.append(recorder.score_old_policy(generation, scored.token_logps, scored.entropy, scored.hidden,
+                                                 output_embedding_weight(model)))
+    assert recorder.pending_batches == tuple(batches) and recorder.pending is batches[0]
+    with pytest.raises(ValueError, match="token_logps_after re-scores one batch"):
+        recorder.finish_step(None, token_logps_after=torch.zeros(4, 3), step=2, batches=2)
+    with pytest.raises(RuntimeError, match="finish_step for 3 batch"):
+        recorder.finish_step(model, step=2, batches=3)
+    record = recorder.finish_step(model, step=2, batches=2)
+    assert recorder.pending is None and record.batches == tuple(batches) and record.probed is batches[1]
+    responses = read_run_store(tmp_path / "store").responses
+    assert list(responses["group_id"]) == ["2:0", "2:0", "2:1", "2:1", "2:2", "2:2", "2:3", "2:3"]
+    assert list(responses["step"].unique()) == [2] and list(responses["window_steps"]) == [2] * 4 + [1] * 4
+    lengths = [1, 2, 3, 1, 2, 1, 1, 1]
+    assert list(responses["n_tokens"]) == lengths and record.metrics["lld/mean_length"] == pytest.approx(1.5)
+    before = torch.cat([b.old.logp_before for b in batches]).double()
+    assert torch.equal(torch.tensor(responses["logp_before"].to_numpy()), before)
