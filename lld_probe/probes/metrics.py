@@ -16,10 +16,11 @@ def step_metrics(probed: ProbedBatch, delta: torch.Tensor, comm) -> dict:
     """lld/rate (share of measured correct responses with Delta <= 0), lld/delta_correct,
     lld/delta_incorrect, lld/scaled_fraction (share of a measured incorrect response's tokens that the
     method scaled, averaged over those responses),
-    lld/tau (mean over groups with a threshold), lld/mean_length (of responses with measured tokens), and
-    lld/left_out (responses without measured tokens: truncated and masked); absent when there is none."""
+    lld/tau (mean over groups with a threshold), lld/mean_length (measured tokens, over responses that have
+    some), and lld/left_out (responses without measured tokens: truncated and masked); absent when there is
+    none. Lengths count measured tokens only (not a tool's output inside a completion)."""
     generation = probed.generation
-    lengths = generation.batch.mask.sum(1)
+    lengths = generation.batch.measured.sum(1)
     local = {"delta": delta, "correct": generation.correct, "lengths": lengths,
              "scaled_fraction": probed.scaled.sum(1).float() / lengths.clamp(min=1),
              "taus": probed.old.taus}

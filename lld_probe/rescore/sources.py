@@ -195,14 +195,16 @@ def read_store(path: Path, *, correct_reward=None, correct_threshold=None, check
         from ..analysis.run import Run
         responses["reward"] = responses["reward"].astype(float)
         responses = _with_correctness(Run("store", path, responses), correct_reward, correct_threshold)
-    ids = {}
+    ids, flags = {}, {}
     if len(store.tokens):
         for key, rows in store.tokens.sort_values("position").groupby(["group_id", "response_index"], sort=False):
             ids[key] = rows["token_id"].astype(int).tolist()
-    exact = [ids.get((g, int(i))) if len(ids.get((g, int(i)), [])) == int(n) and not t else None
+            flags[key] = rows["measured"].astype(bool).tolist()     # n_tokens counts the measured ones
+    exact = [(g, int(i)) if sum(flags.get((g, int(i)), [])) == int(n) and not t else None
              for g, i, n, t in zip(responses["group_id"], responses["response_index"], responses["n_tokens"],
                                    responses["truncated"])]
-    responses["completion_ids"] = exact
+    responses["completion_ids"] = [ids[key] if key else None for key in exact]
+    responses["measured"] = [None if not key or all(flags[key]) else flags[key] for key in exact]
     steps = {}
     for step, rows in responses.groupby("step", sort=True):
         rows = rows.assign(_g=[int(g.split(":")[1]) for g in rows["group_id"]])

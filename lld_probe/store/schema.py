@@ -26,13 +26,19 @@ SCHEMA_VERSION = 2
 RESPONSE_COLUMNS = ["step", "question_id", "group_id", "response_index", "prompt", "completion", "reward",
                     "correct", "advantage", "n_tokens", "logp_before", "logp_after", "scaled_fraction",
                     "nthr_selected_fraction", "truncated"]
+# n_tokens: the response's measured tokens (those its logp sums), the completion's tokens less any tool or
+# environment output inside it.
+# token rows: every completion token of a re-scored response; measured False marks a token in the sequence as
+# context only (a tool's or environment's output, TRL's tool_mask / env_mask 0): outside logp_before/logp_after,
+# NTHR's M+, anchors, tau and selection, the random control and every metric; its logp_before, logp_after,
+# nthr_score and entropy are NaN. Stores written before this column measured every token (a reader fills True).
 TOKEN_COLUMNS = ["step", "group_id", "response_index", "token_id", "position", "logp_before", "logp_after",
-                 "nthr_score", "scaled", "nthr_selected", "entropy"]
+                 "nthr_score", "scaled", "nthr_selected", "entropy", "measured"]
 PROBE_SET_COLUMNS = ["step", "probe_id", "kind", "question_id", "n_tokens", "logp"]
 SCALAR_COLUMNS = ["step", "name", "value"]
 # columns older stores may lack (a reader fills them with NaN / False)
 OPTIONAL_RESPONSE_COLUMNS = {"nthr_selected_fraction": float("nan"), "truncated": False}
-OPTIONAL_TOKEN_COLUMNS = {"nthr_selected": False}
+OPTIONAL_TOKEN_COLUMNS = {"nthr_selected": False, "measured": True}
 # columns of schema version 1 under their current names (a reader renames them)
 RENAMED_COLUMNS = {"selected": "scaled", "selected_fraction": "scaled_fraction"}
 # columns of a store re-scored from checkpoints (lld_probe.rescore; docs/rescore.md), in no probed run's store:
