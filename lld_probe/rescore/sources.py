@@ -200,7 +200,7 @@ def read_store(path: Path, *, correct_reward=None, correct_threshold=None, check
         for key, rows in store.tokens.sort_values("position").groupby(["group_id", "response_index"], sort=False):
             ids[key] = rows["token_id"].astype(int).tolist()
             flags[key] = rows["measured"].astype(bool).tolist()     # n_tokens counts the measured ones
-    exact = [(g, int(i)) if sum(flags.get((g, int(i)), [])) == int(n) and not t else None
+    exact = [(g, int(i)) if (g, int(i)) in ids and sum(flags[(g, int(i))]) == int(n) and not t else None
              for g, i, n, t in zip(responses["group_id"], responses["response_index"], responses["n_tokens"],
                                    responses["truncated"])]
     responses["completion_ids"] = [ids[key] if key else None for key in exact]
