@@ -378,6 +378,10 @@ def test_steps_per_generation_two_brackets_each_batch_by_its_two_optimizer_steps
         expected_after = [_float64_logp(models[after], p, c) for p, c in zip(rows["prompt_ids"], rows["completion_ids"])]
         np.testing.assert_allclose(stored["logp_before"], expected_before, rtol=0, atol=1e-4)
         np.testing.assert_allclose(stored["logp_after"], expected_after, rtol=0, atol=1e-4)
+        # TRL computes the old policy's token log-probs for a batch it reuses: the dump holds them, aligned
+        assert rows["old_policy_logps"].notna().all()
+        np.testing.assert_allclose([sum(logps) for logps in rows["old_policy_logps"]], expected_before, rtol=0,
+                                   atol=1e-4)
 
 
 def _group_order(group_id: str) -> int:
