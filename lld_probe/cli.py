@@ -55,7 +55,7 @@ def _protocol_config(args, optimizer: str, lr, moments=None):
     from .protocol import ProtocolConfig
     return settings_from(args, ProtocolConfig, task=_task_name(args), optimizer=optimizer, lr=lr,
                          optimizer_moments=moments,
-                         variants=[name.strip() for name in args.variants.split(",") if name.strip()])
+                         methods=[name.strip() for name in args.methods.split(",") if name.strip()])
 
 
 def _task_name(args) -> str:
@@ -246,7 +246,7 @@ def _add_protocol_command(commands) -> None:
     from .protocol import ProtocolConfig
     protocol = commands.add_parser("protocol", help="the paper's per-question one-step LLD protocol")
     add_options(protocol, ProtocolConfig)
-    protocol.add_argument("--variants", default="grpo,pos_only,random,nthr", help="methods compared, comma list")
+    protocol.add_argument("--methods", default="grpo,pos_only,random,nthr", help="methods compared, comma list")
     protocol.add_argument("--optimizer", default="sgd",
                           help="sgd | adamw | sgd,adamw (both from the same samples' seeds, side by side in comparison.md)")
     protocol.add_argument("--lr", default=None,

@@ -1,4 +1,4 @@
-"""LLDGRPOTrainer on the tiny model: advantage variants, probes, run store, kill and resume."""
+"""LLDGRPOTrainer on the tiny model: the four methods, probes, run store, kill and resume."""
 
 from __future__ import annotations
 

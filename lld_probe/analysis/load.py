@@ -124,9 +124,9 @@ def _load_protocol(path: Path) -> Run:
     responses = tables["responses"].copy()
     if len(responses):
         responses.insert(0, "step", 0)
-        # one group per (question, variant): every variant updates the same sampled group
+        # one group per (question, method): every method updates the same sampled group
         responses.insert(1, "group_id", [protocol_group_id(q, v) for q, v in zip(responses["question_id"],
-                                                                                  responses["variant"])])
+                                                                                  responses["method"])])
         responses["prompt"] = responses["question_id"].astype(str)
     else:
         responses = pd.DataFrame(columns=REQUIRED)

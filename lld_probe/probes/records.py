@@ -54,7 +54,7 @@ class ProbedBatch:
     """A generation batch with the old policy's scores and the method's weighting, awaiting its update."""
     generation: GenerationBatch
     old: OldPolicyScores
-    loss_advantages: torch.Tensor   # what the loss gets: [B] (sequence-level variants) or [B, T]
+    loss_advantages: torch.Tensor   # what the loss gets: [B] (sequence-level methods) or [B, T]
     scaled: torch.Tensor            # [B, T] tokens whose advantage the method scaled (by eta)
 
     # read-through views of the parts, for analysis code and tests

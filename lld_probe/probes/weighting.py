@@ -1,4 +1,4 @@
-"""The method's advantages for a generation batch (lld_probe.core.variants per group), also for groups
+"""The method's advantages for a generation batch (lld_probe.core.methods per group), also for groups
 split across processes: the group's success rate p comes from the whole group's rewards, and the
 random control draws as on one process from every response's length and NTHR count (gathered)."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from ..core import SEQUENCE_LEVEL, sequence_advantages, variant_token_advantages
+from ..core import SEQUENCE_LEVEL, method_token_advantages, sequence_advantages
 from .records import GenerationBatch, OldPolicyScores
 from .settings import ProbeSettings
 
@@ -28,7 +28,7 @@ def method_weighting(generation: GenerationBatch, old: OldPolicyScores, settings
     for part in parts:
         rows = part.local
         advantages, mask, correct, selected, local = _whole_group(generation, old, part, remote.get(part.group, {}))
-        tokens_adv, scaled_rows = variant_token_advantages(
+        tokens_adv, scaled_rows = method_token_advantages(
             method, advantages, mask, correct, selected, settings.eta_policy,
             seed=random_seed(settings.seed, generation.step, part.group))
         width = batch.mask.shape[1]

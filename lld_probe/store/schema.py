@@ -70,9 +70,9 @@ def group_id(step: int, group_index: int) -> str:
     return f"{int(step)}:{int(group_index)}"
 
 
-def protocol_group_id(question_id, variant: str) -> str:
-    """The id of a protocol group: one question's sampled group under one variant's update, "QUESTION|VARIANT"."""
-    return f"{question_id}|{variant}"
+def protocol_group_id(question_id, method: str) -> str:
+    """The id of a protocol group: one question's sampled group under one method's update, "QUESTION|METHOD"."""
+    return f"{question_id}|{method}"
 
 
 def step_path(folder, step: int, rank: int | None = None) -> Path:
@@ -91,5 +91,7 @@ def parse_step_file(name: str) -> tuple[int, int | None] | None:
 # a protocol folder: protocol.parquet (one row per question and method), responses.parquet, tokens.parquet,
 # questions.parquet (one row per sampled question; `mixed`: kept for the experiment) and meta.json
 PROTOCOL_TABLES = ("protocol", "responses", "tokens", "questions")
-# columns of protocol folders written before schema version 2 under their current names
-PROTOCOL_RENAMED_COLUMNS = {"kept": "mixed", "selected": "nthr_selected", "selected_fraction": "scaled_fraction"}
+# columns of older protocol folders under their current names (a reader renames them): `variant` was the
+# column of the method (grpo, pos_only, random, nthr) in protocol, responses and step_context tables
+PROTOCOL_RENAMED_COLUMNS = {"kept": "mixed", "selected": "nthr_selected", "selected_fraction": "scaled_fraction",
+                            "variant": "method"}

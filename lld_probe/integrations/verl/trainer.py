@@ -2,7 +2,7 @@
 
 - TokenDumpRayPPOTrainer: verl's RayPPOTrainer whose rollout dump rows (trainer.rollout_data_dir) carry the token
   dump's columns (rollout_dump.py): uid, token ids, old-policy and sampler log-probs, advantages. No probes.
-- LLDRayPPOTrainer: that, plus the probes and the advantage variant around `_update_actor`, the run store begun
+- LLDRayPPOTrainer: that, plus the probes and the method's advantages around `_update_actor`, the run store begun
   once the workers exist, and verl's own tracking receiving the `lld/` metrics with the actor's; its dump rows
   also carry the probes' logp_before / logp_after. The actor's worker group must be LLDActorRolloutRefWorker's.
 """
