@@ -7,6 +7,7 @@ actor's."""
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -213,6 +214,10 @@ def test_without_probes_the_dump_carries_the_sampled_tokens(tmp_path):
     for _, group in dumped.groupby("group_id"):
         assert group["uid"].nunique() == 1 and len(group) == GROUP_SIZE
         assert len({tuple(ids) for ids in group["prompt_ids"]}) == 1
+    # advantages that vary within a response (a critic's GAE) have no per-response value: NaN, and the dump runs
+    batch.batch["advantages"] = torch.rand(batch.batch["advantages"].shape) * batch.batch["response_mask"]
+    rows = _dumped_rows(trainer, batch, tmp_path / "dump-gae", 4)
+    assert all(math.isnan(entry["advantage"]) for entry in rows) and rows[0]["completion_ids"]
 
 
 def test_the_dump_refuses_multi_turn_rollouts_at_construction(monkeypatch):

@@ -41,7 +41,10 @@ def rollout_dump_columns(batch) -> dict[str, list]:
     lengths = [len(ids) for ids in completion_ids]
     advantage = _field(batch, ADVANTAGE_FIELD)
     if advantage is None:
-        advantage = sequence_advantages(data["advantages"], data["response_mask"]).tolist()
+        try:
+            advantage = sequence_advantages(data["advantages"], data["response_mask"]).tolist()
+        except ValueError:          # a critic's GAE: no one advantage per response (NaN; the dump still runs)
+            advantage = [float("nan")] * len(completion_ids)
     uid = batch.non_tensor_batch.get("uid")
     return dump_columns(prompt_ids=prompt_ids, completion_ids=completion_ids, advantage=advantage,
                         uid=None if uid is None else list(uid),
