@@ -94,3 +94,18 @@ def test_generation_schedule_the_probes_follow():
                  "inputs = self._buffered_inputs[self._step % self.args.steps_per_generation]"):
         assert line in source, (f"TRL {trl.__version__} changed when GRPOTrainer._prepare_inputs generates ({line!r} "
                                 f"is gone): update lld_probe/integrations/trl/batch_windows.py")
+
+
+def test_tool_outputs_are_masked_by_tool_mask_not_completion_mask():
+    """Multi-turn tools (tools=, environment_factory, a rollout_func's env_mask) keep completion_mask a prefix
+    and mark a tool's output in output["tool_mask"] (0 there), which the loss multiplies into completion_mask:
+    the probes read the same key (adapter.measured_flags) to leave those tokens unmeasured."""
+    generate = inspect.getsource(GRPOTrainer._generate)
+    assert 'extra_fields.pop("env_mask"' in generate, (f"TRL {trl.__version__} no longer turns a rollout_func's env_mask "
+                                                       f"into tool_mask: update adapter.measured_flags")
+    score = inspect.getsource(GRPOTrainer._generate_and_score_completions)
+    assert 'output["tool_mask"] = tool_mask' in score, (f"TRL {trl.__version__} no longer hands tool_mask on in the "
+                                                       f"generation batch: update adapter.measured_flags")
+    loss = inspect.getsource(GRPOTrainer._compute_loss)
+    assert 'completion_mask * inputs["tool_mask"]' in loss, (f"TRL {trl.__version__}'s loss no longer masks tool "
+                                                             f"outputs with tool_mask: update adapter.measured_flags")

@@ -18,12 +18,13 @@ def step_metrics(probed: ProbedBatch | Sequence[ProbedBatch], delta: torch.Tenso
     """lld/rate (share of measured correct responses with Delta <= 0), lld/delta_correct,
     lld/delta_incorrect, lld/scaled_fraction (share of a measured incorrect response's tokens that the
     method scaled, averaged over those responses),
-    lld/tau (mean over groups with a threshold), lld/mean_length (of responses with measured tokens), and
-    lld/left_out (responses without measured tokens: truncated and masked); absent when there is none.
-    Several batches finished by one step (a sequence of them and of their deltas) are pooled."""
+    lld/tau (mean over groups with a threshold), lld/mean_length (measured tokens, over responses that have
+    some), and lld/left_out (responses without measured tokens: truncated and masked); absent when there is
+    none. Lengths count measured tokens only (not a tool's output inside a completion). Several batches
+    finished by one step (a sequence of them and of their deltas) are pooled."""
     batches = [probed] if isinstance(probed, ProbedBatch) else list(probed)
     deltas = [delta] if isinstance(delta, torch.Tensor) else list(delta)
-    lengths = torch.cat([b.generation.batch.mask.sum(1) for b in batches])
+    lengths = torch.cat([b.generation.batch.measured.sum(1) for b in batches])
     local = {"delta": torch.cat(deltas), "correct": torch.cat([b.generation.correct for b in batches]),
              "lengths": lengths,
              "scaled_fraction": torch.cat([b.scaled.sum(1).float() for b in batches]) / lengths.clamp(min=1),

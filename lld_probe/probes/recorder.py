@@ -91,12 +91,13 @@ class ProbeRecorder:
     @timed
     def begin_batch(self, step: int, prompt_ids, completion_ids, *, rewards: torch.Tensor,
                     deciding_rewards: torch.Tensor, advantages: torch.Tensor, group_size: int, prompts, completions,
-                    question_ids, prompt_keys=None, truncated=None) -> GenerationBatch:
+                    question_ids, prompt_keys=None, truncated=None, measured=None) -> GenerationBatch:
         """This process's rows of a generation batch (generation order). rewards [B]: this process's rewards
         as logged; deciding_rewards: the reward that decides correctness for ALL processes' rows in order
         (to know every group's correctness); prompt_keys (one hashable per row, default the prompt) must
         agree within each group; truncated [B]: responses the trainer masked out (their completion_ids are
-        empty: no measured tokens)."""
+        empty: no measured tokens); measured (optional): per completion, one flag per token, False for a token
+        the policy did not write (a tool's or environment's output: context for later tokens, never measured)."""
         count = len(completion_ids)
         if count == 0:
             raise ValueError("empty generation batch: no responses to probe")
@@ -110,7 +111,7 @@ class ProbeRecorder:
         if self.settings.probe_response_fraction < 1.0:
             rescored = torch.from_numpy(self._rescored_rng.random(count) < self.settings.probe_response_fraction)
         return GenerationBatch(
-            step=step, batch=build_group_batch(prompt_ids, completion_ids, self.pad_id), layout=layout,
+            step=step, batch=build_group_batch(prompt_ids, completion_ids, self.pad_id, measured), layout=layout,
             rewards=rewards.float().cpu(), correct=correct, group_correct=groups,
             advantages=advantages.detach().float().cpu().clone(), prompts=tuple(str(p) for p in prompts),
             completions=tuple(completions), question_ids=tuple(str(q) for q in question_ids), rescored=rescored,
@@ -178,7 +179,7 @@ class ProbeRecorder:
         """(logp_after [B] float64, token log-probs [B, T]) of the batch's re-scored responses after the update;
         NaN where not measured."""
         batch, settings = probed.generation.batch, self.settings
-        rescored = (probed.generation.rescored & batch.mask.any(1)).nonzero().flatten()  # responses with tokens
+        rescored = (probed.generation.rescored & batch.measured.any(1)).nonzero().flatten()   # with measured tokens
         logp_after = torch.full((batch.size,), math.nan, dtype=torch.float64)
         token_logps_after = torch.full(batch.mask.shape, math.nan)
         if token_logps_given is not None and tuple(token_logps_given.shape) != tuple(batch.mask.shape):
@@ -186,15 +187,15 @@ class ProbeRecorder:
                              f"{tuple(batch.mask.shape)}")
         if len(rescored) and token_logps_given is not None:
             token_logps_after[rescored] = token_logps_given.float().cpu()[rescored].masked_fill(~batch.mask[rescored], 0.0)
-            logp_after[rescored] = sequence_logprob(token_logps_after[rescored], batch.mask[rescored]).double()
+            logp_after[rescored] = sequence_logprob(token_logps_after[rescored], batch.measured[rescored]).double()
         elif len(rescored):    # packed: the real tokens only, each prompt once (lld_probe.scoring.packing)
             sub = batch.select(rescored)
             after = score_group(model, sub, temperature=self.temperature, max_tokens=settings.probe_score_max_tokens)
             token_logps_after[rescored] = after.token_logps.float().cpu()
-            logp_after[rescored] = sequence_logprob(after.token_logps, sub.mask).double().cpu()
+            logp_after[rescored] = sequence_logprob(after.token_logps, sub.measured).double().cpu()
         return logp_after, token_logps_after
 
-    # --- the probe set ---    # --- the probe set ------------------------------------------------------------------------------
+    # --- the probe set ------------------------------------------------------------------------------
     def _probe_set_step(self, model, finished: list[ProbedBatch], step: int) -> None:
         settings = self.settings
         for probed in finished:

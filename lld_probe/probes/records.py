@@ -41,9 +41,9 @@ class GenerationBatch:
 @dataclass(frozen=True)
 class OldPolicyScores:
     """The old policy on the batch: what a separate scoring forward or the training forward saw."""
-    token_logps: torch.Tensor       # [B, T] log pi_old(y_t), 0 off mask
+    token_logps: torch.Tensor       # [B, T] log pi_old(y_t), 0 off the measured tokens (batch.measured)
     logp_before: torch.Tensor       # [B] sequence sums; NaN for a response without measured tokens
-    entropy: torch.Tensor           # [B, T]
+    entropy: torch.Tensor           # [B, T], 0 off the measured tokens
     scores: torch.Tensor            # [B, T] NTHR scores
     nthr_selected: torch.Tensor     # [B, T] NTHR's selection (incorrect responses only)
     taus: dict                      # group index -> tau of the group

@@ -35,15 +35,29 @@ from .old_policy_source import decide_old_policy_source
 
 
 def completion_rows(completion_ids: torch.Tensor, completion_mask: torch.Tensor) -> list[list[int]]:
-    """TRL's right-padded completions -> token lists. TRL's completion mask is a prefix (ones up to and
+    """TRL's right-padded completions -> token lists (every token in the sequence, a tool's output included:
+    TRL marks that in tool_mask, see measured_flags). TRL's completion mask is a prefix (ones up to and
     including EOS); anything else is refused."""
     completion_mask = completion_mask.bool()
     lengths = completion_mask.sum(1)
     prefix = torch.arange(completion_mask.shape[1], device=completion_mask.device)[None, :] < lengths[:, None]
     if not torch.equal(prefix, completion_mask):
-        raise ValueError("completion_mask is not a prefix mask (masked tokens inside a completion, e.g. tool "
-                         "outputs): the probes do not support it")
+        raise ValueError("completion_mask is not a prefix mask (masked tokens inside a completion that TRL's "
+                         "tool_mask does not carry): the probes do not support it")
     return [row[: int(n)].tolist() for row, n in zip(completion_ids, lengths)]
+
+
+def measured_flags(tool_mask: torch.Tensor | None, completions: list[list[int]]) -> list[list[bool]] | None:
+    """TRL's tool_mask [B, T] (1 on the policy's tokens, 0 on a tool's or an environment's output: `tools=`,
+    environment_factory, or a rollout_func's env_mask) -> per completion, one flag per token (True: measured);
+    None without a tool mask (every token measured). The loss multiplies completion_mask by it."""
+    if tool_mask is None:
+        return None
+    flags = tool_mask.detach().cpu().bool()
+    if flags.dim() != 2 or flags.shape[0] != len(completions) or flags.shape[1] < max(map(len, completions), default=0):
+        raise ValueError(f"tool_mask has shape {tuple(flags.shape)}, the batch {len(completions)} completions of up "
+                         f"to {max(map(len, completions), default=0)} tokens")
+    return [row[: len(ids)].tolist() for row, ids in zip(flags, completions)]
 
 
 def _dataset_description(dataset) -> str:
@@ -199,7 +213,7 @@ class LikelihoodProbeMixin:
             self.state.global_step + 1, prompt_ids, completion_ids, rewards=logged[offset: offset + count],
             deciding_rewards=self._lld_deciding_rewards(rewards_per_func, logged), advantages=output["advantages"],
             group_size=self.num_generations, prompts=prompts, completions=texts, question_ids=question_ids,
-            truncated=truncated)
+            truncated=truncated, measured=measured_flags(output.get("tool_mask"), completion_ids))
         self._lld_handoff.batch_ends.append(batch_end(self._step, self.args.steps_per_generation * self.num_iterations))
         return generation
 
@@ -229,17 +243,18 @@ class LikelihoodProbeMixin:
         return rewards_per_func[:, names.index(name)]
 
     def _lld_completions(self, output):
-        """(measured completion token lists, truncated flags, texts). With mask_truncated_completions, TRL masks
-        a completion cut at the length limit out of the loss: it is kept as text, with no measured tokens."""
+        """(completion token lists, truncated flags, texts). With mask_truncated_completions, TRL masks a
+        completion cut at the length limit out of the loss: it is kept as text, with no tokens. A tool's output
+        inside a completion stays in its token list (context for later tokens); measured_flags marks it."""
         ids, mask = output["completion_ids"].cpu(), output["completion_mask"].cpu()
         masked_out = ~mask.bool().any(1) if getattr(self, "mask_truncated_completions", False) else \
             torch.zeros(ids.shape[0], dtype=torch.bool)
         pad = self.processing_class.pad_token_id
         full = [row[row != pad].tolist() if pad is not None else row.tolist() for row in ids]
-        measured = completion_rows(ids, mask)
-        texts = self.processing_class.batch_decode([f if cut else m for f, m, cut in zip(full, measured, masked_out)],
+        present = completion_rows(ids, mask)
+        texts = self.processing_class.batch_decode([f if cut else m for f, m, cut in zip(full, present, masked_out)],
                                                    skip_special_tokens=True)
-        return measured, masked_out.tolist(), texts
+        return present, masked_out.tolist(), texts
 
     def _lld_old_policy_from_loss(self, inputs, logps, entropies, hidden, completion_width: int) -> None:
         """The loss forward of the whole generation batch (rows in TRL's shuffled order) -> the recorder,
