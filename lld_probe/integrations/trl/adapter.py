@@ -28,6 +28,7 @@ from ...probes import ProbeRecorder, ProbeSettings, communicator_for
 from ...probes.evaluation import greedy_accuracy
 from ...scoring import capture_backbone_hidden, output_embedding_weight, score_group
 from ...store.provenance import provenance
+from .advantage_sign import check_advantage_sign_applies
 from .handoff import TRLHandoff
 from .old_policy_source import decide_old_policy_source
 
@@ -201,6 +202,9 @@ class LikelihoodProbeMixin:
         """The reward correctness is read from: one reward function's (correct_reward) or TRL's weighted sum."""
         name = self.probe_settings.correct_reward
         if name is None:
+            check_advantage_sign_applies(logged, threshold=self.probe_settings.correct_threshold,
+                                         aggregation=self.multi_objective_aggregation,
+                                         reward_count=len(self.reward_funcs))
             return logged
         names = list(self.reward_func_names)
         if name not in names:
