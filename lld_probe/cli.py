@@ -321,7 +321,8 @@ def _add_rescore_command(commands) -> None:
 
 def _add_correctness_arguments(parser) -> None:
     parser.add_argument("--correct-threshold", type=float, default=None,
-                        help="correct means the deciding reward >= this (default: it must be binary 0/1)")
+                        help="correct means the deciding reward >= this (default: binary 0/1, or the rule the run "
+                             "store records)")
     parser.add_argument("--correct-reward", default=None,
                         help="the reward function (column) that decides correctness (default: the weighted reward)")
 

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..core import correct_from_rewards, sequence_logprob
+from ..core import configured_rule, correct_from_rewards, sequence_logprob
 from ..scoring import build_group_batch, score_group
 from ..store.atomic import write_json
 from ..store.run_store import RunStoreWriter
@@ -79,7 +79,9 @@ class ProbeRecorder:
             items = store.path / "probe_items.json"
             if items.is_file() and store.has_probe_rows():
                 self.probe_items = json.loads(items.read_text())
-        store.write_meta({**meta, "world_size": self.comm.world_size})
+        # the rule that decides correctness (core.correctness), as this recorder applies it
+        store.write_meta({**meta, "world_size": self.comm.world_size,
+                          "correctness_rule": configured_rule(self.settings.correct_threshold)})
         self.comm.barrier()          # no process writes a step before the main one has truncated
 
     @timed
@@ -103,7 +105,9 @@ class ProbeRecorder:
             raise ValueError("empty generation batch: no responses to probe")
         layout = RowLayout(self.comm.rank, self.comm.world_size, count, group_size)
         self._check_layout(layout, list(prompt_keys if prompt_keys is not None else prompts), deciding_rewards)
-        global_correct = correct_from_rewards(deciding_rewards.float().cpu(), self.settings.correct_threshold)
+        # binary, threshold, or (non-binary) above the group's mean: every group from all processes' rewards
+        global_correct = correct_from_rewards(deciding_rewards.float().cpu(), self.settings.correct_threshold,
+                                              groups=torch.arange(deciding_rewards.numel()) // group_size)
         correct = global_correct[layout.global_rows()]
         groups = {part.group: global_correct[part.group * group_size: (part.group + 1) * group_size]
                   for part in layout.groups()}

@@ -29,7 +29,8 @@ class ProbeSettings(NTHRSettings):
                                                               "on a GPU)")
     eval_every: int = setting(0, "greedy accuracy on held-out questions every k steps (0: never)")
     correct_threshold: float | None = setting(None, "a response is correct when the deciding reward >= this; "
-                                                    "None: that reward must be binary 0/1")
+                                                    "None: reward == 1 when a batch's rewards are binary 0/1, "
+                                                    "else reward above its group's mean (advantage > 0)")
     correct_reward: str | None = setting(None, "name of the reward function that decides correctness (e.g. an "
                                                "accuracy reward next to a format reward); None: the weighted sum "
                                                "of all reward functions (reward_weights)")

@@ -29,9 +29,11 @@ from ...probes import ProbeRecorder, ProbeSettings, communicator_for
 from ...probes.evaluation import greedy_accuracy
 from ...scoring import capture_backbone_hidden, output_embedding_weight, score_group
 from ...store.provenance import provenance
+from .advantage_sign import check_advantage_sign_applies
 from .batch_windows import batch_end, run_windows
 from .handoff import TRLHandoff
 from .old_policy_source import decide_old_policy_source
+from .sampler import leave_out_sampler_masked, with_sampler_side
 
 
 def completion_rows(completion_ids: torch.Tensor, completion_mask: torch.Tensor) -> list[list[int]]:
@@ -150,7 +152,7 @@ class LikelihoodProbeMixin:
         output = super()._generate_and_score_completions(inputs)
         if not self.model.training:
             return output
-        generation = self._lld_begin_batch(inputs, output)
+        generation = with_sampler_side(self._lld_begin_batch(inputs, output), output)
         if self.old_policy_source == "training_forward":
             # scored by TRL's loss forward (_get_per_token_logps_and_entropies); the row index survives TRL's shuffle
             self._lld_handoff.awaiting_loss = generation
@@ -208,6 +210,7 @@ class LikelihoodProbeMixin:
         prompt_ids = [row[mask.bool()].tolist() for row, mask in zip(output["prompt_ids"].cpu(),
                                                                      output["prompt_mask"].cpu())]
         completion_ids, truncated, texts = self._lld_completions(output)
+        completion_ids, truncated = leave_out_sampler_masked(output, completion_ids, truncated)   # sampler.py
         prompts, question_ids = self._lld_prompts(inputs, prompt_ids)
         generation = self.recorder.begin_batch(
             self.state.global_step + 1, prompt_ids, completion_ids, rewards=logged[offset: offset + count],
@@ -236,6 +239,9 @@ class LikelihoodProbeMixin:
         """The reward correctness is read from: one reward function's (correct_reward) or TRL's weighted sum."""
         name = self.probe_settings.correct_reward
         if name is None:
+            check_advantage_sign_applies(logged, threshold=self.probe_settings.correct_threshold,
+                                         aggregation=self.multi_objective_aggregation,
+                                         reward_count=len(self.reward_funcs))
             return logged
         names = list(self.reward_func_names)
         if name not in names:
