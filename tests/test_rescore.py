@@ -147,7 +147,7 @@ def test_plan_windows_rules():
     assert [(w.step, w.before, w.after) for w in windows] == [(1, 0, 2), (2, 0, 2), (3, 2, 4), (4, 2, 4)]
     assert list(skipped) == [5]
     windows, skipped = plan_windows([1, 2, 3, 4], [0, 2, 4], span=2)        # a batch used for two steps
-    assert [(w.step, w.logged_step, w.window_steps) for w in windows] == [(1, 1, 2), (3, 3, 2)]
+    assert [(w.step, w.logged_step, w.window_steps) for w in windows] == [(2, 1, 2), (4, 3, 2)]
     assert sorted(skipped) == [2, 4]
     windows, skipped = plan_windows([1, 2], [1, 2], span=1)                 # no initial model
     assert [w.step for w in windows] == [2] and "initial" in skipped[1]
@@ -352,8 +352,9 @@ def test_steps_per_generation_two_brackets_each_batch_by_its_two_optimizer_steps
     out = tmp / f"store-{source}"
     summary = rescore(run, out, initial_model="tiny", progress=False)
     store = read_run_store(out).responses
-    # one generation batch of 16 responses per two optimizer steps: sampled after step 0 and after step 2
-    assert sorted(store["step"].unique()) == [1, 3] and len(store) == 2 * 16
+    # one generation batch of 16 responses per two optimizer steps: sampled after step 0 and after step 2,
+    # stored under the optimizer step after which logp_after is measured (as the probes store it)
+    assert sorted(store["step"].unique()) == [2, 4] and len(store) == 2 * 16
     assert (store["tokenization"] == source).all() and store["roundtrip_ok"].all()
     assert (store["window_steps"] == 2).all()
     assert store.groupby("step")["checkpoint_before"].first().tolist() == [0, 2]
@@ -369,8 +370,8 @@ def test_steps_per_generation_two_brackets_each_batch_by_its_two_optimizer_steps
     assert sorted(dump["step"].unique()) == [1, 3] and len(dump) == 2 * 16
     models = {0: TINY_DIR, 2: tmp / "plain" / "checkpoint-2", 4: tmp / "plain" / "checkpoint-4"}
     models = {k: AutoModelForCausalLM.from_pretrained(v, dtype=torch.float64).eval() for k, v in models.items()}
-    for step, before, after in ((1, 0, 2), (3, 2, 4)):
-        rows = dump[dump["step"] == step].sort_values("row")
+    for logged, step, before, after in ((1, 2, 0, 2), (3, 4, 2, 4)):
+        rows = dump[dump["step"] == logged].sort_values("row")
         stored = store[store["step"] == step].sort_values(["group_id", "response_index"],
                                                          key=lambda c: c.map(_group_order) if c.name == "group_id" else c)
         assert stored["completion"].tolist() == rows["completion"].tolist()

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Window:
-    step: int             # the store's step: the first optimizer step that used the batch (as the probes label it)
+    step: int             # the store's step: the last optimizer step that used the batch, after which logp_after
+                          # is measured (as the probes label it)
     logged_step: int      # the step under which the log holds the batch
     before: int           # checkpoint (optimizer step) giving logp_before
     after: int            # checkpoint giving logp_after
@@ -37,7 +38,7 @@ def plan_windows(logged_steps, checkpoints, span: int = 1) -> tuple[list[Window]
     for logged in sorted(int(s) for s in logged_steps):
         start = sampled_at(logged, span)
         if start in seen:
-            skipped[logged] = f"the same generation batch as step {start + 1}"
+            skipped[logged] = f"the same generation batch as logged step {start + 1}"
             continue
         seen.add(start)
         end = start + span
@@ -51,5 +52,5 @@ def plan_windows(logged_steps, checkpoints, span: int = 1) -> tuple[list[Window]
         elif after is None:
             skipped[logged] = f"no checkpoint at or after step {end}"
         else:
-            windows.append(Window(start + 1, logged, before, after))
+            windows.append(Window(end, logged, before, after))
     return windows, skipped
