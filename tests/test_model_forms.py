@@ -1,0 +1,68 @@
+"""Model forms beyond a plain attention LM with logits = W h: layers that are not attention (scored in full
+rows), PEFT adapters (scored packed through the base model) and logit transforms (softcapping, scales)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lld_probe.scoring import build_group_batch, score_group
+
+PROMPTS = [[1, 2, 3, 4, 5]] * 3 + [[6, 7, 8]] * 2
+COMPLETIONS = [[9, 10, 11], [12, 13], [14], [15, 16, 17, 18], [19]]
+
+
+def full_row_logprobs(model, batch) -> torch.Tensor:
+    """Independent reference: one forward per full row (no padding, no cache), float32 log-softmax of the
+    model's own logits; the state at t-1 predicts token t. [B, T], 0 off mask."""
+    out = torch.zeros(batch.mask.shape, dtype=torch.float32)
+    with torch.no_grad():
+        for row in range(batch.size):
+            prompt_length, length = int(batch.prompt_lengths[row]), int(batch.mask[row].sum())
+            ids = batch.input_ids[row, : prompt_length + length]
+            logps = torch.log_softmax(model(input_ids=ids[None]).logits[0].float(), dim=-1)
+            for j in range(length):
+                out[row, j] = logps[prompt_length + j - 1, ids[prompt_length + j]]
+    return out
+
+
+def tiny_hybrid_model(vocab_size=64):
+    """A tiny random LFM2: a short-convolution layer (not attention) and an attention layer."""
+    from transformers import AutoModelForCausalLM, Lfm2Config
+    torch.manual_seed(0)
+    config = Lfm2Config(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                        num_attention_heads=2, num_key_value_heads=2, full_attn_idxs=[1], pad_token_id=0)
+    return AutoModelForCausalLM.from_config(config).eval()
+
+
+@pytest.mark.parametrize("layout", ["auto", "shared_prompt", "rows"])
+def test_a_model_with_non_attention_layers_is_scored_in_full_rows(layout):
+    from lld_probe.models.kv_cache import prefill_unsupported_reason, supports_prefill
+    from lld_probe.scoring.packing import packing_unsupported_reason
+    model = tiny_hybrid_model()
+    assert "conv" in prefill_unsupported_reason(model) and not supports_prefill(model)
+    assert "conv" in packing_unsupported_reason(model)
+    batch = build_group_batch(PROMPTS, COMPLETIONS, pad_id=0)
+    scored = score_group(model, batch, layout=layout)
+    torch.testing.assert_close(scored.token_logps, full_row_logprobs(model, batch), rtol=0, atol=1e-5)
+
+
+@pytest.mark.integration
+def test_the_trainer_runs_a_step_on_a_model_with_non_attention_layers(tmp_path):
+    from lld_probe.integrations.trl import LLDConfig, LLDGRPOTrainer
+    from lld_probe.integrations.trl.run import build_dataset, reward_function
+    from lld_probe.models import load_model
+    from lld_probe.store.run_store import read_run_store
+    from lld_probe.tasks import get_task
+    _, tokenizer = load_model("tiny")
+    model = tiny_hybrid_model(len(tokenizer))
+    model.config.eos_token_id, model.config.pad_token_id = tokenizer.eos_token_id, tokenizer.pad_token_id
+    task = get_task("arithmetic")
+    config = LLDConfig(output_dir=str(tmp_path / "hybrid"), method="nthr", num_generations=4,
+                       per_device_train_batch_size=8, max_completion_length=6, max_steps=1, use_cpu=True,
+                       bf16=False, report_to=[], save_strategy="no", disable_tqdm=True, probe_set_size=0)
+    trainer = LLDGRPOTrainer(model, [reward_function(task)], config, build_dataset(task, tokenizer, 8, seed=0),
+                             processing_class=tokenizer)
+    trainer.train()
+    store = read_run_store(tmp_path / "hybrid")
+    assert len(store.responses) == 8
