@@ -66,3 +66,32 @@ def test_the_trainer_runs_a_step_on_a_model_with_non_attention_layers(tmp_path):
     trainer.train()
     store = read_run_store(tmp_path / "hybrid")
     assert len(store.responses) == 8
+
+
+def test_a_lora_model_is_scored_packed_through_its_base_model():
+    """PeftModel.forward takes no position_ids: scoring runs the base model, whose layers hold the adapter.
+    Packed equals full rows and an independent float32 forward of the PEFT model; the adapter matters."""
+    from peft import LoraConfig, get_peft_model
+
+    from lld_probe.models import load_model
+    from lld_probe.scoring import forward_logps
+    from lld_probe.scoring.packing import packing_unsupported_reason
+    model, _ = load_model("tiny")
+    torch.manual_seed(0)
+    # init_lora_weights=False: random B, so the adapter changes the numbers
+    lora = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"],
+                                            init_lora_weights=False)).eval()
+    assert packing_unsupported_reason(lora) is not None        # the wrapper's own forward cannot pack
+    batch = build_group_batch(PROMPTS, COMPLETIONS, pad_id=0)
+    packed = score_group(lora, batch, layout="packed", with_hidden=True)
+    rows = score_group(lora, batch, layout="rows", with_hidden=True)
+    reference = full_row_logprobs(lora, batch)
+    torch.testing.assert_close(packed.token_logps, rows.token_logps, rtol=0, atol=1e-5)
+    torch.testing.assert_close(packed.token_logps, reference, rtol=0, atol=1e-5)
+    torch.testing.assert_close(packed.hidden[batch.mask], rows.hidden[batch.mask], rtol=0, atol=1e-5)
+    with lora.disable_adapter():
+        assert float((score_group(lora, batch, layout="packed").token_logps - reference).abs().max()) > 1e-2
+    # with gradients (the loss's forward): the adapter's parameters get them through the packed forward
+    lora.zero_grad(set_to_none=True)
+    forward_logps(lora, batch, layout="packed").token_logps.sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for n, p in lora.named_parameters() if "lora_" in n)
