@@ -95,3 +95,99 @@ def test_a_lora_model_is_scored_packed_through_its_base_model():
     lora.zero_grad(set_to_none=True)
     forward_logps(lora, batch, layout="packed").token_logps.sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for n, p in lora.named_parameters() if "lora_" in n)
+
+
+def tiny_transformed_model(kind: str):
+    """Tiny random float64 causal LMs whose logits are a transform of W h: Gemma-2 soft-capping (cap 5, on
+    large logits so that the cap bends them), Cohere's logit_scale, Granite's logits_scaling. Untied output
+    embedding, so that the gradient with respect to lm_head's weight is the output layer's alone."""
+    import transformers
+    torch.manual_seed(0)
+    common = dict(vocab_size=48, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                  num_key_value_heads=1, tie_word_embeddings=False, pad_token_id=0,
+                  bos_token_id=2, eos_token_id=1)
+    if kind == "gemma2":
+        config = transformers.Gemma2Config(**common, head_dim=16, final_logit_softcapping=5.0,
+                                           query_pre_attn_scalar=16, sliding_window=64)
+    elif kind == "cohere":
+        config = transformers.CohereConfig(**common, logit_scale=0.5)
+    else:
+        config = transformers.GraniteConfig(**common, logits_scaling=4.0)
+    model = transformers.AutoModelForCausalLM.from_config(config).double().eval()
+    with torch.no_grad():      # logits of several units, where tanh(u / 5) is far from linear
+        model.get_output_embeddings().weight.mul_(40.0)
+    return model
+
+
+def autograd_error_vectors(model, batch, temperature):
+    """Brute force: for every completion token k, the gradient of the actual model's log pi(y_k) at this
+    temperature with respect to lm_head's weight, times the temperature: [B, T, V, d] (float64, 0 off mask)."""
+    weight = model.get_output_embeddings().weight
+    out = torch.zeros(*batch.mask.shape, *weight.shape, dtype=torch.float64)
+    for row in range(batch.size):
+        prompt_length, length = int(batch.prompt_lengths[row]), int(batch.mask[row].sum())
+        ids = batch.input_ids[row, : prompt_length + length]
+        for j in range(length):
+            model.zero_grad(set_to_none=True)
+            logps = torch.log_softmax(model(input_ids=ids[None]).logits[0] / temperature, dim=-1)
+            logps[prompt_length + j - 1, ids[prompt_length + j]].backward()
+            out[row, j] = weight.grad * temperature
+    model.zero_grad(set_to_none=True)
+    return out
+
+
+@pytest.mark.parametrize("kind", ["gemma2", "cohere", "granite"])
+def test_nthr_scores_and_log_probs_follow_the_models_logit_transform(kind):
+    """NTHR scores (every exact order, full vocabulary and V*, one process and in parts) equal the float64
+    brute force sum_k <grad_W log pi(y_k), grad_W log pi(y_t)> of the actual model (chain rule through its
+    logit transform), and the probabilities behind them sum to 1 over the vocabulary."""
+    from lld_probe.core import LogitTransform, nthr_token_scores, positive_aggregate, scores_from_aggregate
+    from lld_probe.core.interaction import log_normalizer, token_log_normalizer
+    from lld_probe.scoring import logit_transform_of, output_embedding_weight
+    model = tiny_transformed_model(kind)
+    transform = logit_transform_of(model)
+    assert transform == {"gemma2": LogitTransform(softcap=5.0), "cohere": LogitTransform(scale=0.5),
+                         "granite": LogitTransform(scale=0.25)}[kind]
+    temperature = 0.7
+    prompts, completions = [[1, 2, 3]] * 4, [[9, 10, 11], [12, 9], [14, 15, 16], [17]]
+    correct = torch.tensor([True, False, True, False])
+    batch = build_group_batch(prompts, completions, pad_id=0)
+    scored = score_group(model, batch, temperature=temperature, with_hidden=True)
+    # the token log-probs are the log-softmax of the model's own (transformed) logits
+    reference = torch.zeros_like(scored.token_logps)
+    with torch.no_grad():
+        for row in range(batch.size):
+            ids = batch.input_ids[row, : 3 + len(completions[row])]
+            logps = torch.log_softmax(model(input_ids=ids[None]).logits[0] / temperature, dim=-1)
+            reference[row, : len(completions[row])] = logps[2:-1].gather(1, ids[3:, None])[:, 0]
+    torch.testing.assert_close(scored.token_logps, reference, rtol=0, atol=1e-10)
+    hidden, unembed, mask = scored.hidden, output_embedding_weight(model).detach(), batch.mask
+    # pi sums to 1: the normaliser read from the log-probs equals the one summed over the vocabulary
+    from_logps = token_log_normalizer(hidden[mask], batch.tokens[mask], unembed, temperature=temperature,
+                                      token_logprobs=scored.token_logps[mask], transform=transform)
+    torch.testing.assert_close(from_logps, log_normalizer(hidden[mask], unembed, temperature=temperature,
+                                                          transform=transform), rtol=0, atol=1e-9)
+    grads = autograd_error_vectors(model, batch, temperature)           # [B, T, V, d]
+    source = mask & correct[:, None]
+    for vocab in ("full", "group"):
+        columns = torch.unique(batch.tokens[mask]) if vocab == "group" else torch.arange(unembed.shape[0])
+        restricted = grads[:, :, columns].flatten(2)                    # rows of W in the columns only
+        brute = torch.einsum("gtx,x->gt", restricted, restricted[source].sum(0)) * mask
+        anchors = torch.stack([brute[i][mask[i]].mean() for i in range(4)])
+        for method in ("outer", "pairwise"):
+            for logprobs in (None, scored.token_logps):
+                got = nthr_token_scores(hidden, unembed, batch.tokens, mask, correct, temperature=temperature,
+                                        vocab=vocab, method=method, token_logprobs=logprobs, logit_transform=transform)
+                torch.testing.assert_close(got.scores, brute, rtol=1e-9, atol=1e-9)
+                torch.testing.assert_close(got.anchors[correct], anchors[correct], rtol=1e-9, atol=1e-9)
+        cols = None if vocab == "full" else columns
+        aggregate = sum(positive_aggregate(hidden[rows], unembed, batch.tokens[rows], mask[rows], correct[rows],
+                                           columns=cols, temperature=temperature, logit_transform=transform)
+                        for rows in (slice(0, 2), slice(2, 4)))
+        parts = torch.cat([scores_from_aggregate(aggregate, hidden[rows], unembed, batch.tokens[rows], mask[rows],
+                                                 columns=cols, temperature=temperature, logit_transform=transform)
+                           for rows in (slice(0, 2), slice(2, 4))])
+        torch.testing.assert_close(parts, brute, rtol=1e-9, atol=1e-9)
+    # without the transform the kernel would be off: the test has teeth
+    plain = nthr_token_scores(hidden, unembed, batch.tokens, mask, correct, temperature=temperature)
+    assert float((plain.scores - brute).abs().max()) > 1e-3 * float(brute.abs().max())

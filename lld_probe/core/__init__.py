@@ -7,6 +7,7 @@ from .ches import ches
 from .correctness import correct_from_rewards, rewards_are_binary
 from .gwhes import gwhes, preference_weights
 from .interaction import interaction_scores
+from .logit_transform import LogitTransform
 from .lld import is_lazy, lld_count, lld_rate
 from .logprobs import align_next_token, sequence_logprob, token_entropy, token_logprobs
 from .nthr import NTHRScores, nthr_select, nthr_threshold, nthr_token_scores, response_anchors, select_above
@@ -16,7 +17,7 @@ from .prediction import first_order_logp_change
 from .variants import SEQUENCE_LEVEL, VARIANTS, check_variants, sequence_advantages, variant_token_advantages
 
 __all__ = [
-    "NTHRScores", "NTHRSettings", "SEQUENCE_LEVEL", "setting", "VARIANTS", "check_variants", "correct_from_rewards", "is_lazy", "lld_count", "lld_rate", "sequence_advantages",
+    "LogitTransform", "NTHRScores", "NTHRSettings", "SEQUENCE_LEVEL", "setting", "VARIANTS", "check_variants", "correct_from_rewards", "is_lazy", "lld_count", "lld_rate", "sequence_advantages",
     "rewards_are_binary", "variant_token_advantages", "align_next_token", "ches", "eta_for_group", "first_order_logp_change",
     "group_advantages", "gwhes", "interaction_scores", "nthr_select", "nthr_threshold",
     "nthr_token_scores", "parse_eta", "positive_aggregate", "scores_from_aggregate", "response_anchors", "select_above", "pos_only", "preference_weights", "random_matched_selection",

@@ -26,7 +26,7 @@ from trl import GRPOTrainer
 
 from ...probes import ProbeRecorder, ProbeSettings, communicator_for
 from ...probes.evaluation import greedy_accuracy
-from ...scoring import capture_backbone_hidden, output_embedding_weight, score_group
+from ...scoring import capture_backbone_hidden, logit_transform_of, output_embedding_weight, score_group
 from ...store.provenance import provenance
 from .handoff import TRLHandoff
 from .old_policy_source import decide_old_policy_source
@@ -145,7 +145,8 @@ class LikelihoodProbeMixin:
                                  with_hidden=True, with_entropy=True,
                                  max_tokens=self.probe_settings.probe_score_max_tokens)
         probed = self.recorder.score_old_policy(generation, scored.token_logps, scored.entropy, scored.hidden,
-                                                output_embedding_weight(self._lld_model()))
+                                                output_embedding_weight(self._lld_model()),
+                                                logit_transform_of(self._lld_model()))
         output["advantages"] = pad_advantages(probed.loss_advantages, output["completion_ids"].shape[1]).to(
             output["advantages"].device)
         return output
@@ -234,7 +235,8 @@ class LikelihoodProbeMixin:
         if completion_width < width:
             raise RuntimeError(f"TRL scored {completion_width} completion positions, the batch has {width}")
         probed = self.recorder.score_old_policy(generation, logps[order][:, :width], entropies[order][:, :width],
-                                                hidden[order][:, :width], output_embedding_weight(self._lld_model()))
+                                                hidden[order][:, :width], output_embedding_weight(self._lld_model()),
+                                                logit_transform_of(self._lld_model()))
         advantages = pad_advantages(probed.loss_advantages, completion_width).to(inputs["advantages"].device)
         inputs["advantages"] = advantages[rows.to(advantages.device)]
 
