@@ -191,3 +191,55 @@ def test_nthr_scores_and_log_probs_follow_the_models_logit_transform(kind):
     # without the transform the kernel would be off: the test has teeth
     plain = nthr_token_scores(hidden, unembed, batch.tokens, mask, correct, temperature=temperature)
     assert float((plain.scores - brute).abs().max()) > 1e-3 * float(brute.abs().max())
+
+
+@pytest.mark.integration
+def test_the_trainer_scores_nthr_with_the_models_logit_transform(tmp_path):
+    """LLDGRPOTrainer on a soft-capped Gemma-2: the recorder gets the model's transform, and its NTHR scores
+    are the kernel's with that transform (not the plain W h form)."""
+    import transformers
+
+    from lld_probe.core import LogitTransform, nthr_token_scores
+    from lld_probe.integrations.trl import LLDConfig, LLDGRPOTrainer
+    from lld_probe.integrations.trl.run import build_dataset
+    from lld_probe.models import load_model
+    from lld_probe.tasks import get_task
+    _, tokenizer = load_model("tiny")
+    torch.manual_seed(0)
+    config = transformers.Gemma2Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                       num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=16,
+                                       final_logit_softcapping=5.0, pad_token_id=tokenizer.pad_token_id,
+                                       eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id)
+    model = transformers.AutoModelForCausalLM.from_config(config)
+    with torch.no_grad():
+        model.get_output_embeddings().weight.mul_(40.0)
+    task = get_task("arithmetic")
+    args = LLDConfig(output_dir=str(tmp_path / "gemma"), method="nthr", num_generations=4,
+                     per_device_train_batch_size=8, max_completion_length=6, max_steps=1, use_cpu=True, bf16=False,
+                     report_to=[], save_strategy="no", disable_tqdm=True, probe_set_size=0, nthr_vocab="full")
+
+    def alternate(prompts, completions, **kwargs):       # every group mixed: half of its responses correct
+        return [float(i % 2) for i in range(len(completions))]
+
+    trainer = LLDGRPOTrainer(model, [alternate], args, build_dataset(task, tokenizer, 8, seed=0),
+                             processing_class=tokenizer)
+    calls = []
+    original = trainer.recorder.score_old_policy
+
+    def spy(generation, token_logps, entropy, hidden, unembed, logit_transform=None):
+        probed = original(generation, token_logps, entropy, hidden, unembed, logit_transform)
+        calls.append((generation, token_logps, hidden, unembed.detach().float().clone(), logit_transform, probed))
+        return probed
+
+    trainer.recorder.score_old_policy = spy
+    trainer.train()
+    generation, token_logps, hidden, unembed, transform, probed = calls[0]
+    assert transform == LogitTransform(softcap=5.0)
+    batch, rows = generation.batch, slice(0, 4)
+    expected = nthr_token_scores(hidden[rows].float(), unembed, batch.tokens[rows], batch.mask[rows],
+                                 generation.correct[rows], temperature=trainer.temperature, vocab="full",
+                                 token_logprobs=token_logps[rows].float().masked_fill(~batch.mask[rows], 0.0),
+                                 logit_transform=LogitTransform(softcap=5.0))
+    assert generation.correct[rows].any() and not generation.correct[rows].all()
+    assert float(expected.scores.abs().max()) > 1e-3
+    torch.testing.assert_close(probed.old.scores[rows], expected.scores, rtol=1e-4, atol=1e-5)
