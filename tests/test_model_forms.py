@@ -243,3 +243,32 @@ def test_the_trainer_scores_nthr_with_the_models_logit_transform(tmp_path):
     assert generation.correct[rows].any() and not generation.correct[rows].all()
     assert float(expected.scores.abs().max()) > 1e-3
     torch.testing.assert_close(probed.old.scores[rows], expected.scores, rtol=1e-4, atol=1e-5)
+
+
+def test_logit_transforms_of_other_heads_and_a_head_with_a_bias_is_refused_before_training(tmp_path):
+    import transformers
+
+    from lld_probe.core import LogitTransform
+    from lld_probe.integrations.trl import LLDConfig, LLDGRPOTrainer
+    from lld_probe.integrations.trl.run import build_dataset, reward_function
+    from lld_probe.models import load_model
+    from lld_probe.scoring import logit_transform_of
+    from lld_probe.tasks import get_task
+    model, tokenizer = load_model("tiny")
+    assert logit_transform_of(model) == LogitTransform() and LogitTransform().is_identity
+    # MiniCPM3 divides the hidden states by logits_scaling before lm_head: the captured h already holds it
+    minicpm = transformers.MiniCPM3Config(vocab_size=32, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                          intermediate_size=32, dim_model_base=16, scale_depth=1.0)
+    assert getattr(minicpm, "logits_scaling", None) not in (None, 1.0)
+    assert logit_transform_of(transformers.AutoModelForCausalLM.from_config(minicpm)) == LogitTransform()
+    head = model.lm_head
+    model.lm_head = torch.nn.Linear(head.in_features, head.out_features, bias=True)
+    with pytest.raises(ValueError, match="output layer has a bias"):
+        logit_transform_of(model)
+    task = get_task("arithmetic")
+    config = LLDConfig(output_dir=str(tmp_path / "bias"), method="nthr", num_generations=4,
+                       per_device_train_batch_size=8, max_completion_length=6, use_cpu=True, bf16=False,
+                       report_to=[], save_strategy="no")
+    with pytest.raises(ValueError, match="output layer has a bias"):
+        LLDGRPOTrainer(model, [reward_function(task)], config, build_dataset(task, tokenizer, 8, seed=0),
+                       processing_class=tokenizer)

@@ -95,6 +95,7 @@ class LikelihoodProbeMixin:
                  **kwargs):
         super().__init__(*args, **kwargs)
         _refuse_vision_language(self.accelerator.unwrap_model(self.model))
+        logit_transform_of(self.accelerator.unwrap_model(self.model))    # refuses a head NTHR cannot follow
         # transformers deprecates the name TRL calls every step; the message says nothing to a user of this run
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         if probe_settings is None:
