@@ -26,22 +26,33 @@ def full_row_logprobs(model, batch) -> torch.Tensor:
     return out
 
 
-def tiny_hybrid_model(vocab_size=64):
-    """A tiny random LFM2: a short-convolution layer (not attention) and an attention layer."""
-    from transformers import AutoModelForCausalLM, Lfm2Config
+def tiny_hybrid_model(vocab_size=64, kind="lfm2"):
+    """A tiny random LFM2 (a short-convolution layer, then an attention layer) or Qwen3-Next (a linear-attention
+    layer, then an attention layer)."""
+    import transformers
     torch.manual_seed(0)
-    config = Lfm2Config(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                        num_attention_heads=2, num_key_value_heads=2, full_attn_idxs=[1], pad_token_id=0)
-    return AutoModelForCausalLM.from_config(config).eval()
+    if kind == "lfm2":
+        config = transformers.Lfm2Config(vocab_size=vocab_size, hidden_size=32, intermediate_size=64,
+                                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                                         full_attn_idxs=[1], pad_token_id=0)
+    else:
+        config = transformers.Qwen3NextConfig(
+            vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+            num_key_value_heads=1, head_dim=16, linear_num_value_heads=2, linear_num_key_heads=2,
+            linear_key_head_dim=8, linear_value_head_dim=8, num_experts=2, num_experts_per_tok=1,
+            moe_intermediate_size=16, shared_expert_intermediate_size=16,
+            layer_types=["linear_attention", "full_attention"], pad_token_id=0)
+    return transformers.AutoModelForCausalLM.from_config(config).eval()
 
 
+@pytest.mark.parametrize("kind, layer_type", [("lfm2", "conv"), ("qwen3_next", "linear_attention")])
 @pytest.mark.parametrize("layout", ["auto", "shared_prompt", "rows"])
-def test_a_model_with_non_attention_layers_is_scored_in_full_rows(layout):
+def test_a_model_with_non_attention_layers_is_scored_in_full_rows(layout, kind, layer_type):
     from lld_probe.models.kv_cache import prefill_unsupported_reason, supports_prefill
     from lld_probe.scoring.packing import packing_unsupported_reason
-    model = tiny_hybrid_model()
-    assert "conv" in prefill_unsupported_reason(model) and not supports_prefill(model)
-    assert "conv" in packing_unsupported_reason(model)
+    model = tiny_hybrid_model(kind=kind)
+    assert layer_type in prefill_unsupported_reason(model) and not supports_prefill(model)
+    assert layer_type in packing_unsupported_reason(model)
     batch = build_group_batch(PROMPTS, COMPLETIONS, pad_id=0)
     scored = score_group(model, batch, layout=layout)
     torch.testing.assert_close(scored.token_logps, full_row_logprobs(model, batch), rtol=0, atol=1e-5)
