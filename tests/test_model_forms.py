@@ -283,3 +283,27 @@ def test_logit_transforms_of_other_heads_and_a_head_with_a_bias_is_refused_befor
     with pytest.raises(ValueError, match="output layer has a bias"):
         LLDGRPOTrainer(model, [reward_function(task)], config, build_dataset(task, tokenizer, 8, seed=0),
                        processing_class=tokenizer)
+
+
+@pytest.mark.integration
+def test_the_trainer_scores_a_lora_model_packed(tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    from lld_probe.integrations.trl import LLDConfig, LLDGRPOTrainer
+    from lld_probe.integrations.trl.run import build_dataset, reward_function
+    from lld_probe.models import load_model
+    from lld_probe.scoring.scoring import packing_verified
+    from lld_probe.store.run_store import read_run_store
+    from lld_probe.tasks import get_task
+    model, tokenizer = load_model("tiny")
+    torch.manual_seed(0)
+    lora = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    task = get_task("arithmetic")
+    config = LLDConfig(output_dir=str(tmp_path / "lora"), method="nthr", num_generations=4,
+                       per_device_train_batch_size=8, max_completion_length=6, max_steps=1, use_cpu=True,
+                       bf16=False, report_to=[], save_strategy="no", disable_tqdm=True, probe_set_size=0)
+    trainer = LLDGRPOTrainer(lora, [reward_function(task)], config, build_dataset(task, tokenizer, 8, seed=0),
+                             processing_class=tokenizer)
+    trainer.train()
+    assert packing_verified(lora.get_base_model()) is True        # scored packed through the base model
+    assert len(read_run_store(tmp_path / "lora").responses) == 8
