@@ -48,6 +48,10 @@ SETTINGS = [dict(vocab="group", anchor_self=True, beta=1.0, temperature=1.0),
 def test_split_group_nthr_equals_one_process(tmp_path, world_size, bounds_list):
     cases = [(f"seed{seed}-{bounds}-{i}", _random_group(seed), bounds, settings)
              for seed, bounds in enumerate(bounds_list) for i, settings in enumerate(SETTINGS)]
+    # measured tokens with holes (a tool's output inside completions): M+, V*, anchors over the measured ones
+    holes = _random_group(7)
+    holes["mask"] = holes["mask"] & (torch.arange(holes["mask"].shape[1]) % 3 != 1)[None, :]
+    cases.append((f"holes-{bounds_list[0]}", holes, bounds_list[0], SETTINGS[0]))
     results = _run(world_size, cases, tmp_path)
     for name, group, bounds, settings in cases:
         whole = nthr_token_scores(group["hidden"], group["unembed"], group["tokens"], group["mask"], group["correct"],

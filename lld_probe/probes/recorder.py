@@ -20,7 +20,7 @@ import zlib
 import numpy as np
 import torch
 
-from ..core import correct_from_rewards, sequence_logprob
+from ..core import configured_rule, correct_from_rewards, sequence_logprob
 from ..scoring import build_group_batch, score_group
 from ..store.atomic import write_json
 from ..store.run_store import RunStoreWriter
@@ -66,7 +66,9 @@ class ProbeRecorder:
             items = store.path / "probe_items.json"
             if items.is_file() and store.has_probe_rows():
                 self.probe_items = json.loads(items.read_text())
-        store.write_meta({**meta, "world_size": self.comm.world_size})
+        # the rule that decides correctness (core.correctness), as this recorder applies it
+        store.write_meta({**meta, "world_size": self.comm.world_size,
+                          "correctness_rule": configured_rule(self.settings.correct_threshold)})
         self.comm.barrier()          # no process writes a step before the main one has truncated
 
     @timed
@@ -78,18 +80,21 @@ class ProbeRecorder:
     @timed
     def begin_batch(self, step: int, prompt_ids, completion_ids, *, rewards: torch.Tensor,
                     deciding_rewards: torch.Tensor, advantages: torch.Tensor, group_size: int, prompts, completions,
-                    question_ids, prompt_keys=None, truncated=None) -> GenerationBatch:
+                    question_ids, prompt_keys=None, truncated=None, measured=None) -> GenerationBatch:
         """This process's rows of a generation batch (generation order). rewards [B]: this process's rewards
         as logged; deciding_rewards: the reward that decides correctness for ALL processes' rows in order
         (to know every group's correctness); prompt_keys (one hashable per row, default the prompt) must
         agree within each group; truncated [B]: responses the trainer masked out (their completion_ids are
-        empty: no measured tokens)."""
+        empty: no measured tokens); measured (optional): per completion, one flag per token, False for a token
+        the policy did not write (a tool's or environment's output: context for later tokens, never measured)."""
         count = len(completion_ids)
         if count == 0:
             raise ValueError("empty generation batch: no responses to probe")
         layout = RowLayout(self.comm.rank, self.comm.world_size, count, group_size)
         self._check_layout(layout, list(prompt_keys if prompt_keys is not None else prompts), deciding_rewards)
-        global_correct = correct_from_rewards(deciding_rewards.float().cpu(), self.settings.correct_threshold)
+        # binary, threshold, or (non-binary) above the group's mean: every group from all processes' rewards
+        global_correct = correct_from_rewards(deciding_rewards.float().cpu(), self.settings.correct_threshold,
+                                              groups=torch.arange(deciding_rewards.numel()) // group_size)
         correct = global_correct[layout.global_rows()]
         groups = {part.group: global_correct[part.group * group_size: (part.group + 1) * group_size]
                   for part in layout.groups()}
@@ -97,7 +102,7 @@ class ProbeRecorder:
         if self.settings.probe_response_fraction < 1.0:
             rescored = torch.from_numpy(self._rescored_rng.random(count) < self.settings.probe_response_fraction)
         return GenerationBatch(
-            step=step, batch=build_group_batch(prompt_ids, completion_ids, self.pad_id), layout=layout,
+            step=step, batch=build_group_batch(prompt_ids, completion_ids, self.pad_id, measured), layout=layout,
             rewards=rewards.float().cpu(), correct=correct, group_correct=groups,
             advantages=advantages.detach().float().cpu().clone(), prompts=tuple(str(p) for p in prompts),
             completions=tuple(completions), question_ids=tuple(str(q) for q in question_ids), rescored=rescored,
@@ -127,7 +132,7 @@ class ProbeRecorder:
                                "(the loss did not run on the batch?)")
         generation, settings = probed.generation, self.settings
         batch, step = generation.batch, generation.step
-        rescored = (generation.rescored & batch.mask.any(1)).nonzero().flatten()    # responses with measured tokens
+        rescored = (generation.rescored & batch.measured.any(1)).nonzero().flatten()   # responses with measured tokens
         logp_after = torch.full((batch.size,), math.nan, dtype=torch.float64)
         token_logps_given, token_logps_after = token_logps_after, torch.full(batch.mask.shape, math.nan)
         if token_logps_given is not None and tuple(token_logps_given.shape) != tuple(batch.mask.shape):
@@ -135,12 +140,12 @@ class ProbeRecorder:
                              f"{tuple(batch.mask.shape)}")
         if len(rescored) and token_logps_given is not None:
             token_logps_after[rescored] = token_logps_given.float().cpu()[rescored].masked_fill(~batch.mask[rescored], 0.0)
-            logp_after[rescored] = sequence_logprob(token_logps_after[rescored], batch.mask[rescored]).double()
+            logp_after[rescored] = sequence_logprob(token_logps_after[rescored], batch.measured[rescored]).double()
         elif len(rescored):    # packed: the real tokens only, each prompt once (lld_probe.scoring.packing)
             sub = batch.select(rescored)
             after = score_group(model, sub, temperature=self.temperature, max_tokens=settings.probe_score_max_tokens)
             token_logps_after[rescored] = after.token_logps.float().cpu()
-            logp_after[rescored] = sequence_logprob(after.token_logps, sub.mask).double().cpu()
+            logp_after[rescored] = sequence_logprob(after.token_logps, sub.measured).double().cpu()
         responses = response_rows(probed, logp_after)
         tokens = token_rows(probed, token_logps_after) if settings.probe_token_rows else None
         self.store.write_step(step, responses, tokens)

@@ -18,9 +18,10 @@ def _row_ids(probed: ProbedBatch, rows) -> tuple[list, list]:
 
 
 def response_rows(probed: ProbedBatch, logp_after: torch.Tensor) -> pd.DataFrame:
-    """One row per response of this process (RESPONSE_COLUMNS)."""
+    """One row per response of this process (RESPONSE_COLUMNS); n_tokens and the fractions count measured
+    tokens."""
     generation, old = probed.generation, probed.old
-    lengths = generation.batch.mask.sum(1)
+    lengths = generation.batch.measured.sum(1)
     groups, indices = _row_ids(probed, range(generation.size))
     return pd.DataFrame({
         "step": generation.step, "question_id": list(generation.question_ids), "group_id": groups,
@@ -35,22 +36,31 @@ def response_rows(probed: ProbedBatch, logp_after: torch.Tensor) -> pd.DataFrame
 
 
 def token_rows(probed: ProbedBatch, token_logps_after: torch.Tensor) -> pd.DataFrame | None:
-    """One row per token of the responses re-scored after the step (TOKEN_COLUMNS); None when none was."""
+    """One row per completion token of the responses re-scored after the step (TOKEN_COLUMNS); None when none
+    was. A token outside the measured ones (a tool's output) has measured False and NaN in the measured
+    columns (logp_before, logp_after, nthr_score, entropy)."""
     generation, old = probed.generation, probed.old
     rescored = generation.rescored.nonzero().flatten()
     if not len(rescored):
         return None
-    lengths = generation.batch.mask.sum(1)
+    batch = generation.batch
+    lengths = batch.mask.sum(1)
     index = [(int(i), t) for i in rescored for t in range(int(lengths[i]))]
     rows, cols = (list(x) for x in zip(*index)) if index else ([], [])
     groups, indices = _row_ids(probed, rows)
+    measured = batch.measured[rows, cols]
+
+    def measured_only(values: torch.Tensor):
+        return values[rows, cols].float().cpu().masked_fill(~measured, float("nan")).numpy()
+
     return pd.DataFrame({
         "step": generation.step, "group_id": groups, "response_index": indices,
-        "token_id": generation.batch.tokens[rows, cols].numpy(), "position": cols,
-        "logp_before": old.token_logps[rows, cols].float().cpu().numpy(),
-        "logp_after": token_logps_after[rows, cols].numpy(),
-        "nthr_score": old.scores[rows, cols].float().cpu().numpy(),
+        "token_id": batch.tokens[rows, cols].numpy(), "position": cols,
+        "logp_before": measured_only(old.token_logps),
+        "logp_after": measured_only(token_logps_after),
+        "nthr_score": measured_only(old.scores),
         "scaled": probed.scaled[rows, cols].numpy(),
         "nthr_selected": old.nthr_selected[rows, cols].numpy(),
-        "entropy": old.entropy[rows, cols].float().cpu().numpy(),
+        "entropy": measured_only(old.entropy),
+        "measured": measured.numpy(),
     })

@@ -28,20 +28,36 @@ from ...probes import ProbeRecorder, ProbeSettings, communicator_for
 from ...probes.evaluation import greedy_accuracy
 from ...scoring import capture_backbone_hidden, logit_transform_of, output_embedding_weight, score_group
 from ...store.provenance import provenance
+from .advantage_sign import check_advantage_sign_applies
 from .handoff import TRLHandoff
 from .old_policy_source import decide_old_policy_source
+from .sampler import leave_out_sampler_masked, with_sampler_side
 
 
 def completion_rows(completion_ids: torch.Tensor, completion_mask: torch.Tensor) -> list[list[int]]:
-    """TRL's right-padded completions -> token lists. TRL's completion mask is a prefix (ones up to and
+    """TRL's right-padded completions -> token lists (every token in the sequence, a tool's output included:
+    TRL marks that in tool_mask, see measured_flags). TRL's completion mask is a prefix (ones up to and
     including EOS); anything else is refused."""
     completion_mask = completion_mask.bool()
     lengths = completion_mask.sum(1)
     prefix = torch.arange(completion_mask.shape[1], device=completion_mask.device)[None, :] < lengths[:, None]
     if not torch.equal(prefix, completion_mask):
-        raise ValueError("completion_mask is not a prefix mask (masked tokens inside a completion, e.g. tool "
-                         "outputs): the probes do not support it")
+        raise ValueError("completion_mask is not a prefix mask (masked tokens inside a completion that TRL's "
+                         "tool_mask does not carry): the probes do not support it")
     return [row[: int(n)].tolist() for row, n in zip(completion_ids, lengths)]
+
+
+def measured_flags(tool_mask: torch.Tensor | None, completions: list[list[int]]) -> list[list[bool]] | None:
+    """TRL's tool_mask [B, T] (1 on the policy's tokens, 0 on a tool's or an environment's output: `tools=`,
+    environment_factory, or a rollout_func's env_mask) -> per completion, one flag per token (True: measured);
+    None without a tool mask (every token measured). The loss multiplies completion_mask by it."""
+    if tool_mask is None:
+        return None
+    flags = tool_mask.detach().cpu().bool()
+    if flags.dim() != 2 or flags.shape[0] != len(completions) or flags.shape[1] < max(map(len, completions), default=0):
+        raise ValueError(f"tool_mask has shape {tuple(flags.shape)}, the batch {len(completions)} completions of up "
+                         f"to {max(map(len, completions), default=0)} tokens")
+    return [row[: len(ids)].tolist() for row, ids in zip(flags, completions)]
 
 
 def _dataset_description(dataset) -> str:
@@ -135,7 +151,7 @@ class LikelihoodProbeMixin:
         output = super()._generate_and_score_completions(inputs)
         if not self.model.training:
             return output
-        generation = self._lld_begin_batch(inputs, output)
+        generation = with_sampler_side(self._lld_begin_batch(inputs, output), output)
         if self.old_policy_source == "training_forward":
             # scored by TRL's loss forward (_get_per_token_logps_and_entropies); the row index survives TRL's shuffle
             self._lld_handoff.awaiting_loss = generation
@@ -193,16 +209,21 @@ class LikelihoodProbeMixin:
         prompt_ids = [row[mask.bool()].tolist() for row, mask in zip(output["prompt_ids"].cpu(),
                                                                      output["prompt_mask"].cpu())]
         completion_ids, truncated, texts = self._lld_completions(output)
+        completion_ids, truncated = leave_out_sampler_masked(output, completion_ids, truncated)   # sampler.py
         return self.recorder.begin_batch(
             self.state.global_step + 1, prompt_ids, completion_ids, rewards=logged[offset: offset + count],
             deciding_rewards=self._lld_deciding_rewards(rewards_per_func, logged), advantages=output["advantages"],
             group_size=self.num_generations, prompts=[x["prompt"] for x in inputs], completions=texts,
-            question_ids=[x.get("question_id", _prompt_id(x["prompt"])) for x in inputs], truncated=truncated)
+            question_ids=[x.get("question_id", _prompt_id(x["prompt"])) for x in inputs], truncated=truncated,
+            measured=measured_flags(output.get("tool_mask"), completion_ids))
 
     def _lld_deciding_rewards(self, rewards_per_func, logged):
         """The reward correctness is read from: one reward function's (correct_reward) or TRL's weighted sum."""
         name = self.probe_settings.correct_reward
         if name is None:
+            check_advantage_sign_applies(logged, threshold=self.probe_settings.correct_threshold,
+                                         aggregation=self.multi_objective_aggregation,
+                                         reward_count=len(self.reward_funcs))
             return logged
         names = list(self.reward_func_names)
         if name not in names:
@@ -210,17 +231,18 @@ class LikelihoodProbeMixin:
         return rewards_per_func[:, names.index(name)]
 
     def _lld_completions(self, output):
-        """(measured completion token lists, truncated flags, texts). With mask_truncated_completions, TRL masks
-        a completion cut at the length limit out of the loss: it is kept as text, with no measured tokens."""
+        """(completion token lists, truncated flags, texts). With mask_truncated_completions, TRL masks a
+        completion cut at the length limit out of the loss: it is kept as text, with no tokens. A tool's output
+        inside a completion stays in its token list (context for later tokens); measured_flags marks it."""
         ids, mask = output["completion_ids"].cpu(), output["completion_mask"].cpu()
         masked_out = ~mask.bool().any(1) if getattr(self, "mask_truncated_completions", False) else \
             torch.zeros(ids.shape[0], dtype=torch.bool)
         pad = self.processing_class.pad_token_id
         full = [row[row != pad].tolist() if pad is not None else row.tolist() for row in ids]
-        measured = completion_rows(ids, mask)
-        texts = self.processing_class.batch_decode([f if cut else m for f, m, cut in zip(full, measured, masked_out)],
+        present = completion_rows(ids, mask)
+        texts = self.processing_class.batch_decode([f if cut else m for f, m, cut in zip(full, present, masked_out)],
                                                    skip_special_tokens=True)
-        return measured, masked_out.tolist(), texts
+        return present, masked_out.tolist(), texts
 
     def _lld_old_policy_from_loss(self, inputs, logps, entropies, hidden, completion_width: int) -> None:
         """The loss forward of the whole generation batch (rows in TRL's shuffled order) -> the recorder,
