@@ -8,6 +8,7 @@ from .correctness import (ADVANTAGE_SIGN_RULE, BINARY_RULE, DEFAULT_RULE, THRESH
                           configured_rule, correct_from_rewards, rewards_are_binary)
 from .gwhes import gwhes, preference_weights
 from .interaction import interaction_scores
+from .logit_transform import LogitTransform
 from .lld import is_lazy, lld_count, lld_rate
 from .logprobs import align_next_token, sequence_logprob, token_entropy, token_logprobs
 from .methods import METHODS, SEQUENCE_LEVEL, check_methods, method_token_advantages, sequence_advantages
@@ -17,7 +18,7 @@ from .nthr_settings import NTHRSettings, setting
 from .prediction import first_order_logp_change
 
 __all__ = [
-    "NTHRScores", "NTHRSettings", "SEQUENCE_LEVEL", "setting", "METHODS", "check_methods", "correct_from_rewards", "is_lazy", "lld_count", "lld_rate", "sequence_advantages",
+    "LogitTransform", "NTHRScores", "NTHRSettings", "SEQUENCE_LEVEL", "setting", "METHODS", "check_methods", "correct_from_rewards", "is_lazy", "lld_count", "lld_rate", "sequence_advantages",
     "rewards_are_binary", "ADVANTAGE_SIGN_RULE", "BINARY_RULE", "DEFAULT_RULE", "THRESHOLD_RULE", "above_group_mean",
     "batch_rule", "configured_rule", "method_token_advantages", "align_next_token", "ches", "eta_for_group", "first_order_logp_change",
     "group_advantages", "gwhes", "interaction_scores", "nthr_select", "nthr_threshold",

@@ -21,7 +21,7 @@ def preference_weights(correct: torch.Tensor) -> tuple[float, float]:
 
 
 def gwhes(hidden, unembed, tokens, mask, correct, *, temperature=1.0, token_logprobs=None,
-          method="auto", budget=DEFAULT_BUDGET) -> torch.Tensor:
+          method="auto", budget=DEFAULT_BUDGET, logit_transform=None) -> torch.Tensor:
     """GWHES_i = (II) - (I) for each correct response i, NaN for incorrect ones. Returns [G].
 
     (I)  = p+ sum_{k in y+_i} sum_{i'} sum_{k'' in y+_i'} alpha(k,k'') <h_k,h_k''>
@@ -40,7 +40,7 @@ def gwhes(hidden, unembed, tokens, mask, correct, *, temperature=1.0, token_logp
     weights = incorrect_tokens.to(hidden.dtype) * p_minus - correct_tokens.to(hidden.dtype) * p_plus
     per_token = interaction_scores(hidden, unembed, tokens, correct_tokens, weights,
                                    temperature=temperature, token_logprobs=token_logprobs,
-                                   method=method, budget=budget)
+                                   method=method, budget=budget, logit_transform=logit_transform)
     # PAPER: GWHES_i = (II) - (I)
     result = per_token.sum(1)
     return torch.where(correct, result, torch.full_like(result, math.nan))

@@ -23,7 +23,7 @@ class NTHRScores:
 
 def nthr_token_scores(hidden, unembed, tokens, mask, correct, *, temperature=1.0, vocab="full",
                       anchor_self=True, token_logprobs=None, method="auto",
-                      budget=DEFAULT_BUDGET) -> NTHRScores:
+                      budget=DEFAULT_BUDGET, logit_transform=None) -> NTHRScores:
     """NTHR score of every response token of one group, and the anchors of the correct responses.
 
     hidden [G, T, d]: final hidden state (input of lm_head) that predicts tokens[g, t];
@@ -36,6 +36,7 @@ def nthr_token_scores(hidden, unembed, tokens, mask, correct, *, temperature=1.0
     token_logprobs [G, T] (optional): old log-probs of tokens at this temperature; supplies the
     softmax normaliser so that no pass over the full vocabulary is needed for vocab="group".
     method: "auto" | "outer" | "pairwise" (exact either way; see lld_probe.core.interaction).
+    logit_transform: the model's map from W h to its logits (lld_probe.core.logit_transform; None: identity).
     Memory: O(budget) extra elements plus |V|/chunk-independent terms; see interaction_scores.
     """
     check_group(hidden, unembed, tokens, mask, correct, temperature=temperature,
@@ -47,7 +48,8 @@ def nthr_token_scores(hidden, unembed, tokens, mask, correct, *, temperature=1.0
     # PAPER (NTHR score): s(k') = sum_{i, k in y+_i} alpha(k, k') <h_k, h_k'> = g_k'^T M+ h_k'
     scores = interaction_scores(hidden, unembed, tokens, mask, correct_tokens.to(hidden.dtype),
                                 temperature=temperature, columns=columns,
-                                token_logprobs=token_logprobs, method=method, budget=budget)
+                                token_logprobs=token_logprobs, method=method, budget=budget,
+                                logit_transform=logit_transform)
     anchor_scores = scores
     if not anchor_self:
         anchor_scores = scores.clone()
@@ -57,7 +59,8 @@ def nthr_token_scores(hidden, unembed, tokens, mask, correct, *, temperature=1.0
             # remove response i''s own contribution: M+ without the tokens of i'
             self_part = interaction_scores(hidden, unembed, tokens, own, own.to(hidden.dtype),
                                            temperature=temperature, columns=columns,
-                                           token_logprobs=token_logprobs, method=method, budget=budget)
+                                           token_logprobs=token_logprobs, method=method, budget=budget,
+                                           logit_transform=logit_transform)
             anchor_scores[row] -= self_part[row]
     return NTHRScores(scores=scores, anchors=response_anchors(anchor_scores, mask, correct))
 

@@ -19,7 +19,7 @@ from .interaction import DEFAULT_BUDGET, interaction_scores
 
 def first_order_logp_change(hidden, unembed, tokens, mask, advantages, *, lr=1.0, temperature=1.0,
                             normalizer="token_mean", vocab="full", token_logprobs=None,
-                            method="auto", budget=DEFAULT_BUDGET) -> torch.Tensor:
+                            method="auto", budget=DEFAULT_BUDGET, logit_transform=None) -> torch.Tensor:
     """Predicted change of log pi(y_g|x) (sequence sum) for every response g after one SGD step.
 
     advantages: [G] per response or [G, T] per token (e.g. NTHR's eta-scaled advantages), or [K, G, T]
@@ -51,6 +51,7 @@ def first_order_logp_change(hidden, unembed, tokens, mask, advantages, *, lr=1.0
         raise ValueError(f"normalizer must be 'token_mean', 'sequence_mean' or a positive number, got {normalizer!r}")
     per_token = interaction_scores(hidden, unembed, tokens, mask, weights, temperature=temperature,
                                    columns=vocab_columns(tokens, mask, vocab),
-                                   token_logprobs=token_logprobs, method=method, budget=budget)
+                                   token_logprobs=token_logprobs, method=method, budget=budget,
+                                   logit_transform=logit_transform)
     # Delta log pi(y_i) ~ lr / (Z temperature^2) * sum_{t in y_i} sum_k A_k alpha(k,t) <h_k,h_t>
     return lr / temperature ** 2 * per_token.sum(-1)

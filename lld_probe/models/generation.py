@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .kv_cache import prefill_repeated, supports_prefill, with_cache
+from .kv_cache import prefill_repeated, prefill_unsupported_reason, with_cache
 
 
 @dataclass
@@ -99,8 +99,9 @@ def decode_rows(model, prompt_ids, prompt_mask, *, group_size: int, temperature:
     Returns P * group_size token lists (prompt-major), each up to and including eos. The prompts run
     once through the model; their cache is repeated per row, and finished rows leave the batch."""
     device = model.device
-    if not supports_prefill(model):
-        raise ValueError(f"{type(model).__name__}.forward takes no KV cache / logits_to_keep: use engine='hf'")
+    reason = prefill_unsupported_reason(model)
+    if reason is not None:
+        raise ValueError(f"{reason}: use engine='hf'")
     prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
     positions = (prompt_mask.long().cumsum(-1) - 1).clamp(min=0)     # left padding: real tokens count from 0
     output, cache = prefill_repeated(model, prompt_ids, group_size, attention_mask=prompt_mask,

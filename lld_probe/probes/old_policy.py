@@ -21,10 +21,11 @@ from .settings import ProbeSettings
 
 
 def score_old_policy(generation: GenerationBatch, token_logps, entropy, hidden, unembed, settings: ProbeSettings,
-                     comm, *, temperature: float) -> OldPolicyScores:
+                     comm, *, temperature: float, logit_transform=None) -> OldPolicyScores:
     """token_logps, entropy [B, T] and hidden [B, T, d] of the old policy, rows in generation order. Only the
     measured tokens (batch.measured) enter: M+, anchors, tau, the selection and the sums; the others (a tool's
-    output) are context the forward saw, with 0 log-prob, score and entropy here."""
+    output) are context the forward saw, with 0 log-prob, score and entropy here. logit_transform: the
+    model's (lld_probe.scoring.logit_transform_of; None: logits = W h)."""
     batch = generation.batch
     measured = batch.measured
     token_logps = token_logps.float().cpu().masked_fill(~measured, 0.0)
@@ -39,14 +40,15 @@ def score_old_policy(generation: GenerationBatch, token_logps, entropy, hidden, 
         rows = part.local
         group = nthr_token_scores(hidden[rows], unembed, batch.tokens[rows], measured[rows],
                                   generation.correct[rows], temperature=temperature, vocab=settings.nthr_vocab,
-                                  anchor_self=settings.nthr_anchor_self, token_logprobs=token_logps[rows])
+                                  anchor_self=settings.nthr_anchor_self, token_logprobs=token_logps[rows],
+                                  logit_transform=logit_transform)
         tau = nthr_threshold(group.anchors, generation.correct[rows], settings.nthr_beta)
         scores[rows] = group.scores.cpu()
         selected[rows] = select_above(group.scores, measured[rows], generation.correct[rows], tau).cpu()
         taus[part.group] = tau
     if generation.layout.splits_groups:
         _score_split_groups(generation, [p for p in parts if not p.whole], token_logps, hidden, unembed, settings,
-                            comm, temperature, scores, selected, taus)
+                            comm, temperature, scores, selected, taus, logit_transform)
     logp_before = sequence_logprob(token_logps, measured)
     logp_before = logp_before.masked_fill(~measured.any(1), math.nan)    # nothing measured: not 0, unknown
     return OldPolicyScores(token_logps=token_logps, logp_before=logp_before,
@@ -61,7 +63,7 @@ def split_group_indices(layout) -> list[int]:
 
 
 def _score_split_groups(generation, parts, token_logps, hidden, unembed, settings, comm, temperature,
-                        scores, selected, taus) -> None:
+                        scores, selected, taus, logit_transform=None) -> None:
     """Fill scores, selection and tau of this process's parts of split groups (collectives on every process)."""
     batch = generation.batch
     layout = generation.layout
@@ -69,7 +71,8 @@ def _score_split_groups(generation, parts, token_logps, hidden, unembed, setting
     split = score_split_groups({part.group: part.local for part in parts}, sharing,
                                batch.tokens, batch.measured, generation.correct, token_logps, hidden, unembed,
                                vocab=settings.nthr_vocab, anchor_self=settings.nthr_anchor_self,
-                               beta=settings.nthr_beta, temperature=temperature, comm=comm)
+                               beta=settings.nthr_beta, temperature=temperature, comm=comm,
+                               logit_transform=logit_transform)
     for part in parts:
         rows = part.local
         scores[rows] = split.scores[rows].float().cpu()
@@ -86,7 +89,8 @@ class SplitGroupScores:
 
 
 def score_split_groups(pieces: dict, sharing: dict, tokens, mask, correct, token_logps, hidden, unembed, *,
-                       vocab: str, anchor_self: bool, beta: float, temperature: float, comm) -> SplitGroupScores:
+                       vocab: str, anchor_self: bool, beta: float, temperature: float, comm,
+                       logit_transform=None) -> SplitGroupScores:
     """NTHR of groups spread over processes, exactly as on one process. pieces: group -> this process's rows
     of it (a slice); sharing: every split group -> the processes that hold it (the same on every process).
     Each process calls this with its own pieces (none for the groups it does not hold); the reductions of a
@@ -107,7 +111,8 @@ def score_split_groups(pieces: dict, sharing: dict, tokens, mask, correct, token
     for g in mine:
         rows = pieces[g]
         part = positive_aggregate(hidden[rows], unembed, tokens[rows], mask[rows], correct[rows],
-                                  columns=columns[g], temperature=temperature, token_logprobs=token_logps[rows])
+                                  columns=columns[g], temperature=temperature, token_logprobs=token_logps[rows],
+                                  logit_transform=logit_transform)
         aggregates[g] = comm.all_reduce(part.to(dtype), "sum", purpose="nthr", ranks=sharing[g])
     # 3. this process's scores and anchors; the group's minimum anchor over its processes
     scores = torch.zeros(tokens.shape, dtype=dtype)
@@ -117,9 +122,10 @@ def score_split_groups(pieces: dict, sharing: dict, tokens, mask, correct, token
         rows = pieces[g]
         group_scores = scores_from_aggregate(aggregates[g], hidden[rows], unembed, tokens[rows], mask[rows],
                                              columns=columns[g], temperature=temperature,
-                                             token_logprobs=token_logps[rows])
+                                             token_logprobs=token_logps[rows], logit_transform=logit_transform)
         anchor_scores = group_scores if anchor_self else group_scores - _own_contribution(
-            hidden[rows], unembed, tokens[rows], mask[rows], correct[rows], columns[g], temperature, token_logps[rows])
+            hidden[rows], unembed, tokens[rows], mask[rows], correct[rows], columns[g], temperature, token_logps[rows],
+            logit_transform)
         scores[rows] = group_scores.cpu().to(dtype)
         anchors[rows] = response_anchors(anchor_scores, mask[rows], correct[rows]).cpu().to(dtype)
         valid = anchors[rows][~torch.isnan(anchors[rows])]
@@ -137,7 +143,8 @@ def score_split_groups(pieces: dict, sharing: dict, tokens, mask, correct, token
     return SplitGroupScores(scores, anchors, selected, taus)
 
 
-def _own_contribution(hidden, unembed, tokens, mask, correct, columns, temperature, token_logps):
+def _own_contribution(hidden, unembed, tokens, mask, correct, columns, temperature, token_logps,
+                      logit_transform=None):
     """For each correct response, its tokens' scores under M+ of that response alone (a response never
     spans processes): removed from the anchor when anchors exclude self-interaction."""
     own = torch.zeros(tokens.shape, dtype=torch.float64 if hidden.dtype == torch.float64 else torch.float32,
@@ -146,5 +153,6 @@ def _own_contribution(hidden, unembed, tokens, mask, correct, columns, temperatu
         alone = torch.zeros_like(mask)
         alone[row] = mask[row]
         own[row] = interaction_scores(hidden, unembed, tokens, alone, alone.to(hidden.dtype), temperature=temperature,
-                                      columns=columns, token_logprobs=token_logps)[row]
+                                      columns=columns, token_logprobs=token_logps,
+                                      logit_transform=logit_transform)[row]
     return own

@@ -122,11 +122,14 @@ class ProbeRecorder:
             truncated=torch.zeros(count, dtype=torch.bool) if truncated is None else torch.as_tensor(truncated))
 
     @timed
-    def score_old_policy(self, generation: GenerationBatch, token_logps, entropy, hidden, unembed) -> ProbedBatch:
+    def score_old_policy(self, generation: GenerationBatch, token_logps, entropy, hidden, unembed,
+                         logit_transform=None) -> ProbedBatch:
         """The old policy's scores [B, T] (hidden [B, T, d]) in generation order -> NTHR selection and the
-        method's advantages; the result joins the batches awaiting their update (`pending_batches`)."""
+        method's advantages; the result joins the batches awaiting their update (`pending_batches`).
+        logit_transform: the model's map from W h to its logits (lld_probe.scoring.logit_transform_of; None:
+        logits = W h)."""
         old = score_old_policy(generation, token_logps, entropy, hidden, unembed.detach().float(), self.settings,
-                               self.comm, temperature=self.temperature)
+                               self.comm, temperature=self.temperature, logit_transform=logit_transform)
         loss_advantages, scaled = method_weighting(generation, old, self.settings, self.comm)
         probed = ProbedBatch(generation, old, loss_advantages, scaled)
         self._pending.append(probed)

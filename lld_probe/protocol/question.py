@@ -11,7 +11,7 @@ import torch
 
 from ..core import (NTHRScores, first_order_logp_change, group_advantages, gwhes, method_token_advantages,
                     nthr_threshold, nthr_token_scores, select_above, sequence_logprob, success_rate)
-from ..scoring import ScoredGroup, output_embedding_weight, score_group
+from ..scoring import ScoredGroup, logit_transform_of, output_embedding_weight, score_group
 from .group_gradients import merge_scores, subset_forwards, weighting_gradients
 
 
@@ -53,7 +53,8 @@ def diagnose(model, old, batch, correct, config) -> BaseDiagnostics:
     unembed = output_embedding_weight(model).detach()
     scores = nthr_token_scores(old.hidden, unembed, batch.tokens, batch.mask, correct,
                                temperature=config.temperature, vocab=config.nthr_vocab,
-                               anchor_self=config.nthr_anchor_self, token_logprobs=old.token_logps)
+                               anchor_self=config.nthr_anchor_self, token_logprobs=old.token_logps,
+                               logit_transform=logit_transform_of(model))
     scores = NTHRScores(scores.scores.cpu(), scores.anchors.cpu())
     tau = nthr_threshold(scores.anchors, correct, config.nthr_beta)
     return BaseDiagnostics(
@@ -61,7 +62,7 @@ def diagnose(model, old, batch, correct, config) -> BaseDiagnostics:
         advantages=group_advantages(correct.float(), config.group_size, std=config.std, eps=config.std_eps),
         scores=scores, selected=select_above(scores.scores, batch.mask, correct, tau), tau=tau,
         gwhes=gwhes(old.hidden, unembed, batch.tokens, batch.mask, correct, temperature=config.temperature,
-                    token_logprobs=old.token_logps).cpu())
+                    token_logprobs=old.token_logps, logit_transform=logit_transform_of(model)).cpu())
 
 
 def method_updates(model, copies, forwards, base: BaseDiagnostics, batch, correct, question_id, config) -> dict:
@@ -80,7 +81,7 @@ def method_updates(model, copies, forwards, base: BaseDiagnostics, batch, correc
                                           batch.mask,
                                           torch.stack([weightings[v][0] for v in config.methods]).to(old.hidden.dtype),
                                           lr=config.lr, temperature=config.temperature,
-                                          token_logprobs=old.token_logps).cpu()
+                                          token_logprobs=old.token_logps, logit_transform=logit_transform_of(model)).cpu()
     return {v: (*weightings[v], *gradients[v], predicted) for v, predicted in zip(config.methods, predictions)}
 
 

@@ -22,7 +22,7 @@ from ..probes import GenerationBatch, OldPolicyScores, ProbedBatch, ProbeSetting
 from ..probes.old_policy import score_old_policy
 from ..probes.rows import response_rows, token_rows
 from ..probes.weighting import method_weighting
-from ..scoring import build_group_batch, output_embedding_weight, score_group
+from ..scoring import build_group_batch, logit_transform_of, output_embedding_weight, score_group
 from ..store.schema import TOKEN_TEXT_COLUMN
 from .tokens import StepTokens
 
@@ -74,7 +74,7 @@ def score_before(model, generation: GenerationBatch, settings: ProbeSettings, *,
                          max_tokens=max_tokens)
     old = score_old_policy(generation, scored.token_logps, scored.entropy, scored.hidden,
                            output_embedding_weight(model).detach().float(), settings, SingleProcess(),
-                           temperature=temperature)
+                           temperature=temperature, logit_transform=logit_transform_of(model))
     mask = generation.batch.mask
     return pd.DataFrame({"logp_before": old.logp_before.double().numpy(), "token_logps": _rows_of(old.token_logps, mask),
                          "entropy": _rows_of(old.entropy, mask), "nthr_score": _rows_of(old.scores, mask),

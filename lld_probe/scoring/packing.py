@@ -13,10 +13,9 @@ from dataclasses import dataclass
 
 import torch
 
-from ..models.kv_cache import forward_parameters
+from ..models.kv_cache import forward_parameters, non_attention_layers
 from .batch import GroupBatch
 
-ATTENTION_LAYERS = {"full_attention", "sliding_attention"}
 DEFAULT_MAX_TOKENS = 512           # packed tokens per forward: attention under a custom mask costs max_tokens^2
 
 
@@ -111,8 +110,8 @@ def packing_unsupported_reason(model, batch: GroupBatch | None = None) -> str | 
     if implementation not in ("sdpa", "eager"):
         return f"attention implementation {implementation!r} (packing needs 'sdpa' or 'eager' for a custom mask)"
     layer_types = set(getattr(config, "layer_types", None) or [])
-    if layer_types - ATTENTION_LAYERS:
-        return f"layer types {sorted(layer_types - ATTENTION_LAYERS)} are not attention layers"
+    if non_attention_layers(model):
+        return f"layer types {non_attention_layers(model)} are not attention layers"
     window = getattr(config, "sliding_window", None)
     windowed = "sliding_attention" in layer_types or (not layer_types and getattr(config, "use_sliding_window", True))
     if window and windowed and batch is not None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from ..core import token_entropy, token_logprobs
+from ..models.adapters import scoring_model
 from ..models.kv_cache import forward_parameters, prefill_repeated, supports_prefill, with_cache
 from .batch import GroupBatch, build_group_batch
 from .hidden import capture_final_hidden
@@ -44,6 +45,7 @@ def forward_logps(model, batch: GroupBatch, *, temperature: float = 1.0, with_hi
     module docstring); max_tokens bounds a packed forward (more rows take several)."""
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
+    model = scoring_model(model)          # a LoRA-like PEFT wrapper: its base model, adapters inside
     device = next(model.parameters()).device
     cast = (torch.autocast(device_type=device.type, dtype=autocast_dtype) if autocast_dtype else nullcontext())
     if layout in ("auto", "packed"):

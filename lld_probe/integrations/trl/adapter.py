@@ -27,7 +27,7 @@ from trl import GRPOTrainer
 
 from ...probes import ProbeRecorder, ProbeSettings, communicator_for
 from ...probes.evaluation import greedy_accuracy
-from ...scoring import capture_backbone_hidden, output_embedding_weight, score_group
+from ...scoring import capture_backbone_hidden, logit_transform_of, output_embedding_weight, score_group
 from ...store.provenance import provenance
 from .advantage_sign import check_advantage_sign_applies
 from .batch_windows import batch_end, run_windows
@@ -113,6 +113,7 @@ class LikelihoodProbeMixin:
                  **kwargs):
         super().__init__(*args, **kwargs)
         _refuse_vision_language(self.accelerator.unwrap_model(self.model))
+        logit_transform_of(self.accelerator.unwrap_model(self.model))    # refuses a head NTHR cannot follow
         # transformers deprecates the name TRL calls every step; the message says nothing to a user of this run
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         if probe_settings is None:
@@ -163,7 +164,8 @@ class LikelihoodProbeMixin:
                                  with_hidden=True, with_entropy=True,
                                  max_tokens=self.probe_settings.probe_score_max_tokens)
         probed = self.recorder.score_old_policy(generation, scored.token_logps, scored.entropy, scored.hidden,
-                                                output_embedding_weight(self._lld_model()))
+                                                output_embedding_weight(self._lld_model()),
+                                                logit_transform_of(self._lld_model()))
         output["advantages"] = pad_advantages(probed.loss_advantages, output["completion_ids"].shape[1]).to(
             output["advantages"].device)
         return output
@@ -276,7 +278,8 @@ class LikelihoodProbeMixin:
         if completion_width < width:
             raise RuntimeError(f"TRL scored {completion_width} completion positions, the batch has {width}")
         probed = self.recorder.score_old_policy(generation, logps[order][:, :width], entropies[order][:, :width],
-                                                hidden[order][:, :width], output_embedding_weight(self._lld_model()))
+                                                hidden[order][:, :width], output_embedding_weight(self._lld_model()),
+                                                logit_transform_of(self._lld_model()))
         advantages = pad_advantages(probed.loss_advantages, completion_width).to(inputs["advantages"].device)
         inputs["advantages"] = advantages[rows.to(advantages.device)]
 

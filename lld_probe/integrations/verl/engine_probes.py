@@ -19,6 +19,7 @@ import json
 import torch
 
 from ...probes import ProbeRecorder, ProbeSettings, communicator_for
+from ...scoring.logit_transform import logit_transform_of
 from .capture import HIDDEN_KEY, HiddenStateCapture, full_output_embedding
 from .layout import response_values, sequence_advantages, to_response_width, token_lists
 
@@ -90,7 +91,7 @@ class EngineProbes:
             group_size=int(tu.get(data, GROUP_SIZE_KEY)), prompts=self._texts(prompt_ids),
             completions=self._texts(completion_ids), question_ids=[question_id(p) for p in prompt_ids])
         probed = self.recorder.score_old_policy(generation, parts["log_probs"], parts["entropy"], parts[HIDDEN_KEY],
-                                                unembed)
+                                                unembed, logit_transform_of(self.worker.engine.module))
         self._rows = (data, prompt_lengths, lengths, width)
         advantages = to_response_width(probed.loss_advantages, data["response_mask"])
         return TensorDict({ADVANTAGES_KEY: advantages}, batch_size=[advantages.shape[0]])

@@ -1,0 +1,39 @@
+"""The model's logit transform (lld_probe.core.logit_transform), read once from its config: the one place
+that knows which config entries change the map from the output embedding's product W h to the logits."""
+
+from __future__ import annotations
+
+from ..core.logit_transform import LogitTransform
+from ..models.adapters import scoring_model
+
+LOGITS_SCALING_MULTIPLIES = {"hyperclovax"}     # logits * logits_scaling (Granite and most others divide)
+LOGITS_SCALING_ON_HIDDEN = {"minicpm3"}         # h / logits_scaling before lm_head: the captured h holds it
+
+
+def _unwrapped(model):
+    model = scoring_model(model)
+    while getattr(model, "config", None) is None and hasattr(model, "module"):    # DDP / FSDP wrappers
+        model = model.module
+    return model
+
+
+def logit_transform_of(model) -> LogitTransform:
+    """logits = softcap * tanh(scale * W h / softcap) as the model's causal-LM head computes them:
+    final_logit_softcapping (Gemma-2/3) is the softcap; logit_scale (Cohere) and output_multiplier multiply
+    W h, logits_scaling (Granite) divides it. Models with none of them (most) get the identity. Raises
+    ValueError for an output layer with a bias (logits = W h + b), which the NTHR kernel does not follow."""
+    model = _unwrapped(model)
+    config = getattr(model, "config", None)
+    getter = getattr(config, "get_text_config", None)
+    text = getter() if callable(getter) else config
+    kinds = {getattr(config, "model_type", None), getattr(text, "model_type", None)}
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if getattr(head, "bias", None) is not None:
+        raise ValueError(f"{type(model).__name__}'s output layer has a bias: the NTHR and interaction scores "
+                         f"assume logits = f(W h) and cannot follow this model's logits exactly (not supported)")
+    softcap = getattr(text, "final_logit_softcapping", None)
+    scale = float(getattr(text, "logit_scale", None) or 1.0) * float(getattr(text, "output_multiplier", None) or 1.0)
+    divisor = getattr(text, "logits_scaling", None)
+    if divisor and not kinds & LOGITS_SCALING_ON_HIDDEN:
+        scale = scale * float(divisor) if kinds & LOGITS_SCALING_MULTIPLIES else scale / float(divisor)
+    return LogitTransform(scale=scale, softcap=float(softcap) if softcap else None)
