@@ -136,12 +136,16 @@ def _rescored_pattern(seed, fraction):
 @pytest.mark.distributed
 @pytest.mark.parametrize("name", list(CASES))
 def test_fsdp2_on_two_processes_equals_one_process(tmp_path, name):
+    from lld_probe.scoring import build_group_batch
+    from lld_probe.scoring.packing import plan_chunks
     case = dict(CASES[name])
     if "fraction" in case:
         case["truncate_rows"] = _rescored_pattern(case["seed"], case["fraction"])
         assert 0 < len(case["truncate_rows"]) < 8
     mp.spawn(sharded_worker, args=(2, str(tmp_path / "rendezvous"), case, str(tmp_path)), nprocs=2)
     ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in range(2)]
+    chunks = [len(plan_chunks(build_group_batch(*rows_of(case, r)[:2], pad_id=0), case["max_tokens"])) for r in range(2)]
+    assert chunks[0] < chunks[1]            # the processes need different numbers of packed forwards
     assert [r["sharding"] for r in ranks] == ["fsdp2", "fsdp2"]
     assert ranks[0]["forwards"] == ranks[1]["forwards"]
     reference, reference_items = _reference(case, tmp_path)
@@ -165,7 +169,8 @@ def test_fsdp2_on_two_processes_equals_one_process(tmp_path, name):
     assert merged["nthr_score"].to_numpy() == pytest.approx(merged["nthr_score_whole"].to_numpy(), abs=1e-4)
     assert merged["logp_after"].to_numpy() == pytest.approx(merged["logp_after_whole"].to_numpy(), abs=1e-4)
     if "fraction" in case:
-        assert ranks[1]["tokens"] is None          # rank 1 re-scored nothing and still joined rank 0's forwards
+        assert ranks[1]["tokens"] is None or ranks[1]["tokens"].empty     # rank 1 re-scored nothing and still
+        assert ranks[0]["tokens"] is not None and not ranks[0]["tokens"].empty    # joined rank 0's forwards
     items = ranks[0]["probe_items"]
     assert items and [i["logp_before"] for i in items] == pytest.approx([i["logp_before"] for i in reference_items],
                                                                         abs=1e-4)
