@@ -255,3 +255,30 @@ def test_unsharded_models_keep_the_plain_weight():
     with full_output_embedding(model) as unembed:
         assert unembed.data_ptr() == model.get_output_embeddings().weight.data_ptr()
     assert not math.isnan(float(unembed.sum()))
+
+
+# --- a TRL run with accelerate's FSDP2 -------------------------------------------------------------------
+@pytest.mark.distributed
+@pytest.mark.integration
+def test_trl_run_on_fsdp2_stores_what_one_process_measures(tmp_path):
+    """`lld-probe train` on 2 processes with accelerate's FSDP2 (forced on CPU by tests/fsdp_cpu_launch.py);
+    small packed forwards, so the processes' rows need different numbers of them. The stored logp_before and
+    NTHR selection of step 1 equal one process's scoring of the same rows at the initial model."""
+    import os
+    import subprocess
+
+    from test_multiprocess import _rescore_first_step
+    out = tmp_path / "fsdp2"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "ACCELERATE_USE_FSDP": "true",
+           "FSDP_VERSION": "2", "FSDP_AUTO_WRAP_POLICY": "TRANSFORMER_BASED_WRAP",
+           "FSDP_TRANSFORMER_CLS_TO_WRAP": "Qwen2DecoderLayer"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+               str(Path(__file__).parent / "fsdp_cpu_launch.py"), "train", "--method", "nthr", "--model", "tiny",
+               "--steps", "2", "--group-size", "8", "--prompts-per-step", "4", "--eval-every", "0",
+               "--probe-every", "1", "--probe-score-max-tokens", "40", "--out", str(out)]
+    done = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run, checked = _rescore_first_step(out)
+    assert run.meta["sharding"] == "fsdp2" and run.meta["world_size"] == 2 and checked == 4
+    assert run.responses["logp_after"].notna().all()
+    assert set(run.probe_set["step"]) == {0, 1, 2}

@@ -309,9 +309,10 @@ class LikelihoodProbeMixin:
 
     def _lld_train_begin(self) -> None:
         # the model is prepared (sharded) by now: a sharded one scores in lockstep across processes
-        self.recorder.sharded = refuse_unsupported_sharding(self.model_wrapped) in ("fsdp2", "zero3")
+        sharding = refuse_unsupported_sharding(self.model_wrapped)
+        self.recorder.sharded = sharding in ("fsdp2", "zero3")
         step = self.state.global_step
-        self.recorder.begin_run(self._lld_meta(), resumed_step=step)
+        self.recorder.begin_run({**self._lld_meta(), "sharding": sharding or "none"}, resumed_step=step)
         if step == 0 and self.probe_settings.eval_every:
             self.recorder.log_scalars(0, {"eval/accuracy": self.eval_accuracy()})
 
