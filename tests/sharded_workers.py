@@ -102,3 +102,30 @@ def sharded_worker(rank: int, world_size: int, store_file: str, case: dict, out_
     torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
     dist.barrier()
     dist.destroy_process_group()
+
+
+def zero3_worker(rank: int, world_size: int, store_file: str, out_dir: str) -> None:
+    """DeepSpeed ZeRO-3 on CPU (gloo): the gathered output embedding and lockstep scoring of unequal rows."""
+    os.environ.update(OMP_NUM_THREADS="1", DS_ACCELERATOR="cpu", RANK=str(rank), WORLD_SIZE=str(world_size),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    import deepspeed
+    import torch.distributed as dist
+    dist.init_process_group("gloo", init_method=f"file://{store_file}", rank=rank, world_size=world_size)
+    deepspeed.init_distributed(dist_backend="gloo")
+    from lld_probe.integrations.sharding import full_output_embedding, sharding_of
+    from lld_probe.probes import TorchDistributed
+    from lld_probe.scoring import build_group_batch
+    from lld_probe.scoring.lockstep import score_in_lockstep
+    model = build_model({"model": "random"})
+    engine, *_ = deepspeed.initialize(model=model, model_parameters=model.parameters(), config={
+        "train_micro_batch_size_per_gpu": 1, "zero_optimization": {"stage": 3}, "zero_allow_untested_optimizer": True,
+        "optimizer": {"type": "SGD", "params": {"lr": 0.0}}})
+    with full_output_embedding(engine.module) as unembed:
+        weight = unembed.clone()
+    batch = build_group_batch([[5, 6, 7]] * 2, [[8, 9, 10] * (1 + 5 * rank), [11, 12]], 0)
+    scored = score_in_lockstep(engine.module, batch, TorchDistributed(), max_tokens=8)
+    torch.save({"sharding": sharding_of(engine), "weight": weight, "token_logps": scored.token_logps,
+                "batch": batch}, os.path.join(out_dir, f"zero3_rank{rank}.pt"))
+    dist.barrier()
+    dist.destroy_process_group()

@@ -281,3 +281,18 @@ def test_trl_run_on_fsdp2_stores_what_one_process_measures(tmp_path):
     assert run.meta["sharding"] == "fsdp2" and run.meta["world_size"] == 2 and checked == 4
     assert run.responses["logp_after"].notna().all()
     assert set(run.probe_set["step"]) == {0, 1, 2}
+
+
+@pytest.mark.distributed
+def test_zero3_on_two_cpu_processes_gathers_and_scores_in_lockstep(tmp_path):
+    """Runs where deepspeed is installed (DeepSpeed's CPU accelerator, gloo)."""
+    pytest.importorskip("deepspeed", reason="deepspeed is not installed")
+    from sharded_workers import zero3_worker
+    mp.spawn(zero3_worker, args=(2, str(tmp_path / "rendezvous"), str(tmp_path)), nprocs=2)
+    whole = build_model({"model": "random"})
+    for rank in range(2):
+        result = torch.load(tmp_path / f"zero3_rank{rank}.pt", weights_only=False)
+        assert result["sharding"] == "zero3"
+        assert torch.equal(result["weight"], whole.get_output_embeddings().weight.detach())
+        batch = result["batch"]
+        assert torch.allclose(result["token_logps"].double(), _tokens_by_row(batch, whole), atol=1e-5)
