@@ -8,6 +8,7 @@ import pandas as pd
 
 from ..core import sequence_logprob
 from ..scoring import build_group_batch, score_group
+from ..scoring.packing import DEFAULT_MAX_TOKENS
 from .records import ProbedBatch
 
 
@@ -73,10 +74,13 @@ def _measured_count(item: dict) -> int:
     return len(item["completion_ids"]) if flags is None else int(sum(bool(f) for f in flags))
 
 
-def score_probe_set(model, items: list[dict], *, pad_id: int, temperature: float, max_tokens: int) -> list[float]:
+def score_probe_set(model, items: list[dict], *, pad_id: int, temperature: float = 1.0,
+                    max_tokens: int = DEFAULT_MAX_TOKENS, score=None) -> list[float]:
     """Current log-likelihood of every probe response (its measured tokens; an item without "measured", as
-    written before tool masks were recorded, measures every token)."""
+    written before tool masks were recorded, measures every token). score(model, batch), when given, scores
+    instead of score_group (the recorder's, in lockstep on a sharded model)."""
     batch = build_group_batch([it["prompt_ids"] for it in items], [it["completion_ids"] for it in items], pad_id,
                               [it.get("measured") for it in items])
-    scored = score_group(model, batch, temperature=temperature, max_tokens=max_tokens)
+    scored = score(model, batch) if score is not None else score_group(model, batch, temperature=temperature,
+                                                                       max_tokens=max_tokens)
     return sequence_logprob(scored.token_logps, batch.measured).tolist()

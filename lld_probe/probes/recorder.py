@@ -25,6 +25,7 @@ import torch
 
 from ..core import configured_rule, correct_from_rewards, sequence_logprob
 from ..scoring import build_group_batch, score_group
+from ..scoring.lockstep import score_in_lockstep
 from ..store.atomic import write_json
 from ..store.run_store import RunStoreWriter
 from .clock import Clock, timed
@@ -39,8 +40,11 @@ from .weighting import method_weighting
 
 
 class ProbeRecorder:
-    def __init__(self, settings: ProbeSettings, store_dir, *, temperature: float, pad_id: int, comm=None):
+    def __init__(self, settings: ProbeSettings, store_dir, *, temperature: float, pad_id: int, comm=None,
+                 sharded: bool = False):
         self.settings = settings
+        # a sharded model (FSDP2, ZeRO-3) gathers parameters in every forward: all processes score in lockstep
+        self.sharded = sharded
         self.temperature = temperature
         self.pad_id = pad_id
         self.comm = comm or SingleProcess()
@@ -135,6 +139,16 @@ class ProbeRecorder:
         self._pending.append(probed)
         return probed
 
+    def score(self, model, batch, *, with_hidden: bool = False, with_entropy: bool = False):
+        """score_group of this process's rows (batch None: none, on a sharded model only), in lockstep with
+        the other processes when the model is sharded (lld_probe.scoring.lockstep)."""
+        max_tokens = self.settings.probe_score_max_tokens
+        if self.sharded:
+            return score_in_lockstep(model, batch, self.comm, temperature=self.temperature, with_hidden=with_hidden,
+                                     with_entropy=with_entropy, max_tokens=max_tokens)
+        return score_group(model, batch, temperature=self.temperature, with_hidden=with_hidden,
+                           with_entropy=with_entropy, max_tokens=max_tokens)
+
     @timed
     def finish_step(self, model, *, eval_accuracy=None, token_logps_after=None, step: int | None = None,
                     batches: int = 1) -> StepRecord:
@@ -197,9 +211,11 @@ class ProbeRecorder:
             logp_after[rescored] = sequence_logprob(token_logps_after[rescored], batch.measured[rescored]).double()
         elif len(rescored):    # packed: the real tokens only, each prompt once (lld_probe.scoring.packing)
             sub = batch.select(rescored)
-            after = score_group(model, sub, temperature=self.temperature, max_tokens=settings.probe_score_max_tokens)
+            after = self.score(model, sub)
             token_logps_after[rescored] = after.token_logps.float().cpu()
             logp_after[rescored] = sequence_logprob(after.token_logps, sub.measured).double().cpu()
+        elif self.sharded and model is not None and token_logps_given is None:
+            self.score(model, None)     # nothing re-scored here: the forwards of the other processes still need us
         return logp_after, token_logps_after
 
     # --- the probe set ------------------------------------------------------------------------------
@@ -218,8 +234,7 @@ class ProbeRecorder:
                 self.store.append_probe_set(probe_set_rows(self.probe_items, probed.generation.step - 1,
                                                            [it["logp_before"] for it in self.probe_items]))
         if self.probe_items and step % settings.probe_every == 0:
-            logps = score_probe_set(model, self.probe_items, pad_id=self.pad_id, temperature=self.temperature,
-                                    max_tokens=settings.probe_score_max_tokens)
+            logps = score_probe_set(model, self.probe_items, pad_id=self.pad_id, score=self.score)
             self.store.append_probe_set(probe_set_rows(self.probe_items, step, logps))
 
     # --- checks -------------------------------------------------------------------------------------

@@ -27,10 +27,11 @@ from trl import GRPOTrainer
 
 from ...probes import ProbeRecorder, ProbeSettings, communicator_for
 from ...probes.evaluation import greedy_accuracy
-from ...scoring import capture_backbone_hidden, logit_transform_of, output_embedding_weight, score_group
+from ...scoring import capture_backbone_hidden, logit_transform_of
 from ...store.provenance import provenance
 from .advantage_sign import check_advantage_sign_applies
 from .batch_windows import batch_end, run_windows
+from ..sharding import FSDP1_REFUSAL, full_output_embedding, refuse_unsupported_sharding
 from .handoff import TRLHandoff
 from .old_policy_source import decide_old_policy_source
 from .sampler import leave_out_sampler_masked, with_sampler_side
@@ -114,6 +115,9 @@ class LikelihoodProbeMixin:
         super().__init__(*args, **kwargs)
         _refuse_vision_language(self.accelerator.unwrap_model(self.model))
         logit_transform_of(self.accelerator.unwrap_model(self.model))    # refuses a head NTHR cannot follow
+        fsdp_plugin = getattr(self.accelerator.state, "fsdp_plugin", None)
+        if self.is_fsdp_enabled and getattr(fsdp_plugin, "fsdp_version", 1) == 1:
+            raise ValueError(FSDP1_REFUSAL)
         # transformers deprecates the name TRL calls every step; the message says nothing to a user of this run
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         if probe_settings is None:
@@ -160,12 +164,10 @@ class LikelihoodProbeMixin:
             output["lld_row"] = torch.arange(output["completion_ids"].shape[0], device=output["advantages"].device)
             return output
         with self.recorder.clock.measure():
-            scored = score_group(self._lld_model(), generation.batch, temperature=self.temperature,
-                                 with_hidden=True, with_entropy=True,
-                                 max_tokens=self.probe_settings.probe_score_max_tokens)
-        probed = self.recorder.score_old_policy(generation, scored.token_logps, scored.entropy, scored.hidden,
-                                                output_embedding_weight(self._lld_model()),
-                                                logit_transform_of(self._lld_model()))
+            scored = self.recorder.score(self._lld_model(), generation.batch, with_hidden=True, with_entropy=True)
+        with full_output_embedding(self._lld_model()) as unembed:
+            probed = self.recorder.score_old_policy(generation, scored.token_logps, scored.entropy, scored.hidden,
+                                                    unembed, logit_transform_of(self._lld_model()))
         output["advantages"] = pad_advantages(probed.loss_advantages, output["completion_ids"].shape[1]).to(
             output["advantages"].device)
         return output
@@ -277,9 +279,10 @@ class LikelihoodProbeMixin:
         width = generation.batch.tokens.shape[1]
         if completion_width < width:
             raise RuntimeError(f"TRL scored {completion_width} completion positions, the batch has {width}")
-        probed = self.recorder.score_old_policy(generation, logps[order][:, :width], entropies[order][:, :width],
-                                                hidden[order][:, :width], output_embedding_weight(self._lld_model()),
-                                                logit_transform_of(self._lld_model()))
+        with full_output_embedding(self._lld_model()) as unembed:
+            probed = self.recorder.score_old_policy(generation, logps[order][:, :width], entropies[order][:, :width],
+                                                    hidden[order][:, :width], unembed,
+                                                    logit_transform_of(self._lld_model()))
         advantages = pad_advantages(probed.loss_advantages, completion_width).to(inputs["advantages"].device)
         inputs["advantages"] = advantages[rows.to(advantages.device)]
 
@@ -332,8 +335,11 @@ class LikelihoodProbeMixin:
                 "start_time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **settings.extra_meta}
 
     def _lld_train_begin(self) -> None:
+        # the model is prepared (sharded) by now: a sharded one scores in lockstep across processes
+        sharding = refuse_unsupported_sharding(self.model_wrapped)
+        self.recorder.sharded = sharding in ("fsdp2", "zero3")
         step = self.state.global_step
-        self.recorder.begin_run(self._lld_meta(), resumed_step=step)
+        self.recorder.begin_run({**self._lld_meta(), "sharding": sharding or "none"}, resumed_step=step)
         if step == 0 and self.probe_settings.eval_every:
             self.recorder.log_scalars(0, {"eval/accuracy": self.eval_accuracy()})
 
