@@ -1,0 +1,131 @@
+"""The probes' log-likelihoods are float32 under mixed-precision training: TRL's bf16=True (accelerate's autocast
+wrapper of the model's forward), an autocast context, the packing self-check; and a stated resolution where
+the weights themselves are bf16."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from lld_probe.models import load_model
+from lld_probe.scoring import build_group_batch, score_group
+from lld_probe.scoring.precision import float32_forwards, probe_precision
+from lld_probe.scoring.scoring import packing_verified
+from lld_probe.store.run_store import read_run_store
+from lld_probe.integrations.trl.run import run_training
+from helpers import train_settings
+
+
+def _float32_sequence_logps(model, prompts, completions, temperature=1.0) -> list[float]:
+    """Independent float32 reference: each full row alone through the plain model, no autocast; the state at
+    t-1 predicts token t."""
+    values = []
+    with torch.no_grad():
+        for prompt, completion in zip(prompts, completions):
+            ids = torch.tensor([prompt + completion])
+            logits = model(input_ids=ids).logits[0].float() / temperature
+            predicting = logits[len(prompt) - 1: len(prompt) + len(completion) - 1]     # predict completion[j]
+            logps = torch.log_softmax(predicting, dim=-1)[torch.arange(len(completion)), torch.tensor(completion)]
+            values.append(float(logps.double().sum()))
+    return values
+
+
+def _rows(batch):
+    prompts = [batch.input_ids[r, : int(batch.prompt_lengths[r])].tolist() for r in range(batch.size)]
+    completions = [batch.tokens[r, : int(batch.mask[r].sum())].tolist() for r in range(batch.size)]
+    return prompts, completions
+
+
+def _fresh_tiny():
+    model, tokenizer = load_model("tiny")
+    return model, tokenizer
+
+
+def _group(tokenizer, rows=4):
+    prompt = tokenizer("What is 12 + 30?")["input_ids"]
+    generator = torch.Generator().manual_seed(0)
+    completions = [torch.randint(5, 60, (int(n),), generator=generator).tolist() for n in (9, 14, 6, 12)[:rows]]
+    return build_group_batch([prompt] * rows, completions, pad_id=0)
+
+
+@pytest.mark.integration
+def test_trl_bf16_run_stores_float32_log_likelihoods(tmp_path):
+    model, tokenizer = _fresh_tiny()
+    initial = {name: value.detach().clone() for name, value in model.state_dict().items()}
+    settings = train_settings(out=str(tmp_path / "run"), method="grpo", steps=1, prompts_per_step=2, group_size=4,
+                              eval_every=0, probe_set_size=0, progress=False, bf16=True)
+    trainer = run_training(settings, model=model, tokenizer=tokenizer)
+    assert trainer.accelerator.mixed_precision == "bf16"         # the training forward ran under bf16 autocast
+    assert "_original_forward" in trainer.model.__dict__          # accelerate's wrapper is on the model, and stays
+    store = read_run_store(tmp_path / "run")
+    assert store.meta["probe_precision"] == "float32" and store.meta["training_precision"] == "bf16 autocast"
+    batch = trainer.last_probed.batch
+    prompts, completions = _rows(batch)
+    stored = store.responses[store.responses["step"] == 1].reset_index(drop=True)
+    reference, _ = load_model("tiny")
+    reference.load_state_dict(initial)
+    before = _float32_sequence_logps(reference, prompts, completions, trainer.temperature)
+    reference.load_state_dict(trainer.model.state_dict())
+    after = _float32_sequence_logps(reference, prompts, completions, trainer.temperature)
+    assert max(abs(a - b) for a, b in zip(before, after)) > 1e-3          # the update changed the numbers
+    assert stored["logp_before"].tolist() == pytest.approx(before, abs=2e-5)
+    assert stored["logp_after"].tolist() == pytest.approx(after, abs=2e-5)
+    assert "delta_resolution" not in " ".join(store.scalars["name"].unique())     # float32 weights: exact
+
+
+def _accelerate_bf16(model):
+    """The model as TRL's bf16=True leaves it: accelerate's autocast wrapper on its forward."""
+    from accelerate import Accelerator
+    accelerator = Accelerator(mixed_precision="bf16", cpu=True)
+    prepared = accelerator.prepare_model(model)
+    assert accelerator.native_amp and "_original_forward" in prepared.__dict__
+    return prepared
+
+
+def test_scoring_under_accelerate_autocast_is_float32_and_the_wrapper_stays(tmp_path):
+    model, tokenizer = _fresh_tiny()
+    batch = _group(tokenizer)
+    reference = _float32_sequence_logps(model, *_rows(batch))
+    wrapped = _accelerate_bf16(model)
+    wrapper = wrapped.forward
+    with torch.no_grad():      # the wrapper computes in bf16: what scoring would see without float32_forwards
+        row = wrapped(input_ids=torch.tensor([_rows(batch)[0][0] + _rows(batch)[1][0]])).logits
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")          # the packing self-check passes (no fallback warning)
+        scored = score_group(wrapped, batch)
+    assert packing_verified(wrapped) is True
+    sums = (scored.token_logps.double() * batch.mask).sum(1).tolist()
+    assert sums == pytest.approx(reference, abs=2e-5)
+    assert wrapped.forward == wrapper               # the training forward keeps its autocast
+    with torch.no_grad(), float32_forwards(wrapped):
+        plain = wrapped(input_ids=torch.tensor([_rows(batch)[0][0] + _rows(batch)[1][0]])).logits
+    assert float((plain - row).abs().max()) > 1e-3            # the wrapper really is low precision
+
+
+def test_packing_check_passes_inside_an_autocast_context():
+    model, tokenizer = _fresh_tiny()
+    batch = _group(tokenizer)
+    reference = _float32_sequence_logps(model, *_rows(batch))
+    with warnings.catch_warnings(), torch.autocast("cpu", dtype=torch.bfloat16):
+        warnings.simplefilter("error")
+        scored = score_group(model, batch)
+    assert packing_verified(model) is True
+    assert (scored.token_logps.double() * batch.mask).sum(1).tolist() == pytest.approx(reference, abs=2e-5)
+
+
+def test_packing_check_compares_like_with_like_under_an_explicit_autocast_dtype():
+    """forward_logps with autocast_dtype (gradient forwards): the check runs both layouts in that dtype."""
+    from lld_probe.scoring import forward_logps
+    model, tokenizer = _fresh_tiny()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        forward_logps(model, _group(tokenizer), autocast_dtype=torch.bfloat16)
+    assert packing_verified(model) is True
+
+
+def test_probe_precision_names_low_precision_weights():
+    model, _ = _fresh_tiny()
+    assert probe_precision(model) == "float32"
+    assert probe_precision(model.to(torch.bfloat16)) == "bfloat16 weights"
