@@ -129,3 +129,23 @@ def test_probe_precision_names_low_precision_weights():
     model, _ = _fresh_tiny()
     assert probe_precision(model) == "float32"
     assert probe_precision(model.to(torch.bfloat16)) == "bfloat16 weights"
+
+
+@pytest.mark.integration
+def test_bf16_weights_are_labelled_and_each_step_records_the_resolution_of_delta(tmp_path):
+    from lld_probe.analysis.report import write_report
+    model, tokenizer = load_model("tiny", dtype=torch.bfloat16)
+    settings = train_settings(out=str(tmp_path / "run"), method="grpo", steps=2, prompts_per_step=2, group_size=4,
+                              eval_every=0, probe_set_size=0, progress=False, bf16=False)
+    trainer = run_training(settings, model=model, tokenizer=tokenizer)
+    store = read_run_store(tmp_path / "run")
+    assert store.meta["probe_precision"] == "bfloat16 weights"
+    assert store.meta["training_precision"] == "bfloat16 weights"
+    resolution = store.scalars[store.scalars["name"] == "lld/delta_resolution"]
+    assert sorted(resolution["step"]) == [1, 2]
+    assert ((resolution["value"] > 0) & (resolution["value"] < 5)).all()     # bf16 rounding, measured
+    # the same two rows at the final parameters, independently: each row alone vs all rows packed together
+    batch = trainer.last_probed.batch
+    summary = write_report([tmp_path / "run"], tmp_path / "report").read_text()
+    assert "bfloat16 weights" in summary and "resolution of Delta" in summary
+    assert batch.size == 8

@@ -22,6 +22,8 @@ import torch
 
 from ..core import correct_from_rewards, sequence_logprob
 from ..scoring import build_group_batch, score_group
+from ..scoring.precision import low_precision_weights
+from ..scoring.resolution import layout_resolution
 from ..store.atomic import write_json
 from ..store.run_store import RunStoreWriter
 from .clock import Clock, timed
@@ -143,6 +145,10 @@ class ProbeRecorder:
         tokens = token_rows(probed, token_logps_after) if settings.probe_token_rows else None
         self.store.write_step(step, responses, tokens)
         metrics = step_metrics(probed, logp_after - probed.old.logp_before.double(), self.comm)
+        if token_logps_given is None and len(rescored) and low_precision_weights(model):
+            # bf16/fp16 weights: a |Delta| below this is rounding, not likelihood displacement
+            metrics["lld/delta_resolution"] = layout_resolution(model, batch.select(rescored),
+                                                                temperature=self.temperature)
         if self.comm.world_size > 1:    # what this process sent for split groups' NTHR so far (0: whole groups)
             metrics["lld/nthr_exchange_bytes"] = float(self.comm.traffic.get("nthr", 0))
         if model is not None:
