@@ -61,6 +61,8 @@ def test_trl_bf16_run_stores_float32_log_likelihoods(tmp_path):
     assert "_original_forward" in trainer.model.__dict__          # accelerate's wrapper is on the model, and stays
     store = read_run_store(tmp_path / "run")
     assert store.meta["probe_precision"] == "float32" and store.meta["training_precision"] == "bf16 autocast"
+    assert store.meta["old_policy_source"] == "separate_forward"
+    assert "not the float32 numbers the probes report" in store.meta["old_policy_source_reason"]
     batch = trainer.last_probed.batch
     prompts, completions = _rows(batch)
     stored = store.responses[store.responses["step"] == 1].reset_index(drop=True)
@@ -180,3 +182,14 @@ def test_the_demo_runs_the_same_computation_with_and_without_bf16_instructions(m
     with_bf16, without = captured_stages(True), captured_stages(False)
     assert with_bf16 == without
     assert not any(bf16 for _, bf16, _ in with_bf16)
+
+
+def test_trl_loss_forward_runs_under_autocast():
+    """Why a bf16 run scores the old policy in a separate float32 forward: TRL's loss forward is autocast."""
+    import inspect
+
+    from trl import GRPOTrainer
+    source = inspect.getsource(GRPOTrainer._get_per_token_logps_and_entropies)
+    assert "self.accelerator.autocast()" in source, (
+        "TRL's _get_per_token_logps_and_entropies no longer runs under accelerator.autocast(): check whether its "
+        "log-probs are float32 under bf16=True, and if so let decide_old_policy_source reuse it")
