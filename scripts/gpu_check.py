@@ -104,10 +104,12 @@ def table(results: dict) -> str:
     lines = ["| check | figure | value |", "|---|---|---|"]
     for run in results["precision"]:
         name = f"probed TRL run, {run['precision']} ({run['responses']} responses, probes: {run['probe_precision']})"
-        for key in ("max_error_before", "max_error_after", "max_error_delta", "delta_signs_flipped", "max_abs_delta"):
-            value = run[key]
-            lines.append(f"| {name} | {key} vs float32 re-score | {value:.3g} |" if key != "delta_signs_flipped"
-                         else f"| {name} | {key} | {value} |")
+        for key, figure in (("max_error_before", "max |stored - float32 re-score| of logp_before"),
+                            ("max_error_after", "max |stored - float32 re-score| of logp_after"),
+                            ("max_error_delta", "max |stored - float32 re-score| of Delta"),
+                            ("delta_signs_flipped", "Delta signs that differ from the re-score's"),
+                            ("max_abs_delta", "max |Delta| (float32 re-score), for scale")):
+            lines.append(f"| {name} | {figure} | {run[key]:.3g} |")
     protocol = results["protocol"]
     lines.append(f"| protocol, {protocol['questions']} questions | kept (mixed groups) / seconds | "
                  f"{protocol['kept']} / {protocol['seconds']:.1f} |")
