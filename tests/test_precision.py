@@ -77,6 +77,15 @@ def test_trl_bf16_run_stores_float32_log_likelihoods(tmp_path):
     assert "delta_resolution" not in " ".join(store.scalars["name"].unique())     # float32 weights: exact
 
 
+@pytest.fixture
+def fresh_accelerate_state():
+    """accelerate keeps one process-wide state: a test with its own mixed precision starts and ends clean."""
+    from accelerate.state import AcceleratorState
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
 def _accelerate_bf16(model):
     """The model as TRL's bf16=True leaves it: accelerate's autocast wrapper on its forward."""
     from accelerate import Accelerator
@@ -86,7 +95,7 @@ def _accelerate_bf16(model):
     return prepared
 
 
-def test_scoring_under_accelerate_autocast_is_float32_and_the_wrapper_stays(tmp_path):
+def test_scoring_under_accelerate_autocast_is_float32_and_the_wrapper_stays(fresh_accelerate_state):
     model, tokenizer = _fresh_tiny()
     batch = _group(tokenizer)
     reference = _float32_sequence_logps(model, *_rows(batch))
