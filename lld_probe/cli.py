@@ -55,7 +55,7 @@ def _protocol_config(args, optimizer: str, lr, moments=None):
     from .protocol import ProtocolConfig
     return settings_from(args, ProtocolConfig, task=_task_name(args), optimizer=optimizer, lr=lr,
                          optimizer_moments=moments,
-                         variants=[name.strip() for name in args.variants.split(",") if name.strip()])
+                         methods=[name.strip() for name in args.methods.split(",") if name.strip()])
 
 
 def _task_name(args) -> str:
@@ -248,7 +248,7 @@ def _add_protocol_command(commands) -> None:
     from .protocol import ProtocolConfig
     protocol = commands.add_parser("protocol", help="the paper's per-question one-step LLD protocol")
     add_options(protocol, ProtocolConfig)
-    protocol.add_argument("--variants", default="grpo,pos_only,random,nthr", help="methods compared, comma list")
+    protocol.add_argument("--methods", default="grpo,pos_only,random,nthr", help="methods compared, comma list")
     protocol.add_argument("--optimizer", default="sgd",
                           help="sgd | adamw | sgd,adamw (both from the same samples' seeds, side by side in comparison.md)")
     protocol.add_argument("--lr", default=None,
@@ -323,7 +323,8 @@ def _add_rescore_command(commands) -> None:
 
 def _add_correctness_arguments(parser) -> None:
     parser.add_argument("--correct-threshold", type=float, default=None,
-                        help="correct means the deciding reward >= this (default: it must be binary 0/1)")
+                        help="correct means the deciding reward >= this (default: binary 0/1, or the rule the run "
+                             "store records)")
     parser.add_argument("--correct-reward", default=None,
                         help="the reward function (column) that decides correctness (default: the weighted reward)")
 

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-ALL_VARIANTS = ["grpo", "pos_only", "random", "nthr"]
+ALL_METHODS = ["grpo", "pos_only", "random", "nthr"]
 
 # the testbed's protocol: default optimizer first, then the other one for the side by side
 # (sampling at temperature 0.7, as the paper samples DeepSeek-R1-Distill at 0.6: more groups with a high
@@ -76,9 +76,9 @@ def run_demo(*, quick: bool = False, out: Path) -> Path:
     model, tokenizer = load_model(TESTBED["model"])
     for optimizer, lr in TESTBED["optimizers"]:
         _stage(start, f"1/4 LLD protocol on the testbed ({TESTBED['model']!r} on {TESTBED['task']!r}, temperature "
-                      f"{TESTBED['temperature']}, one {optimizer} step, lr {lr:g}), variants {ALL_VARIANTS}")
+                      f"{TESTBED['temperature']}, one {optimizer} step, lr {lr:g}), methods {ALL_METHODS}")
         config = ProtocolConfig(model=TESTBED["model"], task=TESTBED["task"], questions=TESTBED["questions"],
-                                mixed=TESTBED["mixed"], temperature=TESTBED["temperature"], variants=ALL_VARIANTS,
+                                mixed=TESTBED["mixed"], temperature=TESTBED["temperature"], methods=ALL_METHODS,
                                 optimizer=optimizer, lr=lr, fresh_samples=0)
         folder = out / f"protocol-testbed-{optimizer}"
         if _protocol(config, folder, start, model, tokenizer):
@@ -86,7 +86,7 @@ def run_demo(*, quick: bool = False, out: Path) -> Path:
     del model, tokenizer
     if demo.model_protocol:
         _stage(start, f"2/4 LLD protocol on {demo.model!r}, {demo.questions} questions")
-        config = ProtocolConfig(model=demo.model, questions=demo.questions, variants=ALL_VARIANTS,
+        config = ProtocolConfig(model=demo.model, questions=demo.questions, methods=ALL_METHODS,
                                 fresh_samples=0)
         if _protocol(config, out / "protocol", start):
             runs.append(out / "protocol")

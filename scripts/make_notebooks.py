@@ -11,17 +11,17 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 NOTEBOOKS = {
     "01_quickstart.ipynb": [
         new_markdown_cell("# lld_probe quick start: the per-question LLD protocol\n\n"
-                          "For each question: sample a group of G responses, take **one** update with each advantage "
-                          "variant (GRPO, Pos Only, NTHR) from the same start, and measure the change Δ(x) of the "
+                          "For each question: sample a group of G responses, take **one** update with each method "
+                          "(GRPO, Pos Only, NTHR) from the same start, and measure the change Δ(x) of the "
                           "log-likelihood of the correct responses (PAPER: Lazy Likelihood Displacement). Runs on the "
                           "tiny model in a few seconds; pass `model=\"smollm2\"` for the real 135M instruct model."),
         new_code_cell("from lld_probe.protocol import ProtocolConfig, run_protocol\n"
-                      "from lld_probe.analysis import variant_summary\n\n"
-                      "result = run_protocol(ProtocolConfig(model=\"tiny\", questions=10, variants=[\"grpo\", \"pos_only\", \"nthr\"]),\n"
+                      "from lld_probe.analysis import method_summary\n\n"
+                      "result = run_protocol(ProtocolConfig(model=\"tiny\", questions=10, methods=[\"grpo\", \"pos_only\", \"nthr\"]),\n"
                       "                      progress=False)\n"
                       "print(f\"kept {int(result.questions['mixed'].sum())} mixed groups of {len(result.questions)} questions\")\n"
-                      "variant_summary(result.protocol)"),
-        new_markdown_cell("Δ(x) per question and variant (questions sorted by GRPO's Δ, as in the paper's Fig 1):"),
+                      "method_summary(result.protocol)"),
+        new_markdown_cell("Δ(x) per question and method (questions sorted by GRPO's Δ, as in the paper's Fig 1):"),
         new_code_cell("from lld_probe.analysis.protocol_figures import fig1, fig4\n"
                       "from IPython.display import Image\n"
                       "paths = fig1(result.protocol, \"nb_figures\")\n"

@@ -40,7 +40,7 @@ def test_chain_groups_are_mixed_and_share_text(chain):
 def test_protocol_runs_on_the_testbed(chain):
     model, tokenizer = chain
     result = run_protocol(ProtocolConfig(model="chain", task="chain", questions=4, mixed=2, fresh_samples=0,
-                                         optimizer="adamw", lr=1e-4, variants=["grpo", "pos_only"]),
+                                         optimizer="adamw", lr=1e-4, methods=["grpo", "pos_only"]),
                           model=model, tokenizer=tokenizer, progress=False)
     assert result.config.max_new_tokens == 96
     assert len(result.protocol) == 4 and result.protocol["delta_sum"].notna().all()
@@ -50,7 +50,7 @@ def test_protocol_runs_on_the_testbed(chain):
 def test_cli_runs_both_optimizers_side_by_side(tmp_path, capsys):
     from lld_probe.cli import main
     assert main(["protocol", "--model", "chain", "--task", "chain", "--questions", "4", "--mixed", "2",
-                 "--variants", "grpo,pos_only,nthr", "--fresh-samples", "0", "--optimizer", "adamw,sgd",
+                 "--methods", "grpo,pos_only,nthr", "--fresh-samples", "0", "--optimizer", "adamw,sgd",
                  "--lr", "1e-4,1e-3", "--out", str(tmp_path)]) == 0
     comparison = (tmp_path / "comparison.md").read_text()
     assert "adamw lr 0.0001" in comparison and "sgd lr 0.001" in comparison

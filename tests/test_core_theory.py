@@ -93,7 +93,7 @@ def test_ches_matches_hand_computation():
 @pytest.mark.parametrize("method", ["pairwise", "outer"])
 @pytest.mark.parametrize("vocab", ["full", "group"])
 def test_first_order_prediction_of_stacked_updates_equals_one_call_each(method, vocab):
-    """[K, G, T] advantages (the protocol's variants) share the vocabulary pass; each row must equal
+    """[K, G, T] advantages (the protocol's methods) share the vocabulary pass; each row must equal
     its own call, for both evaluation orders."""
     hidden, unembed, tokens, mask, correct = brute.random_group(4, G=5, T=6, d=4, V=11)
     generator = torch.Generator().manual_seed(0)

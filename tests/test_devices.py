@@ -10,9 +10,9 @@ import torch
 
 from brute import random_group
 from elsewhere import Elsewhere, elsewhere, elsewhere_device
-from lld_probe.core import (first_order_logp_change, gwhes, nthr_threshold, nthr_token_scores, positive_aggregate,
-                            scores_from_aggregate, select_above, sequence_logprob, token_logprobs,
-                            variant_token_advantages)
+from lld_probe.core import (first_order_logp_change, gwhes, method_token_advantages, nthr_threshold,
+                            nthr_token_scores, positive_aggregate, scores_from_aggregate, select_above,
+                            sequence_logprob, token_logprobs)
 from lld_probe.core.interaction import interaction_scores
 
 
@@ -87,14 +87,14 @@ def test_split_group_parts_and_the_interaction_kernel_take_cpu_masks():
         torch.testing.assert_close(have, want, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("variant", ["grpo", "pos_only", "nthr", "random"])
-def test_variant_advantages_on_the_device_of_the_advantages(variant):
+@pytest.mark.parametrize("method", ["grpo", "pos_only", "nthr", "random"])
+def test_method_advantages_on_the_device_of_the_advantages(method):
     _, _, _, mask, correct, _, _ = _group(2)
     selected = mask & ~correct[:, None] & (torch.arange(7)[None, :] % 2 == 0)
     advantages = torch.where(correct, 1.0, -1.0)
-    expected = variant_token_advantages(variant, advantages, mask, correct, selected, 0.0, seed=3)
+    expected = method_token_advantages(method, advantages, mask, correct, selected, 0.0, seed=3)
     with elsewhere_device():
-        per_token, scaled = variant_token_advantages(variant, elsewhere(advantages), mask, correct, elsewhere(selected),
+        per_token, scaled = method_token_advantages(method, elsewhere(advantages), mask, correct, elsewhere(selected),
                                                      0.0, seed=3)
         assert isinstance(per_token, Elsewhere) and isinstance(scaled, Elsewhere)
         got = per_token.cpu(), scaled.cpu()

@@ -179,7 +179,7 @@ def test_unknown_folder_is_refused(tmp_path):
 
 def test_protocol_folder(tmp_path):
     from lld_probe.protocol import ProtocolConfig, run_protocol, save_protocol
-    result = run_protocol(ProtocolConfig(questions=6, variants=["grpo", "nthr"], fresh_samples=0), progress=False)
+    result = run_protocol(ProtocolConfig(questions=6, methods=["grpo", "nthr"], fresh_samples=0), progress=False)
     save_protocol(result, tmp_path)
     run = load(tmp_path)
     assert run.kind == "protocol"
@@ -187,6 +187,43 @@ def test_protocol_folder(tmp_path):
     assert run.responses["group_id"].nunique() == 2 * kept
     assert len(run.extra["protocol"]) == 2 * kept
     assert (run.responses["step"] == 0).all()
+
+
+def test_a_protocol_folder_written_with_the_variant_column_reads_under_method(tmp_path):
+    """Protocol folders written before the column was named `method` call it `variant` (and `mixed` `kept`):
+    load, the report and the step-context section read them under the current names."""
+    from lld_probe.analysis.protocol_report import write_protocol_report
+    from lld_probe.protocol import ProtocolConfig, run_protocol, save_protocol
+    result = run_protocol(ProtocolConfig(questions=6, methods=["grpo", "nthr"], fresh_samples=0, step_groups=2),
+                          progress=False)
+    save_protocol(result, tmp_path)
+    old_names = {"method": "variant", "mixed": "kept"}
+    for file in tmp_path.glob("*.parquet"):
+        frame = pd.read_parquet(file)
+        write_parquet(frame.rename(columns={k: v for k, v in old_names.items() if k in frame}), file)
+    assert "variant" in pd.read_parquet(tmp_path / "protocol.parquet")
+    assert "variant" in pd.read_parquet(tmp_path / "step_context.parquet")
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    meta["settings"]["variants"] = meta["settings"].pop("methods")
+    write_json(meta, tmp_path / "meta.json")
+
+    run = load(tmp_path)
+    kept = int(result.questions["mixed"].sum())
+    assert set(run.extra["protocol"]["method"]) == {"grpo", "nthr"} and "variant" not in run.extra["protocol"]
+    assert run.extra["questions"]["mixed"].sum() == kept
+    assert set(run.responses["group_id"].str.split("|").str[1]) == {"grpo", "nthr"}
+    assert run.responses["group_id"].nunique() == 2 * kept
+    write_protocol_report(tmp_path, figures=False)
+    summary = (tmp_path / "summary.md").read_text()
+    assert "| method | questions |" in summary and "Each method against GRPO, own share alone" in summary
+
+
+def test_the_protocol_command_takes_methods():
+    from lld_probe.cli import _protocol_config, build_parser
+    args = build_parser().parse_args(["protocol", "--methods", "grpo, nthr"])
+    assert _protocol_config(args, "sgd", None).methods == ["grpo", "nthr"]
+    with pytest.raises(ValueError, match=r"methods \(--methods\)"):
+        _protocol_config(build_parser().parse_args(["protocol", "--methods", "grpo,dpo"]), "sgd", None).resolved()
 
 
 def test_cli_report_names_bad_input_and_takes_a_threshold(tmp_path, capsys):

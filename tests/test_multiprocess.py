@@ -48,6 +48,10 @@ SETTINGS = [dict(vocab="group", anchor_self=True, beta=1.0, temperature=1.0),
 def test_split_group_nthr_equals_one_process(tmp_path, world_size, bounds_list):
     cases = [(f"seed{seed}-{bounds}-{i}", _random_group(seed), bounds, settings)
              for seed, bounds in enumerate(bounds_list) for i, settings in enumerate(SETTINGS)]
+    # measured tokens with holes (a tool's output inside completions): M+, V*, anchors over the measured ones
+    holes = _random_group(7)
+    holes["mask"] = holes["mask"] & (torch.arange(holes["mask"].shape[1]) % 3 != 1)[None, :]
+    cases.append((f"holes-{bounds_list[0]}", holes, bounds_list[0], SETTINGS[0]))
     results = _run(world_size, cases, tmp_path)
     for name, group, bounds, settings in cases:
         whole = nthr_token_scores(group["hidden"], group["unembed"], group["tokens"], group["mask"], group["correct"],
@@ -186,3 +190,21 @@ def test_two_processes_killed_mid_step_resume_and_evaluate(tmp_path):
     assert run.meta["restarts"] == 1 and run.meta["world_size"] == 2
     assert not run.scalars.duplicated(["step", "name"]).any()
     assert sorted(run.scalar("eval/accuracy")["step"]) == [0, 1, 2, 3]
+
+
+@pytest.mark.distributed
+def test_two_processes_record_both_generation_batches_of_a_step(tmp_path):
+    """gradient_accumulation_steps=2, steps_per_generation=1: two generation batches per optimizer step (each with a
+    group split across the processes), both finished by that step and written under it, groups numbered on."""
+    from lld_probe.analysis import load
+    out = tmp_path / "two-batches"
+    _torchrun(tmp_path, out, 3, "nthr", "--trl", "gradient_accumulation_steps=2")
+    run = load(out)
+    assert len(run.responses) == 2 * 2 * 3 * 8 and (run.responses["window_steps"] == 1).all()
+    assert run.meta["delta_spans_optimizer_steps"] == 1
+    for step, frame in run.responses.groupby("step"):
+        assert sorted(frame["group_id"].unique()) == [f"{step}:{index}" for index in range(6)]
+        for _, indices in frame.groupby("group_id")["response_index"]:      # whole groups, once each
+            assert sorted(indices) == list(range(8))
+        assert run.scalar("lld/rate").set_index("step")["value"][step] == pytest.approx(_pooled_rate(frame))
+    assert (run.scalar("lld/nthr_exchange_bytes")["value"] > 0).all()

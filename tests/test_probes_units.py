@@ -124,3 +124,42 @@ def test_row_builders_follow_the_schema_and_the_layout():
     assert tokens["token_id"].tolist() == [10, 11, 10, 11, 10]
     assert tokens["scaled"].tolist() == [False, False, True, False, False]
     assert isinstance(tokens, pd.DataFrame)
+
+
+class _TwoProcesses:
+    """Stand-in for two processes: the other one sends `other` (its own per-process metric parts)."""
+    rank, world_size, traffic = 0, 2, {}
+
+    def __init__(self, other):
+        self.other = other
+
+    def all_gather_object(self, value, purpose="other"):
+        return [value, self.other]
+
+
+class _Capture:
+    rank, world_size, traffic = 0, 2, {}
+
+    def all_gather_object(self, value, purpose="other"):
+        self.value = value
+        return [value]
+
+
+def test_sampler_gap_pools_every_measured_token_over_processes():
+    from dataclasses import replace
+    probed = _probed("nthr", truncated=(False, False, True, False))        # old log-probs -0.5 on every token
+    delta = torch.tensor([-0.1, 0.2, math.nan, -0.3], dtype=torch.float64)
+    mine = torch.tensor([[-0.4, -0.7, 0.0], [-0.5, math.nan, -1.5], [0.0, 0.0, 0.0], [-0.3, 0.0, 0.0]])
+    theirs = torch.tensor([[-0.5, -0.5, 0.0], [-0.6, -0.5, -0.5], [0.0, 0.0, 0.0], [-0.5, 0.0, 0.0]])
+    capture = _Capture()
+    step_metrics(ProbedBatch(replace(probed.generation, sampler_token_logps=theirs, sampler_zeroed_tokens=3),
+                             probed.old, probed.loss_advantages, probed.scaled), delta, capture)
+    mine_probed = ProbedBatch(replace(probed.generation, sampler_token_logps=mine, sampler_zeroed_tokens=1),
+                              probed.old, probed.loss_advantages, probed.scaled)
+    metrics = step_metrics(mine_probed, delta, _TwoProcesses(capture.value))
+    # measured tokens: rows 0 (2), 1 (3, one without a sampler log-prob), 3 (1); truncated row 2 has none
+    mine_gaps = [0.1, 0.2, 0.0, 1.0, 0.2]
+    theirs_gaps = [0.0, 0.0, 0.1, 0.0, 0.0, 0.0]
+    assert metrics["lld/sampler_gap_mean"] == pytest.approx(sum(mine_gaps + theirs_gaps) / 11, abs=1e-6)
+    assert metrics["lld/sampler_gap_max"] == pytest.approx(1.0, abs=1e-6)
+    assert metrics["lld/sampler_zeroed_tokens"] == 4.0

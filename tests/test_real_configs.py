@@ -91,15 +91,17 @@ def test_two_weighted_reward_functions_are_read_back_with_their_weights(tmp_path
 
 
 @pytest.mark.integration
-def test_partial_credit_trains_once_a_rule_is_given(tmp_path):
+def test_partial_credit_trains_by_advantage_sign_or_by_the_rule_given(tmp_path):
     def half_credit(completions, answer, **kwargs):
         return [1.0 if a in c else 0.5 for c, a in zip(completions, answer)]
 
-    trainer, _ = make_trainer(_settings(tmp_path, "refused"))
+    trainer, _ = make_trainer(_settings(tmp_path, "by_sign"))
     trainer.reward_funcs = [half_credit]
     trainer.reward_func_names = ["half_credit"]
-    with pytest.raises(ValueError, match="correct_threshold=X.*correct_reward=NAME"):
-        trainer.train()
+    trainer.train()
+    responses = load(tmp_path / "by_sign").responses
+    above_mean = responses["reward"] > responses.groupby("group_id")["reward"].transform("mean")
+    assert responses["correct"].tolist() == above_mean.tolist()
     trainer, _ = make_trainer(_settings(tmp_path, "ruled", correct_threshold=1.0))
     trainer.reward_funcs = [half_credit]
     trainer.reward_func_names = ["half_credit"]

@@ -309,3 +309,122 @@ def test_verl_dumps_with_a_checkpoint_pattern(runs):
     both = rescored.merge(text, on=["step", "completion", "prompt"], suffixes=("_r", "_p"))
     assert len(rescored) == len(text)
     np.testing.assert_allclose(both["logp_after_r"], both["logp_after_p"], rtol=0, atol=1e-5)
+
+
+def _float64_logp(model, prompt_ids, completion_ids) -> float:
+    """A response's summed log-likelihood in float64, one full row: the state at t-1 predicts token t."""
+    ids = torch.tensor([list(prompt_ids) + list(completion_ids)])
+    with torch.no_grad():
+        logps = torch.log_softmax(model(ids).logits[0].double(), -1)
+    return sum(float(logps[len(prompt_ids) + j - 1, token]) for j, token in enumerate(completion_ids))
+
+
+@pytest.fixture(scope="module")
+def two_step_generations(tmp_path_factory):
+    """A plain GRPOTrainer run whose generation batches each feed two optimizer steps (steps_per_generation=2,
+    gradient_accumulation_steps=1): checkpoint-1..4, completions/ and the token dump."""
+    from lld_probe.integrations.trl import add_token_dump
+    tmp = tmp_path_factory.mktemp("rescore-spg")
+    settings = train_settings(out=str(tmp / "plain"), method="grpo", steps=STEPS, prompts_per_step=2, group_size=4,
+                              eval_every=0, probe_set_size=0, progress=False, probes=False, save_steps=1,
+                              extra={"log_completions": True, "steps_per_generation": 2,
+                                     "gradient_accumulation_steps": 1})
+    trainer, _ = make_trainer(settings)
+    add_token_dump(trainer)
+    trainer.train()
+    return tmp
+
+
+@pytest.mark.parametrize("source", ["ids", "text"])
+def test_steps_per_generation_two_brackets_each_batch_by_its_two_optimizer_steps(two_step_generations, source):
+    from transformers import AutoModelForCausalLM
+    from lld_probe.models.tiny import TINY_DIR
+    tmp = two_step_generations
+    run = tmp / "plain"
+    if source == "text":                                  # the completions log alone, re-tokenised
+        run = tmp / "text-only"
+        run.mkdir(exist_ok=True)
+        for step in range(1, STEPS + 1):
+            link = run / f"checkpoint-{step}"
+            if not link.exists():
+                link.symlink_to(tmp / "plain" / f"checkpoint-{step}", target_is_directory=True)
+        shutil.copytree(tmp / "plain" / "completions", run / "completions", dirs_exist_ok=True)
+    out = tmp / f"store-{source}"
+    summary = rescore(run, out, initial_model="tiny", progress=False)
+    store = read_run_store(out).responses
+    # one generation batch of 16 responses per two optimizer steps: sampled after step 0 and after step 2
+    assert sorted(store["step"].unique()) == [1, 3] and len(store) == 2 * 16
+    assert (store["tokenization"] == source).all() and store["roundtrip_ok"].all()
+    assert (store["window_steps"] == 2).all()
+    assert store.groupby("step")["checkpoint_before"].first().tolist() == [0, 2]
+    assert store.groupby("step")["checkpoint_after"].first().tolist() == [2, 4]
+    # TRL's completions log repeats a generation batch at each optimizer step that uses it; the dump holds it once
+    if source == "text":
+        assert sorted(summary.skipped) == [2, 4]
+        assert all("the same generation batch" in why for why in summary.skipped.values())
+    else:
+        assert summary.skipped == {}
+    # an independent float64 re-score of every sampled response at the two bracketing checkpoints
+    dump = pd.concat([pd.read_parquet(f) for f in sorted((tmp / "plain" / "lld_tokens").glob("*.parquet"))])
+    assert sorted(dump["step"].unique()) == [1, 3] and len(dump) == 2 * 16
+    models = {0: TINY_DIR, 2: tmp / "plain" / "checkpoint-2", 4: tmp / "plain" / "checkpoint-4"}
+    models = {k: AutoModelForCausalLM.from_pretrained(v, dtype=torch.float64).eval() for k, v in models.items()}
+    for step, before, after in ((1, 0, 2), (3, 2, 4)):
+        rows = dump[dump["step"] == step].sort_values("row")
+        stored = store[store["step"] == step].sort_values(["group_id", "response_index"],
+                                                         key=lambda c: c.map(_group_order) if c.name == "group_id" else c)
+        assert stored["completion"].tolist() == rows["completion"].tolist()
+        expected_before = [_float64_logp(models[before], p, c) for p, c in zip(rows["prompt_ids"], rows["completion_ids"])]
+        expected_after = [_float64_logp(models[after], p, c) for p, c in zip(rows["prompt_ids"], rows["completion_ids"])]
+        np.testing.assert_allclose(stored["logp_before"], expected_before, rtol=0, atol=1e-4)
+        np.testing.assert_allclose(stored["logp_after"], expected_after, rtol=0, atol=1e-4)
+        # TRL computes the old policy's token log-probs for a batch it reuses: the dump holds them, aligned
+        assert rows["old_policy_logps"].notna().all()
+        np.testing.assert_allclose([sum(logps) for logps in rows["old_policy_logps"]], expected_before, rtol=0,
+                                   atol=1e-4)
+
+
+def _group_order(group_id: str) -> int:
+    return int(str(group_id).split(":")[1])
+
+
+def test_verl_token_dump_rows_are_read_by_uid_and_rescored_from_their_ids(runs):
+    """verl rollout dump rows with the token dump's columns (as lld_probe.integrations.verl's trainers write them:
+    store.token_dump.dump_columns), rows scattered as verl's balance_batch leaves them: the reader groups them by
+    uid and keeps the columns; rescore takes the token ids (no re-tokenising)."""
+    import json
+    from lld_probe.analysis import load
+    from lld_probe.store.schema import TOKEN_DUMP_COLUMNS
+    from lld_probe.store.token_dump import dump_columns
+    folder = runs["tmp"] / "verl-ids"
+    folder.mkdir()
+    scatter = np.random.default_rng(0).permutation(8)
+    for file in sorted(runs["dump"].glob("*.parquet")):
+        frame = pd.read_parquet(file).sort_values("row").iloc[scatter].reset_index(drop=True)
+        step = int(frame["step"].iloc[0])
+        columns = dump_columns(uid=[f"uid-{step}-{row // 4}" for row in frame["row"]], prompt_ids=frame["prompt_ids"],
+                               completion_ids=frame["completion_ids"], advantage=frame["advantage"],
+                               old_policy_logps=[[-1.0] * len(ids) for ids in frame["completion_ids"]])
+        lines = [json.dumps({"input": p, "output": c, "score": float(r), "step": step,
+                             **{name: values[i] for name, values in columns.items()}})
+                 for i, (p, c, r) in enumerate(zip(frame["prompt"], frame["completion"], frame["reward"]))]
+        (folder / f"{step}.jsonl").write_text("\n".join(lines) + "\n")
+    run = load(folder)
+    assert set(TOKEN_DUMP_COLUMNS) <= set(run.responses.columns)
+    for gid, rows in run.responses.groupby("group_id"):          # one uid, one prompt per group, G responses
+        assert rows["uid"].nunique() == 1 and rows["prompt"].nunique() == 1 and len(rows) == 4, gid
+        assert sorted(rows["response_index"]) == [0, 1, 2, 3]
+    first = run.responses[run.responses["step"] == 1]
+    assert first["group_id"].iloc[0] == "1:0" and first["uid"].iloc[0] == f"uid-1-{scatter[0] // 4}"
+    out = runs["tmp"] / "verl-ids-store"
+    summary = rescore(folder, out, initial_model="tiny", checkpoints=str(runs["plain"] / "checkpoint-{step}"),
+                      progress=False)
+    assert summary.text_responses == 0
+    rescored = read_run_store(out).responses
+    assert (rescored["tokenization"] == "ids").all() and len(rescored) == STEPS * 8
+    text = read_run_store(runs["text"]).responses.drop_duplicates(["step", "prompt", "completion"])
+    both = rescored.merge(text, on=["step", "prompt", "completion"], suffixes=("_r", "_p"), validate="many_to_one")
+    assert len(both) == len(rescored)
+    np.testing.assert_allclose(both["logp_after_r"], both["logp_after_p"], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(both["logp_before_r"], both["logp_before_p"], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(both["advantage_r"], both["advantage_p"], rtol=0, atol=1e-6)

@@ -1,4 +1,4 @@
-"""LLDGRPOTrainer on the tiny model: advantage variants, probes, run store, kill and resume."""
+"""LLDGRPOTrainer on the tiny model: the four methods, probes, run store, kill and resume."""
 
 from __future__ import annotations
 
@@ -238,12 +238,13 @@ def test_killed_run_loads_and_resume_continues(tmp_path):
     assert store.meta["restarts"] == 1
 
 
-def test_non_binary_rewards_are_refused(tmp_path):
+def test_a_non_binary_reward_given_alike_to_every_response_makes_no_group_mixed(tmp_path):
     trainer, _ = make_trainer(_settings(tmp_path, "nthr"))
     trainer.reward_funcs = [lambda completions, **kw: [0.5] * len(completions)]
     trainer.reward_func_names = ["half"]
-    with pytest.raises(ValueError, match="binary"):
-        _generation_batch(trainer)
+    _generation_batch(trainer)            # no correctness setting needed: the advantage sign decides
+    pending = trainer.pending_probed
+    assert not pending.correct.any() and not pending.scaled.any() and (pending.advantages == 0).all()
 
 
 def test_a_new_run_refuses_an_existing_store(tmp_path):

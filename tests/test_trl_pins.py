@@ -83,3 +83,49 @@ def test_every_trl_method_the_mixin_overrides_is_pinned():
     overridden = {name for name in vars(LikelihoodProbeMixin) if hasattr(GRPOTrainer, name) and not name.startswith("__")}
     pinned = set(PINNED) | {"_get_per_token_logps_and_entropies"}
     assert overridden <= pinned, f"the mixin overrides TRL methods no test pins: {sorted(overridden - pinned)}"
+
+
+def test_generation_schedule_the_probes_follow():
+    """lld_probe/integrations/trl/batch_windows.py: TRL generates when _step is a multiple of generate_every =
+    steps_per_generation * num_iterations (or it holds no buffered batch), and feeds the batch's slices in turn."""
+    source = inspect.getsource(GRPOTrainer._prepare_inputs)
+    for line in ("generate_every = self.args.steps_per_generation * self.num_iterations",
+                 "if self._step % generate_every == 0 or self._buffered_inputs is None:",
+                 "inputs = self._buffered_inputs[self._step % self.args.steps_per_generation]"):
+        assert line in source, (f"TRL {trl.__version__} changed when GRPOTrainer._prepare_inputs generates ({line!r} "
+                                f"is gone): update lld_probe/integrations/trl/batch_windows.py")
+
+
+def test_tool_outputs_are_masked_by_tool_mask_not_completion_mask():
+    """Multi-turn tools (tools=, environment_factory, a rollout_func's env_mask) keep completion_mask a prefix
+    and mark a tool's output in output["tool_mask"] (0 there), which the loss multiplies into completion_mask:
+    the probes read the same key (adapter.measured_flags) to leave those tokens unmeasured."""
+    generate = inspect.getsource(GRPOTrainer._generate)
+    assert 'extra_fields.pop("env_mask"' in generate, (f"TRL {trl.__version__} no longer turns a rollout_func's env_mask "
+                                                       f"into tool_mask: update adapter.measured_flags")
+    score = inspect.getsource(GRPOTrainer._generate_and_score_completions)
+    assert 'output["tool_mask"] = tool_mask' in score, (f"TRL {trl.__version__} no longer hands tool_mask on in the "
+                                                       f"generation batch: update adapter.measured_flags")
+    loss = inspect.getsource(GRPOTrainer._compute_loss)
+    assert 'completion_mask * inputs["tool_mask"]' in loss, (f"TRL {trl.__version__}'s loss no longer masks tool "
+                                                             f"outputs with tool_mask: update adapter.measured_flags")
+
+
+def test_trl_advantage_sign_is_the_reward_against_its_group_mean():
+    """The probes read correctness of non-binary rewards from reward - group mean (core.correctness): TRL's
+    advantage must still be that difference over a positive scale (sum_then_normalize, every scale_rewards)."""
+    source = inspect.getsource(GRPOTrainer._generate_and_score_completions)
+    for piece in ("advantages = rewards - mean_grouped_rewards", "advantages / (std_rewards + 1e-4)",
+                  'self.multi_objective_aggregation == "sum_then_normalize"'):
+        assert piece in source, (f"TRL {trl.__version__} changed its advantage ({piece!r} is gone): check that its "
+                                 f"sign is still reward - group mean (lld_probe/core/correctness.py, "
+                                 f"lld_probe/integrations/trl/advantage_sign.py)")
+
+
+def test_trl_vllm_fields_keep_their_names_and_masking():
+    """lld_probe/integrations/trl/sampler.py reads these output fields; a masked ratio is exactly 0."""
+    source = inspect.getsource(GRPOTrainer._generate_and_score_completions)
+    for piece in ('output["importance_sampling_ratio"]', 'output["sampling_per_token_logps"]',
+                  "invalid_mis_mask, value=0.0", "completion_mask * tool_mask"):
+        assert piece in source, (f"TRL {trl.__version__} changed its importance-sampling fields ({piece!r} is "
+                                 f"gone): update lld_probe/integrations/trl/sampler.py")

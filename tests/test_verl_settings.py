@@ -62,3 +62,16 @@ def test_advantage_layouts():
         sequence_advantages(torch.tensor([[0.5, 0.4, 0.0], [-1.0, 0.0, 0.0]]), mask)
     assert to_response_width(torch.tensor([2.0, 3.0]), mask).tolist() == [[2.0, 2.0, 0.0], [3.0, 0.0, 0.0]]
     assert to_response_width(torch.tensor([[1.0, 2.0], [4.0, 9.0]]), mask).tolist() == [[1.0, 2.0, 0.0], [4.0, 0.0, 0.0]]
+
+
+def test_lld_probes_false_selects_the_token_dump_alone():
+    from lld_probe.integrations.verl.settings import check_dump_config, probes_enabled
+    assert probes_enabled(None) and probes_enabled({"method": "nthr"}) and not probes_enabled({"probes": False})
+    assert probe_settings_from_config({"probes": False})[0].method == "grpo"       # an accepted key
+    with pytest.raises(ValueError, match="lld.probes"):
+        probes_enabled({"probes": "no"})
+    check_dump_config({"actor_rollout_ref": {"actor": {"strategy": "megatron"}}})   # the dump needs no FSDP
+    with pytest.raises(ValueError, match="trainer.use_v1"):
+        check_dump_config({"trainer": {"use_v1": True}})
+    with pytest.raises(ValueError, match="multi_turn"):
+        check_dump_config({"actor_rollout_ref": {"rollout": {"multi_turn": {"enable": True}}}})

@@ -25,57 +25,57 @@ def _interval_row(values, **keys) -> dict:
 
 
 def lld_by_success_rate(protocol: pd.DataFrame) -> pd.DataFrame:
-    """Per variant and bin of the group's success rate p: questions, LLD share (Delta(x) <= 0) and
+    """Per method and bin of the group's success rate p: questions, LLD share (Delta(x) <= 0) and
     median Delta(x), each with a bootstrap interval over the questions."""
     rows = []
-    for variant, group in protocol.groupby("variant", sort=False):
+    for method, group in protocol.groupby("method", sort=False):
         for low, high, name in P_BINS:
             inside = group[(group["p"] >= low) & ((group["p"] < high) | (high == 1.0))]
             if len(inside):
-                rows.append(_interval_row(inside["delta_sum"].to_numpy(), variant=variant, bin=name,
+                rows.append(_interval_row(inside["delta_sum"].to_numpy(), method=method, bin=name,
                                           x=float(inside["p"].mean())))
     return pd.DataFrame(rows)
 
 
 def lld_by_nthr_selection(protocol: pd.DataFrame, split: float = 0.5) -> pd.DataFrame:
-    """Per variant and by the share of the incorrect responses' tokens NTHR selects (the protocol's
+    """Per method and by the share of the incorrect responses' tokens NTHR selects (the protocol's
     nthr_selected_fraction, below / at or above `split`; x: its mean in the bin): questions, LLD share and
     median Delta(x), with bootstrap intervals. When NTHR selects nearly everything, GRPO + Random with the same count is
     close to Pos Only while NTHR keeps exactly the tokens it left, so the two regimes answer different
     questions about NTHR."""
-    if "nthr_selected_fraction" not in protocol or not (protocol["variant"] == "nthr").any():
+    if "nthr_selected_fraction" not in protocol or not (protocol["method"] == "nthr").any():
         return pd.DataFrame()
-    fraction = protocol[protocol["variant"] == "nthr"].set_index("question_id")["nthr_selected_fraction"]
+    fraction = protocol[protocol["method"] == "nthr"].set_index("question_id")["nthr_selected_fraction"]
     rows = []
-    for variant, group in protocol.groupby("variant", sort=False):
+    for method, group in protocol.groupby("method", sort=False):
         share = group["question_id"].map(fraction)
         for inside, name in ((share < split, f"NTHR selects < {split:.0%}"),
                              (share >= split, f"NTHR selects ≥ {split:.0%}")):
             if inside.any():
-                rows.append(_interval_row(group.loc[inside, "delta_sum"].to_numpy(), variant=variant, bin=name,
+                rows.append(_interval_row(group.loc[inside, "delta_sum"].to_numpy(), method=method, bin=name,
                                           x=float(share[inside].mean())))
     return pd.DataFrame(rows)
 
 
 def correct_response_deltas(responses: pd.DataFrame) -> pd.DataFrame:
-    """One row per correct response and variant: its Delta = log pi_after(y+|x) - log pi_before(y+|x)
+    """One row per correct response and method: its Delta = log pi_after(y+|x) - log pi_before(y+|x)
     (PAPER: the LLD criterion for (x, y+)) and its length."""
     correct = responses[responses["correct"].astype(bool)].copy()
     correct["delta"] = correct["logp_after"] - correct["logp_before"]
-    return correct[["question_id", "variant", "response_index", "n_tokens", "delta"]]
+    return correct[["question_id", "method", "response_index", "n_tokens", "delta"]]
 
 
 def lld_over_correct_responses(responses: pd.DataFrame) -> pd.DataFrame:
-    """Per variant, over all correct responses: how many lose likelihood (Delta <= 0), the share with a
+    """Per method, over all correct responses: how many lose likelihood (Delta <= 0), the share with a
     bootstrap interval, and their median Delta."""
     deltas = correct_response_deltas(responses)
-    return pd.DataFrame([{**_interval_row(group["delta"].to_numpy(), variant=variant),
+    return pd.DataFrame([{**_interval_row(group["delta"].to_numpy(), method=method),
                           "lazy": int(is_lazy(group["delta"]).sum())}
-                         for variant, group in deltas.groupby("variant", sort=False)])
+                         for method, group in deltas.groupby("method", sort=False)])
 
 
 def lld_by_length(responses: pd.DataFrame, bins: int = 3) -> pd.DataFrame:
-    """Per variant and length tertile (quantile bins of the correct responses' token counts): LLD
+    """Per method and length tertile (quantile bins of the correct responses' token counts): LLD
     share over correct responses and their median Delta, with bootstrap intervals."""
     deltas = correct_response_deltas(responses)
     if deltas.empty:
@@ -86,9 +86,9 @@ def lld_by_length(responses: pd.DataFrame, bins: int = 3) -> pd.DataFrame:
         edges = np.array([lengths.min(), lengths.max() + 1])
     deltas["bin"] = pd.cut(deltas["n_tokens"], edges, include_lowest=True)
     rows = []
-    for variant, group in deltas.groupby("variant", sort=False):
+    for method, group in deltas.groupby("method", sort=False):
         for interval, inside in group.groupby("bin", observed=True):
-            rows.append(_interval_row(inside["delta"].to_numpy(), variant=variant,
+            rows.append(_interval_row(inside["delta"].to_numpy(), method=method,
                                       bin=f"{math.ceil(interval.left)}-{math.floor(interval.right)} tokens",
                                       x=float(inside["n_tokens"].mean())))
     return pd.DataFrame(rows)

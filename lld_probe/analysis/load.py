@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from ..core import correct_from_rewards, group_advantages, rewards_are_binary
+from ..core import BINARY_RULE, DEFAULT_RULE, configured_rule, correct_from_rewards, group_advantages, rewards_are_binary
 from ..store.protocol_folder import read_protocol_tables
 from ..store.run_store import is_run_store, read_run_store
 from ..store.schema import protocol_group_id
@@ -41,12 +41,22 @@ def group_advantages_frame(responses: pd.DataFrame, *, std: str = "sample", eps:
     return advantages
 
 
-def correctness_column(reward: pd.Series, threshold: float | None) -> pd.Series:
-    """lld_probe.core.correct_from_rewards per row; NA where the reward is NaN, and everywhere when rewards
-    are not binary and no threshold is given (stats that need correctness then refuse with a clear error)."""
+def correctness_column(reward: pd.Series, threshold: float | None, *, step: pd.Series | None = None,
+                       group: pd.Series | None = None) -> pd.Series:
+    """lld_probe.core.correct_from_rewards per row; NA where the reward is NaN. Given each row's step and group
+    (a run that records the default rule), each step is one batch and non-binary rewards are split by the
+    advantage sign within their group; without them, non-binary rewards and no threshold leave NA everywhere
+    (stats that need correctness then refuse with a clear error)."""
     values = torch.tensor(reward.to_numpy(dtype=float))
     known = ~torch.isnan(values)
     unknown = pd.Series(pd.NA, index=reward.index, dtype="boolean")
+    if threshold is None and step is not None and group is not None:
+        codes = torch.tensor(pd.factorize(group)[0])
+        steps = step.to_numpy()
+        for value in pd.unique(steps):
+            rows = torch.from_numpy(steps == value) & known
+            unknown[rows.numpy()] = correct_from_rewards(values[rows], None, groups=codes[rows]).numpy()
+        return unknown
     if threshold is None and not rewards_are_binary(values[known]):
         return unknown
     if bool(known.all()):
@@ -72,8 +82,15 @@ def deciding_reward(run: Run, correct_reward: str | None) -> pd.Series:
 def _finish(run: Run, threshold: float | None, correct_reward: str | None) -> Run:
     responses = run.responses
     correct_reward = correct_reward or run.meta.get("default_correct_reward")
+    # runs that record no rule (older stores, other frameworks' logs) keep the binary rule
+    recorded = run.meta.get("correctness_rule", BINARY_RULE)
     if "correct" not in responses.columns or threshold is not None or correct_reward is not None:
-        responses["correct"] = correctness_column(deciding_reward(run, correct_reward), threshold)
+        by_sign = recorded == DEFAULT_RULE
+        responses["correct"] = correctness_column(deciding_reward(run, correct_reward), threshold,
+                                                  step=responses["step"] if by_sign else None,
+                                                  group=responses["group_id"] if by_sign else None)
+        recorded = configured_rule(threshold) if by_sign or threshold is not None else BINARY_RULE
+    run.meta["correctness_rule"] = recorded
     if "advantage" not in responses.columns:
         responses["advantage"] = group_advantages_frame(responses)
     if responses["correct"].isna().any():
@@ -124,9 +141,9 @@ def _load_protocol(path: Path) -> Run:
     responses = tables["responses"].copy()
     if len(responses):
         responses.insert(0, "step", 0)
-        # one group per (question, variant): every variant updates the same sampled group
+        # one group per (question, method): every method updates the same sampled group
         responses.insert(1, "group_id", [protocol_group_id(q, v) for q, v in zip(responses["question_id"],
-                                                                                  responses["variant"])])
+                                                                                  responses["method"])])
         responses["prompt"] = responses["question_id"].astype(str)
     else:
         responses = pd.DataFrame(columns=REQUIRED)

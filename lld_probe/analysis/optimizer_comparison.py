@@ -1,5 +1,5 @@
 """Protocol folders side by side (e.g. the same questions under one SGD step and one AdamW step): per
-folder and variant the LLD share and median Delta(x) with its bootstrap interval, and each variant
+folder and method the LLD share and median Delta(x) with its bootstrap interval, and each method
 against GRPO per question (Wilcoxon signed-rank)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import math
 
 import pandas as pd
 
-from .stats import paired_lld_change, paired_values, paired_wilcoxon, variant_summary
+from .stats import method_summary, paired_lld_change, paired_values, paired_wilcoxon
 
 
 def protocol_label(meta: dict) -> str:
@@ -29,24 +29,24 @@ def same_setup_groups(runs) -> list[list]:
 
 
 def compare_protocols(tables: dict) -> pd.DataFrame:
-    """tables: label -> protocol.parquet frame. One row per (label, variant): questions, LLD share,
+    """tables: label -> protocol.parquet frame. One row per (label, method): questions, LLD share,
     median Delta [interval], and against GRPO: median per-question difference, questions where the
-    variant is higher, Wilcoxon p, lazy questions rescued / newly lazy and their McNemar p."""
+    method is higher, Wilcoxon p, lazy questions rescued / newly lazy and their McNemar p."""
     rows = []
     for name, protocol in tables.items():
-        summary = variant_summary(protocol).set_index("variant")
-        for variant in summary.index:
-            row = {"protocol": name, "variant": variant, "questions": int(summary.loc[variant, "questions"]),
-                   "lld_share": summary.loc[variant, "lld_share"], "median_delta": summary.loc[variant, "median_delta"],
-                   "ci_low": summary.loc[variant, "ci_low"], "ci_high": summary.loc[variant, "ci_high"],
+        summary = method_summary(protocol).set_index("method")
+        for method in summary.index:
+            row = {"protocol": name, "method": method, "questions": int(summary.loc[method, "questions"]),
+                   "lld_share": summary.loc[method, "lld_share"], "median_delta": summary.loc[method, "median_delta"],
+                   "ci_low": summary.loc[method, "ci_low"], "ci_high": summary.loc[method, "ci_high"],
                    "vs_grpo_median_difference": math.nan, "higher_than_grpo": "", "wilcoxon_p": math.nan,
                    "lazy_rescued_new": "", "mcnemar_p": math.nan}
-            if variant != "grpo" and "grpo" in summary.index:
-                test = paired_wilcoxon(protocol, "grpo", variant)
-                pairs = paired_values(protocol, "grpo", variant)
-                change = paired_lld_change(protocol, "grpo", variant)
+            if method != "grpo" and "grpo" in summary.index:
+                test = paired_wilcoxon(protocol, "grpo", method)
+                pairs = paired_values(protocol, "grpo", method)
+                change = paired_lld_change(protocol, "grpo", method)
                 row.update(vs_grpo_median_difference=test["median_difference"], wilcoxon_p=test["p_value"],
-                           higher_than_grpo=f"{int((pairs[variant] > pairs['grpo']).sum())}/{len(pairs)}",
+                           higher_than_grpo=f"{int((pairs[method] > pairs['grpo']).sum())}/{len(pairs)}",
                            lazy_rescued_new=f"{change['rescued']}/{change['newly_lazy']}",
                            mcnemar_p=change["mcnemar_p"])
             rows.append(row)
@@ -57,5 +57,5 @@ def comparison_markdown(tables: dict) -> str:
     from .markdown import markdown_table
     return "\n".join(["## Protocols side by side (same model and task; optimizer / lr)", "",
                       "LLD share: questions with Delta(x) <= 0. median_delta with its bootstrap 95% interval over "
-                      "questions. vs GRPO: median of (variant - GRPO) per question, questions where the variant is "
+                      "questions. vs GRPO: median of (method - GRPO) per question, questions where the method is "
                       "higher, Wilcoxon signed-rank p; lazy questions rescued / newly lazy against GRPO, exact McNemar p.", "", markdown_table(compare_protocols(tables)), ""])

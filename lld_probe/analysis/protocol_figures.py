@@ -16,21 +16,21 @@ from .stats import spearman
 from .style import apply_style, color, label, save_figure
 
 
-def delta_bars(protocol: pd.DataFrame, variants, out_dir, name: str, *, title: str = "") -> list:
+def delta_bars(protocol: pd.DataFrame, methods, out_dir, name: str, *, title: str = "") -> list:
     """Bars of Delta(x) per question, questions sorted by GRPO's Delta (PAPER Fig 1 / Fig 4)."""
     apply_style()
-    variants = [v for v in variants if v in set(protocol["variant"])]
-    if "grpo" not in variants:
-        raise ValueError("delta bars need the grpo variant (questions are sorted by its Delta)")
-    wide = protocol.pivot_table(index="question_id", columns="variant", values="delta_sum")
+    methods = [m for m in methods if m in set(protocol["method"])]
+    if "grpo" not in methods:
+        raise ValueError("delta bars need the grpo method (questions are sorted by its Delta)")
+    wide = protocol.pivot_table(index="question_id", columns="method", values="delta_sum")
     order = wide["grpo"].sort_values().index
     n = len(order)
-    width = 0.8 / len(variants)
+    width = 0.8 / len(methods)
     fig, ax = plt.subplots(figsize=(min(16.0, max(6.0, 0.28 * n + 2)), 3.6))    # many questions: thinner bars
     x = np.arange(n)
-    for index, variant in enumerate(variants):
-        ax.bar(x + (index - (len(variants) - 1) / 2) * width, wide.loc[order, variant], width,
-               color=color(variant), label=label(variant), linewidth=0)
+    for index, method in enumerate(methods):
+        ax.bar(x + (index - (len(methods) - 1) / 2) * width, wide.loc[order, method], width,
+               color=color(method), label=label(method), linewidth=0)
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xlabel("question (sorted by GRPO's Δ(x))")
     ax.set_ylabel("Δ(x): change of log π(y⁺|x)")
@@ -41,7 +41,7 @@ def delta_bars(protocol: pd.DataFrame, variants, out_dir, name: str, *, title: s
     lazy, _ = lld_count(wide.loc[order, "grpo"])
     ax.set_title(title or f"Likelihood change of correct responses after one update ({lazy}/{n} questions with Δ ≤ 0 under GRPO)",
                  fontsize=10)
-    ax.legend(ncol=len(variants), loc="upper center", bbox_to_anchor=(0.5, -0.2))   # below the axes: never over bars
+    ax.legend(ncol=len(methods), loc="upper center", bbox_to_anchor=(0.5, -0.2))   # below the axes: never over bars
     return save_figure(fig, out_dir, name)
 
 
@@ -58,11 +58,11 @@ def predicted_vs_measured(protocol: pd.DataFrame, out_dir, name: str = "predicte
     apply_style()
     fig, ax = plt.subplots(figsize=(5.2, 4.4))
     texts = []
-    for index, (variant, group) in enumerate(protocol.groupby("variant", sort=False)):
-        ax.scatter(group["predicted_delta"], group["delta_sum"], s=22, alpha=0.8, color=color(variant, index),
-                   label=label(variant))
+    for index, (method, group) in enumerate(protocol.groupby("method", sort=False)):
+        ax.scatter(group["predicted_delta"], group["delta_sum"], s=22, alpha=0.8, color=color(method, index),
+                   label=label(method))
         rho, _ = spearman(group["predicted_delta"], group["delta_sum"])
-        texts.append(f"{label(variant)} ρ={rho:.2f}")
+        texts.append(f"{label(method)} ρ={rho:.2f}")
     ax.axhline(0, color="black", linewidth=0.6)
     ax.axvline(0, color="black", linewidth=0.6)
     ax.set_xlabel("predicted Δ(x) (first order, unembedding only)")
@@ -73,7 +73,7 @@ def predicted_vs_measured(protocol: pd.DataFrame, out_dir, name: str = "predicte
 
 
 def laziest_question(protocol: pd.DataFrame) -> str:
-    grpo = protocol[protocol["variant"] == "grpo"]
+    grpo = protocol[protocol["method"] == "grpo"]
     if grpo.empty:
         raise ValueError("no grpo rows: the laziest question is defined by GRPO's Delta")
     return str(grpo.sort_values("delta_sum").iloc[0]["question_id"])
@@ -150,10 +150,10 @@ def token_heatmap_html(rows: pd.DataFrame, question_id: str, cmap=None, norm=Non
 
 
 def protocol_figures(protocol: pd.DataFrame, tokens: pd.DataFrame, out_dir, responses: pd.DataFrame | None = None) -> list:
-    """Every protocol figure that the variants present allow (with `responses`: also LLD against length)."""
+    """Every protocol figure that the methods present allow (with `responses`: also LLD against length)."""
     from .lld_breakdown import lld_by_length, lld_by_nthr_selection, lld_by_success_rate
     written = []
-    present = set(protocol["variant"])
+    present = set(protocol["method"])
     if {"grpo", "pos_only"} <= present:
         written += fig1(protocol, out_dir)
     if {"grpo", "random", "nthr"} <= present or {"grpo", "nthr"} <= present:
@@ -180,24 +180,24 @@ def protocol_figures(protocol: pd.DataFrame, tokens: pd.DataFrame, out_dir, resp
 
 def lld_breakdown_figure(table: pd.DataFrame, out_dir, name: str, *, xlabel: str, unit: str) -> list:
     """Two panels over the bins of `table` (lld_breakdown.lld_by_success_rate / _by_length / _by_nthr_selection): the LLD
-    share and the median Delta per variant, with their bootstrap 95% intervals."""
+    share and the median Delta per method, with their bootstrap 95% intervals."""
     apply_style()
     if table.empty:
         raise ValueError("the breakdown table is empty: nothing to plot")
     bins = list(dict.fromkeys(table["bin"]))
-    variants = list(dict.fromkeys(table["variant"]))
+    methods = list(dict.fromkeys(table["method"]))
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    width = 0.8 / len(variants)
-    for index, variant in enumerate(variants):
-        rows = table[table["variant"] == variant].set_index("bin").reindex(bins)
-        x = np.arange(len(bins)) + (index - (len(variants) - 1) / 2) * width
+    width = 0.8 / len(methods)
+    for index, method in enumerate(methods):
+        rows = table[table["method"] == method].set_index("bin").reindex(bins)
+        x = np.arange(len(bins)) + (index - (len(methods) - 1) / 2) * width
         for ax, (value, low, high) in zip(axes, (("lld_share", "lld_low", "lld_high"),
                                                  ("median_delta", "median_low", "median_high"))):
             errors = np.vstack([rows[value] - rows[low], rows[high] - rows[value]]).clip(min=0)
-            ax.errorbar(x, rows[value], yerr=errors, fmt="o", color=color(variant, index), label=label(variant),
+            ax.errorbar(x, rows[value], yerr=errors, fmt="o", color=color(method, index), label=label(method),
                         capsize=3, markersize=5)
     for ax in axes:
-        ax.set_xlim(-0.6, len(bins) - 0.4)                 # one bin: the variants stay side by side
+        ax.set_xlim(-0.6, len(bins) - 0.4)                 # one bin: the methods stay side by side
         ax.set_xticks(np.arange(len(bins)))
         counts = table.groupby("bin", sort=False)["n"].max().reindex(bins)
         ax.set_xticklabels([f"{b}\n(n={int(n)} {unit})" for b, n in zip(bins, counts)], fontsize=8)
@@ -206,6 +206,6 @@ def lld_breakdown_figure(table: pd.DataFrame, out_dir, name: str, *, xlabel: str
     axes[0].set_ylim(-0.03, 1.03)
     axes[1].set_ylabel("median Δ")
     axes[1].axhline(0, color="black", linewidth=0.8)
-    axes[0].legend(ncol=len(variants), loc="upper center", bbox_to_anchor=(1.1, -0.28), fontsize=8)
+    axes[0].legend(ncol=len(methods), loc="upper center", bbox_to_anchor=(1.1, -0.28), fontsize=8)
     fig.suptitle("Where LLD lives (bootstrap 95% intervals)", fontsize=10)
     return save_figure(fig, out_dir, name)

@@ -9,9 +9,9 @@ from pathlib import Path
 import pandas as pd
 
 from ..store import write_text
-from ..store.protocol_folder import read_protocol_tables
+from ..store.protocol_folder import read_protocol_table, read_protocol_tables
 from .markdown import markdown_table
-from .stats import paired_lld_change, paired_wilcoxon, spearman, table1, variant_summary
+from .stats import method_summary, paired_lld_change, paired_wilcoxon, spearman, table1
 
 
 def lld_breakdown_sections(protocol: pd.DataFrame, tokens: pd.DataFrame | None = None,
@@ -20,12 +20,12 @@ def lld_breakdown_sections(protocol: pd.DataFrame, tokens: pd.DataFrame | None =
     selected share and by length; NTHR's selected tokens that also occur in a correct response."""
     from .lld_breakdown import (lld_by_length, lld_by_nthr_selection, lld_by_success_rate,
                                 lld_over_correct_responses, selected_token_overlap_summary)
-    columns = ["variant", "bin", "n", "lld_share", "lld_low", "lld_high", "median_delta", "median_low", "median_high"]
+    columns = ["method", "bin", "n", "lld_share", "lld_low", "lld_high", "median_delta", "median_low", "median_high"]
     lines = []
     if responses is not None and not responses.empty:
         overall = lld_over_correct_responses(responses)
         lines += ["## Correct responses with Delta <= 0 (all kept questions; bootstrap 95% intervals)", "",
-                  markdown_table(overall[["variant", "n", "lazy"] + columns[3:]]), ""]
+                  markdown_table(overall[["method", "n", "lazy"] + columns[3:]]), ""]
     lines += ["## Where LLD lives: by the group's success rate p (questions; bootstrap 95% intervals)", "",
               markdown_table(lld_by_success_rate(protocol)[columns]), ""]
     by_selection = lld_by_nthr_selection(protocol).rename(columns={"x": "mean_selected_share"})
@@ -58,24 +58,24 @@ def protocol_summary(protocol: pd.DataFrame, questions: pd.DataFrame, meta: dict
              f"{settings.get('temperature')}, one {settings.get('optimizer')} step with lr {settings.get('lr')}, "
              f"beta {settings.get('nthr_beta', settings.get('beta'))}, eta {settings.get('nthr_eta', settings.get('eta'))}, vocab {settings.get('nthr_vocab', settings.get('vocab'))}."
              + _start_sentence(settings), "",
-             "## Delta(x) per variant (sequence sum over tokens; bootstrap 95% interval of the median over questions)", "",
-             markdown_table(variant_summary(protocol)), ""]
-    if "grpo" in set(protocol["variant"]):
+             "## Delta(x) per method (sequence sum over tokens; bootstrap 95% interval of the median over questions)", "",
+             markdown_table(method_summary(protocol)), ""]
+    if "grpo" in set(protocol["method"]):
         tests = []
-        for other in [v for v in protocol["variant"].unique() if v != "grpo"]:
+        for other in [v for v in protocol["method"].unique() if v != "grpo"]:
             result = paired_wilcoxon(protocol, "grpo", other)
             tests.append({"comparison": f"{other} - grpo", **result, **paired_lld_change(protocol, "grpo", other)})
         lines += ["## Paired comparison with GRPO (Wilcoxon signed-rank over questions)",
-                  "rescued: questions with Delta(x) <= 0 under GRPO but not under the variant; newly_lazy: the "
+                  "rescued: questions with Delta(x) <= 0 under GRPO but not under the method; newly_lazy: the "
                   "reverse; mcnemar_p: exact McNemar test of the two counts.", "",
                   markdown_table(pd.DataFrame(tests)), ""]
         lines += ["## Table 1: top-K overlap of GWHES ranking and ascending Delta(x) (GRPO)", "",
                   markdown_table(table1(protocol)), ""]
     lines += drift_section(protocol)
     rows = []
-    for variant, group in protocol.groupby("variant", sort=False):
+    for method, group in protocol.groupby("method", sort=False):
         rho, p_value = spearman(group["predicted_delta"], group["delta_sum"])
-        rows.append({"variant": variant, "spearman_predicted_vs_measured": rho, "p_value": p_value})
+        rows.append({"method": method, "spearman_predicted_vs_measured": rho, "p_value": p_value})
     lines += lld_breakdown_sections(protocol, tokens, responses)
     lines += ["## How much of Delta the first-order theory explains", "", markdown_table(pd.DataFrame(rows)), "",
               "## NTHR selection", "",
@@ -92,7 +92,7 @@ def _start_sentence(settings: dict) -> str:
 
 
 def drift_section(protocol: pd.DataFrame) -> list[str]:
-    """From warm moments: Delta under the moments alone (a step with zero gradient) and each variant's Delta
+    """From warm moments: Delta under the moments alone (a step with zero gradient) and each method's Delta
     beyond it, per question (bootstrap 95% intervals); nothing for a cold start."""
     if "delta_drift_sum" not in protocol or protocol["delta_drift_sum"].isna().all():
         return []
@@ -100,11 +100,11 @@ def drift_section(protocol: pd.DataFrame) -> list[str]:
     first = protocol.drop_duplicates("question_id")
     drift = bootstrap_ci(first["delta_drift_sum"])
     rows = []
-    for variant, group in protocol.groupby("variant", sort=False):
+    for method, group in protocol.groupby("method", sort=False):
         beyond = group["delta_sum"] - group["delta_drift_sum"]
         median = bootstrap_ci(beyond)
         share = bootstrap_ci(beyond, lambda values: lld_rate(values))
-        rows.append({"variant": variant, "questions": len(group), "share_beyond_drift_le_0": share[0],
+        rows.append({"method": method, "questions": len(group), "share_beyond_drift_le_0": share[0],
                      "share_low": share[1], "share_high": share[2], "median_beyond_drift": median[0],
                      "ci_low": median[1], "ci_high": median[2]})
     return ["## The moments' drift (warm start)",
@@ -115,15 +115,15 @@ def drift_section(protocol: pd.DataFrame) -> list[str]:
 
 
 def step_context_section(frame: pd.DataFrame) -> list[str]:
-    """Markdown: per variant, Delta(x) of each group under its own share of a step alone and under the whole
+    """Markdown: per method, Delta(x) of each group under its own share of a step alone and under the whole
     step (questions and correct responses with Delta <= 0, medians, Wilcoxon of step vs own), and the
-    variants against GRPO inside the step."""
+    methods against GRPO inside the step."""
     from scipy import stats as scipy_stats
     rows = []
-    for variant, group in frame.groupby("variant", sort=False):
+    for method, group in frame.groupby("method", sort=False):
         own, step = group["delta_own_sum"], group["delta_step_sum"]
         test = scipy_stats.wilcoxon(step, own) if len(group) > 1 and (step != own).any() else None
-        rows.append({"variant": variant, "questions": len(group),
+        rows.append({"method": method, "questions": len(group),
                      "lazy_questions_own": f"{int((own <= 0).sum())}/{len(group)}",
                      "lazy_questions_step": f"{int((step <= 0).sum())}/{len(group)}",
                      "lld_rate_responses_own": group["lazy_own"].sum() / group["n_correct"].sum(),
@@ -135,14 +135,14 @@ def step_context_section(frame: pd.DataFrame) -> list[str]:
              "own: Delta(x) under the group's own share of the step's gradient alone; step: under the whole step "
              "(its own and the other groups' gradients). lld_rate_responses: correct responses with Delta <= 0. "
              "wilcoxon_p: step vs own, paired by question.", "", markdown_table(pd.DataFrame(rows)), ""]
-    if "grpo" in set(frame["variant"]):
+    if "grpo" in set(frame["method"]):
         tests = []
         for context in ("own", "step"):
-            for other in [v for v in frame["variant"].unique() if v != "grpo"]:
+            for other in [v for v in frame["method"].unique() if v != "grpo"]:
                 result = paired_wilcoxon(frame, "grpo", other, value=f"delta_{context}_sum")
                 tests.append({"context": context, "comparison": f"{other} - grpo", **result,
                               **paired_lld_change(frame, "grpo", other, value=f"delta_{context}_sum")})
-        lines += ["Each variant against GRPO, own share alone and inside the step (Wilcoxon over questions; "
+        lines += ["Each method against GRPO, own share alone and inside the step (Wilcoxon over questions; "
                   "lazy questions rescued / newly lazy, exact McNemar):", "", markdown_table(pd.DataFrame(tests)), ""]
     return lines
 
@@ -158,9 +158,9 @@ def write_protocol_report(folder, figures: bool = True) -> list[Path]:
                          f"({len(questions)} questions sampled, all-correct or all-wrong)")
     summary = protocol_summary(protocol, questions, meta, tokens=tokens, responses=responses)
     if (folder / "step_context.parquet").exists():
-        summary += "\n" + "\n".join(step_context_section(pd.read_parquet(folder / "step_context.parquet")))
+        summary += "\n" + "\n".join(step_context_section(read_protocol_table(folder / "step_context.parquet")))
     written = [write_text(summary, folder / "summary.md")]
-    if "grpo" in set(protocol["variant"]):
+    if "grpo" in set(protocol["method"]):
         written.append(write_text(markdown_table(table1(protocol)), folder / "table1.md"))
     if figures:
         from .protocol_figures import protocol_figures

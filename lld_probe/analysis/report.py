@@ -42,13 +42,15 @@ def write_figures(paths, out_dir, *, correct_threshold: float | None = None,
 
 
 def lld_table(runs) -> pd.DataFrame:
-    """Per run: responses, share correct, LLD rate over all measured correct responses, mean Delta."""
+    """Per run: responses, share correct and the rule that decided it, LLD rate over all measured correct
+    responses, mean Delta."""
     rows = []
     for run in runs:
         row = {"run": run.name, "method": run.method, "steps": run.responses["step"].nunique(),
                "responses": len(run.responses)}
         correct = run.responses["correct"]
         row["share_correct"] = float(correct.astype(float).mean()) if not correct.isna().any() else math.nan
+        row["correct_by"] = run.meta.get("correctness_rule", "")
         if "logp_after" in run.responses.columns and run.responses["logp_after"].notna().any():
             frame = with_delta(run.responses)
             measured = frame.dropna(subset=["delta"])

@@ -22,7 +22,7 @@ class Run:
     scalars: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=SCALAR_COLUMNS))
     tokens: pd.DataFrame = field(default_factory=pd.DataFrame)
     probe_set: pd.DataFrame = field(default_factory=pd.DataFrame)
-    extra: dict = field(default_factory=dict)        # source-specific tables (protocol: per-variant rows)
+    extra: dict = field(default_factory=dict)        # source-specific tables (protocol: per-method rows)
     warnings: list = field(default_factory=list)
 
     @property

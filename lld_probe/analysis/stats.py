@@ -25,35 +25,35 @@ def bootstrap_ci(values, statistic=np.median, *, n_resamples: int = 2000, confid
     return float(statistic(data)), float(np.quantile(resampled, tail)), float(np.quantile(resampled, 1 - tail))
 
 
-def paired_values(frame: pd.DataFrame, variant_a: str, variant_b: str, *, value: str = "delta_sum",
-                  key: str = "question_id", variant_column: str = "variant") -> pd.DataFrame:
-    """The questions measured under both variants: one row per question, columns variant_a and variant_b."""
-    wide = frame.pivot_table(index=key, columns=variant_column, values=value)
-    if variant_a not in wide or variant_b not in wide:
-        raise ValueError(f"both variants {variant_a!r} and {variant_b!r} must be in the frame")
-    return wide[[variant_a, variant_b]].dropna()
+def paired_values(frame: pd.DataFrame, method_a: str, method_b: str, *, value: str = "delta_sum",
+                  key: str = "question_id", method_column: str = "method") -> pd.DataFrame:
+    """The questions measured under both methods: one row per question, columns method_a and method_b."""
+    wide = frame.pivot_table(index=key, columns=method_column, values=value)
+    if method_a not in wide or method_b not in wide:
+        raise ValueError(f"both methods {method_a!r} and {method_b!r} must be in the frame")
+    return wide[[method_a, method_b]].dropna()
 
 
-def paired_wilcoxon(frame: pd.DataFrame, variant_a: str, variant_b: str, *, value: str = "delta_sum",
-                    key: str = "question_id", variant_column: str = "variant") -> dict:
-    """Wilcoxon signed-rank test of value(variant_b) - value(variant_a), paired by question."""
-    pairs = paired_values(frame, variant_a, variant_b, value=value, key=key, variant_column=variant_column)
-    differences = pairs[variant_b] - pairs[variant_a]
+def paired_wilcoxon(frame: pd.DataFrame, method_a: str, method_b: str, *, value: str = "delta_sum",
+                    key: str = "question_id", method_column: str = "method") -> dict:
+    """Wilcoxon signed-rank test of value(method_b) - value(method_a), paired by question."""
+    pairs = paired_values(frame, method_a, method_b, value=value, key=key, method_column=method_column)
+    differences = pairs[method_b] - pairs[method_a]
     if len(pairs) == 0 or (differences == 0).all():
         return {"n": len(pairs), "median_difference": float(differences.median()) if len(pairs) else math.nan,
                 "statistic": math.nan, "p_value": math.nan}
-    result = scipy_stats.wilcoxon(pairs[variant_b], pairs[variant_a])
+    result = scipy_stats.wilcoxon(pairs[method_b], pairs[method_a])
     return {"n": len(pairs), "median_difference": float(differences.median()),
             "statistic": float(result.statistic), "p_value": float(result.pvalue)}
 
 
-def paired_lld_change(frame: pd.DataFrame, variant_a: str, variant_b: str, *, eps: float = 0.0,
-                      value: str = "delta_sum", key: str = "question_id", variant_column: str = "variant") -> dict:
-    """How variant_b changes which questions are lazy (Delta <= eps) against variant_a, paired by question:
+def paired_lld_change(frame: pd.DataFrame, method_a: str, method_b: str, *, eps: float = 0.0,
+                      value: str = "delta_sum", key: str = "question_id", method_column: str = "method") -> dict:
+    """How method_b changes which questions are lazy (Delta <= eps) against method_a, paired by question:
     rescued (lazy under a, not under b), newly lazy (the reverse) and the exact McNemar p-value (a
     two-sided binomial test of rescued against rescued + newly lazy; NaN when neither happens)."""
-    pairs = paired_values(frame, variant_a, variant_b, value=value, key=key, variant_column=variant_column)
-    lazy_a, lazy_b = is_lazy(pairs[variant_a], eps), is_lazy(pairs[variant_b], eps)
+    pairs = paired_values(frame, method_a, method_b, value=value, key=key, method_column=method_column)
+    lazy_a, lazy_b = is_lazy(pairs[method_a], eps), is_lazy(pairs[method_b], eps)
     rescued, newly_lazy = int(np.sum(lazy_a & ~lazy_b)), int(np.sum(~lazy_a & lazy_b))
     changed = rescued + newly_lazy
     p_value = float(scipy_stats.binomtest(rescued, changed).pvalue) if changed else math.nan
@@ -83,11 +83,11 @@ def top_k_overlap(scores_a, scores_b, k: int, *, descending_a: bool = True, desc
     return len(top_a & top_b) / k
 
 
-def table1(frame: pd.DataFrame, ks=(5, 10, 15), *, variant: str = "grpo") -> pd.DataFrame:
+def table1(frame: pd.DataFrame, ks=(5, 10, 15), *, method: str = "grpo") -> pd.DataFrame:
     """Top-K overlap between ranking questions by GWHES (descending: laziest predicted first) and by
-    ascending Delta(x) under `variant`, next to the random baseline K/N and the first-order
+    ascending Delta(x) under `method`, next to the random baseline K/N and the first-order
     prediction's own overlap."""
-    rows = frame[frame["variant"] == variant].dropna(subset=["gwhes", "delta_sum"])
+    rows = frame[frame["method"] == method].dropna(subset=["gwhes", "delta_sum"])
     n = len(rows)
     out = []
     for k in ks:
@@ -101,14 +101,14 @@ def table1(frame: pd.DataFrame, ks=(5, 10, 15), *, variant: str = "grpo") -> pd.
     return pd.DataFrame(out, columns=["K", "N", "gwhes_overlap", "predicted_overlap", "random_baseline"])
 
 
-def variant_summary(frame: pd.DataFrame, *, eps: float = 0.0, seed: int = 0) -> pd.DataFrame:
-    """Per variant: questions, share with Delta(x) <= eps and median Delta, each with a bootstrap interval
+def method_summary(frame: pd.DataFrame, *, eps: float = 0.0, seed: int = 0) -> pd.DataFrame:
+    """Per method: questions, share with Delta(x) <= eps and median Delta, each with a bootstrap interval
     over the questions, fresh-sample pass rate before and after."""
     rows = []
-    for variant, group in frame.groupby("variant", sort=False):
+    for method, group in frame.groupby("method", sort=False):
         median, low, high = bootstrap_ci(group["delta_sum"], seed=seed)
         share, share_low, share_high = bootstrap_ci(group["delta_sum"], lambda values: lld_rate(values, eps), seed=seed)
-        rows.append({"variant": variant, "questions": len(group), "lld_share": share, "lld_low": share_low,
+        rows.append({"method": method, "questions": len(group), "lld_share": share, "lld_low": share_low,
                      "lld_high": share_high, "median_delta": median, "ci_low": low, "ci_high": high,
                      "median_delta_per_token": float(group["delta_mean"].median()),
                      "mean_delta_incorrect": float(group["delta_incorrect_sum"].mean()),

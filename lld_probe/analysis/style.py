@@ -10,8 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-VARIANT_COLORS = {"grpo": "#4C72B0", "pos_only": "#DD8452", "random": "#55A868", "nthr": "#C44E52"}
-VARIANT_LABELS = {"grpo": "GRPO", "pos_only": "Pos Only", "random": "GRPO + Random", "nthr": "GRPO + NTHR"}
+METHOD_COLORS = {"grpo": "#4C72B0", "pos_only": "#DD8452", "random": "#55A868", "nthr": "#C44E52"}
+METHOD_LABELS = {"grpo": "GRPO", "pos_only": "Pos Only", "random": "GRPO + Random", "nthr": "GRPO + NTHR"}
 EXTRA_COLORS = ["#8172B3", "#937860", "#DA8BC3", "#8C8C8C", "#CCB974", "#64B5CD"]
 
 
@@ -22,11 +22,11 @@ def apply_style() -> None:
 
 
 def color(name: str, index: int = 0) -> str:
-    return VARIANT_COLORS.get(name, EXTRA_COLORS[index % len(EXTRA_COLORS)])
+    return METHOD_COLORS.get(name, EXTRA_COLORS[index % len(EXTRA_COLORS)])
 
 
 def label(name: str) -> str:
-    return VARIANT_LABELS.get(name, name)
+    return METHOD_LABELS.get(name, name)
 
 
 def save_figure(fig, out_dir, name: str) -> list[Path]:

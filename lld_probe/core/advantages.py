@@ -1,4 +1,4 @@
-"""Group-relative advantages and the per-token advantage variants (GRPO, Pos Only, Random, NTHR)."""
+"""Group-relative advantages and the per-token advantages of the methods (GRPO, Pos Only, Random, NTHR)."""
 
 from __future__ import annotations
 

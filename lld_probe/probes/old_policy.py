@@ -22,32 +22,35 @@ from .settings import ProbeSettings
 
 def score_old_policy(generation: GenerationBatch, token_logps, entropy, hidden, unembed, settings: ProbeSettings,
                      comm, *, temperature: float) -> OldPolicyScores:
-    """token_logps, entropy [B, T] and hidden [B, T, d] of the old policy, rows in generation order."""
+    """token_logps, entropy [B, T] and hidden [B, T, d] of the old policy, rows in generation order. Only the
+    measured tokens (batch.measured) enter: M+, anchors, tau, the selection and the sums; the others (a tool's
+    output) are context the forward saw, with 0 log-prob, score and entropy here."""
     batch = generation.batch
-    token_logps = token_logps.float().cpu().masked_fill(~batch.mask, 0.0)
+    measured = batch.measured
+    token_logps = token_logps.float().cpu().masked_fill(~measured, 0.0)
     hidden = hidden.float().to(unembed.device)
     scores = torch.zeros_like(token_logps)
-    selected = torch.zeros_like(batch.mask)
+    selected = torch.zeros_like(measured)
     taus = {}
     parts = generation.layout.groups()
     for part in parts:
         if not part.whole:
             continue
         rows = part.local
-        group = nthr_token_scores(hidden[rows], unembed, batch.tokens[rows], batch.mask[rows],
+        group = nthr_token_scores(hidden[rows], unembed, batch.tokens[rows], measured[rows],
                                   generation.correct[rows], temperature=temperature, vocab=settings.nthr_vocab,
                                   anchor_self=settings.nthr_anchor_self, token_logprobs=token_logps[rows])
         tau = nthr_threshold(group.anchors, generation.correct[rows], settings.nthr_beta)
         scores[rows] = group.scores.cpu()
-        selected[rows] = select_above(group.scores, batch.mask[rows], generation.correct[rows], tau).cpu()
+        selected[rows] = select_above(group.scores, measured[rows], generation.correct[rows], tau).cpu()
         taus[part.group] = tau
     if generation.layout.splits_groups:
         _score_split_groups(generation, [p for p in parts if not p.whole], token_logps, hidden, unembed, settings,
                             comm, temperature, scores, selected, taus)
-    logp_before = sequence_logprob(token_logps, batch.mask)
-    logp_before = logp_before.masked_fill(~batch.mask.any(1), math.nan)    # nothing measured: not 0, unknown
+    logp_before = sequence_logprob(token_logps, measured)
+    logp_before = logp_before.masked_fill(~measured.any(1), math.nan)    # nothing measured: not 0, unknown
     return OldPolicyScores(token_logps=token_logps, logp_before=logp_before,
-                           entropy=entropy.float().cpu().masked_fill(~batch.mask, 0.0), scores=scores,
+                           entropy=entropy.float().cpu().masked_fill(~measured, 0.0), scores=scores,
                            nthr_selected=selected, taus=taus)
 
 
@@ -64,7 +67,7 @@ def _score_split_groups(generation, parts, token_logps, hidden, unembed, setting
     layout = generation.layout
     sharing = {g: layout.ranks_of_group(g) for g in split_group_indices(layout)}
     split = score_split_groups({part.group: part.local for part in parts}, sharing,
-                               batch.tokens, batch.mask, generation.correct, token_logps, hidden, unembed,
+                               batch.tokens, batch.measured, generation.correct, token_logps, hidden, unembed,
                                vocab=settings.nthr_vocab, anchor_self=settings.nthr_anchor_self,
                                beta=settings.nthr_beta, temperature=temperature, comm=comm)
     for part in parts:

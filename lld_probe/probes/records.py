@@ -28,6 +28,8 @@ class GenerationBatch:
     question_ids: tuple
     rescored: torch.Tensor          # [B] bool: re-scored after the step (logp_after measured)
     truncated: torch.Tensor         # [B] bool: cut at the length limit and masked out of the loss (no tokens)
+    sampler_token_logps: torch.Tensor | None = None   # [B, T] the sampling engine's log-probs (NaN: none)
+    sampler_zeroed_tokens: int = 0  # measured tokens the trainer's importance sampling took out of the update
 
     @property
     def size(self) -> int:
@@ -41,9 +43,9 @@ class GenerationBatch:
 @dataclass(frozen=True)
 class OldPolicyScores:
     """The old policy on the batch: what a separate scoring forward or the training forward saw."""
-    token_logps: torch.Tensor       # [B, T] log pi_old(y_t), 0 off mask
+    token_logps: torch.Tensor       # [B, T] log pi_old(y_t), 0 off the measured tokens (batch.measured)
     logp_before: torch.Tensor       # [B] sequence sums; NaN for a response without measured tokens
-    entropy: torch.Tensor           # [B, T]
+    entropy: torch.Tensor           # [B, T], 0 off the measured tokens
     scores: torch.Tensor            # [B, T] NTHR scores
     nthr_selected: torch.Tensor     # [B, T] NTHR's selection (incorrect responses only)
     taus: dict                      # group index -> tau of the group
@@ -54,7 +56,7 @@ class ProbedBatch:
     """A generation batch with the old policy's scores and the method's weighting, awaiting its update."""
     generation: GenerationBatch
     old: OldPolicyScores
-    loss_advantages: torch.Tensor   # what the loss gets: [B] (sequence-level variants) or [B, T]
+    loss_advantages: torch.Tensor   # what the loss gets: [B] (sequence-level methods) or [B, T]
     scaled: torch.Tensor            # [B, T] tokens whose advantage the method scaled (by eta)
 
     # read-through views of the parts, for analysis code and tests
@@ -74,4 +76,5 @@ class StepRecord:
     responses: pd.DataFrame
     tokens: pd.DataFrame | None
     metrics: dict
-    probed: ProbedBatch
+    probed: ProbedBatch             # the newest batch the step finished
+    batches: tuple = ()             # every batch the step finished, oldest first (usually one)

@@ -4,7 +4,7 @@ and help) and the command line is generated from them, so none of them can drift
 
 from dataclasses import dataclass, field
 
-from ..core import VARIANTS, NTHRSettings, setting
+from ..core import METHODS, NTHRSettings, setting
 from ..scoring.packing import DEFAULT_MAX_TOKENS
 
 
@@ -29,7 +29,8 @@ class ProbeSettings(NTHRSettings):
                                                               "on a GPU)")
     eval_every: int = setting(0, "greedy accuracy on held-out questions every k steps (0: never)")
     correct_threshold: float | None = setting(None, "a response is correct when the deciding reward >= this; "
-                                                    "None: that reward must be binary 0/1")
+                                                    "None: reward == 1 when a batch's rewards are binary 0/1, "
+                                                    "else reward above its group's mean (advantage > 0)")
     correct_reward: str | None = setting(None, "name of the reward function that decides correctness (e.g. an "
                                                "accuracy reward next to a format reward); None: the weighted sum "
                                                "of all reward functions (reward_weights)")
@@ -42,8 +43,8 @@ class ProbeSettings(NTHRSettings):
 
     def __post_init__(self):
         super().__post_init__()
-        if self.method not in VARIANTS:
-            raise ValueError(f"method must be one of {VARIANTS}, got {self.method!r}")
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {METHODS}, got {self.method!r}")
         if not 0.0 < self.probe_response_fraction <= 1.0:
             raise ValueError(f"probe_response_fraction must be in (0, 1], got {self.probe_response_fraction}")
         for name, low in (("probe_every", 1), ("probe_score_max_tokens", 1), ("probe_set_size", 0),

@@ -1,4 +1,4 @@
-"""The method's advantages for a generation batch (lld_probe.core.variants per group), also for groups
+"""The method's advantages for a generation batch (lld_probe.core.methods per group), also for groups
 split across processes: the group's success rate p comes from the whole group's rewards, and the
 random control draws as on one process from every response's length and NTHR count (gathered)."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import torch
 
-from ..core import SEQUENCE_LEVEL, sequence_advantages, variant_token_advantages
+from ..core import SEQUENCE_LEVEL, method_token_advantages, sequence_advantages
 from .records import GenerationBatch, OldPolicyScores
 from .settings import ProbeSettings
 
@@ -24,11 +24,11 @@ def method_weighting(generation: GenerationBatch, old: OldPolicyScores, settings
         return sequence_advantages(method, generation.advantages), scaled
     parts = generation.layout.groups()
     remote = _remote_rows(generation, old, parts, comm) if generation.layout.splits_groups else {}
-    per_token = torch.zeros(batch.mask.shape, dtype=generation.advantages.dtype)
+    per_token = torch.zeros(batch.mask.shape, dtype=generation.advantages.dtype)   # 0 off the measured tokens
     for part in parts:
         rows = part.local
         advantages, mask, correct, selected, local = _whole_group(generation, old, part, remote.get(part.group, {}))
-        tokens_adv, scaled_rows = variant_token_advantages(
+        tokens_adv, scaled_rows = method_token_advantages(
             method, advantages, mask, correct, selected, settings.eta_policy,
             seed=random_seed(settings.seed, generation.step, part.group))
         width = batch.mask.shape[1]
@@ -40,7 +40,7 @@ def method_weighting(generation: GenerationBatch, old: OldPolicyScores, settings
 def _remote_rows(generation, old, parts, comm) -> dict:
     """group -> {response index: (length, NTHR count)} of every process's rows of split groups."""
     batch = generation.batch
-    local = {part.group: {part.first_index + i: (int(batch.mask[row].sum()), int(old.nthr_selected[row].sum()))
+    local = {part.group: {part.first_index + i: (int(batch.measured[row].sum()), int(old.nthr_selected[row].sum()))
                           for i, row in enumerate(range(part.local.start, part.local.stop))}
              for part in parts if not part.whole}
     merged: dict = {}
@@ -51,12 +51,13 @@ def _remote_rows(generation, old, parts, comm) -> dict:
 
 
 def _whole_group(generation, old, part, remote: dict):
-    """The whole group's (advantages [G], mask, correct, selected) with this process's rows real and the
-    other processes' rows rebuilt from their lengths and counts (completions are prefix masks, and the
-    random draw depends on nothing else); and the slice of this process's rows in it."""
+    """The whole group's (advantages [G], measured mask, correct, selected) with this process's rows real and
+    the other processes' rows rebuilt as prefixes from their numbers of measured tokens and NTHR counts (the
+    random draw of a row depends on nothing else: it permutes the row's measured positions); and the slice
+    of this process's rows in it."""
     batch, rows = generation.batch, part.local
     if part.whole:
-        return (generation.advantages[rows], batch.mask[rows], generation.correct[rows], old.nthr_selected[rows],
+        return (generation.advantages[rows], batch.measured[rows], generation.correct[rows], old.nthr_selected[rows],
                 slice(0, rows.stop - rows.start))
     size = generation.group_size
     width = max([batch.mask.shape[1]] + [length for length, _ in remote.values()])
@@ -67,7 +68,7 @@ def _whole_group(generation, old, part, remote: dict):
         mask[index, :length] = True
         selected[index, :count] = True
     local = slice(part.first_index, part.first_index + rows.stop - rows.start)
-    mask[local, : batch.mask.shape[1]] = batch.mask[rows]
+    mask[local, : batch.mask.shape[1]] = batch.measured[rows]
     selected[local, : batch.mask.shape[1]] = old.nthr_selected[rows]
     advantages[local] = generation.advantages[rows]
     return advantages, mask, generation.group_correct[part.group], selected, local

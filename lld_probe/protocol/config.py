@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from ..core import NTHRSettings, check_variants, setting
+from ..core import NTHRSettings, check_methods, setting
 from ..models.defaults import completion_length_for
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -31,14 +31,14 @@ class ProtocolConfig(NTHRSettings):
     group_size: int = setting(8, "responses per question (G)")
     temperature: float = setting(1.0, "sampling temperature")
     max_new_tokens: int | None = setting(None, "None: the model's default (lld_probe.models.defaults)")
-    variants: list = setting(["grpo", "pos_only", "random", "nthr"], "methods compared, each from the same start",
+    methods: list = setting(["grpo", "pos_only", "random", "nthr"], "methods compared, each from the same start",
                              internal=True)
     optimizer: str = setting("sgd", "the single update's optimizer: sgd | adamw (not reported by the paper)",
                              internal=True)
     lr: float | None = setting(None, "None: DEFAULT_LR[optimizer]; the checkpoint's with optimizer_state", internal=True)
     optimizer_state: str | None = setting(None, "a training checkpoint (checkpoint-N with optimizer.pt, or a run "
                                                 "folder: its last one; train --save-steps K writes them): every "
-                                                "variant's step starts from its parameters and AdamW moments")
+                                                "method's step starts from its parameters and AdamW moments")
     optimizer_moments: str | None = setting(None, "with optimizer_state: warm (its AdamW moments and step count) | "
                                                   "cold (a fresh AdamW at its parameters: the control); None: warm",
                                             internal=True)
@@ -57,7 +57,7 @@ class ProtocolConfig(NTHRSettings):
                                      "costs about the same for 8 rows as for 64)")
 
     def resolved(self) -> "ProtocolConfig":
-        check_variants(self.variants)
+        check_methods(self.methods)
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.group_size < 2:

@@ -1,11 +1,11 @@
 """Gradients of several per-token weightings of one group's GRPO loss at the same parameters.
 
-The token-mean loss is a sum over rows divided by the group's token count, so a variant's gradient is
-the sum of its gradients on disjoint row subsets. The protocol's variants differ on some rows only
-(Pos Only, NTHR and Random change the incorrect responses; every variant weights the correct ones
+The token-mean loss is a sum over rows divided by the group's token count, so a method's gradient is
+the sum of its gradients on disjoint row subsets. The protocol's methods differ on some rows only
+(Pos Only, NTHR and Random change the incorrect responses; every method weights the correct ones
 alike): each subset gets one forward and one backward per distinct weighting on it, instead of one
-backward of the whole group per variant. For a group with n incorrect responses out of G and the four
-variants, that is G + 2n rows backpropagated instead of 4G.
+backward of the whole group per method. For a group with n incorrect responses out of G and the four
+methods, that is G + 2n rows backpropagated instead of 4G.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""The protocol's steps on one question's mixed group: the old policy and every variant's gradient at the
-base parameters, the NTHR and GWHES diagnostics, and per variant one update and its measured Delta."""
+"""The protocol's steps on one question's mixed group: the old policy and every method's gradient at the
+base parameters, the NTHR and GWHES diagnostics, and per method one update and its measured Delta."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..core import (NTHRScores, first_order_logp_change, group_advantages, gwhes, nthr_threshold, nthr_token_scores,
-                    select_above, sequence_logprob, success_rate, variant_token_advantages)
+from ..core import (NTHRScores, first_order_logp_change, group_advantages, gwhes, method_token_advantages,
+                    nthr_threshold, nthr_token_scores, select_above, sequence_logprob, success_rate)
 from ..scoring import ScoredGroup, output_embedding_weight, score_group
 from .group_gradients import merge_scores, subset_forwards, weighting_gradients
 
@@ -64,24 +64,24 @@ def diagnose(model, old, batch, correct, config) -> BaseDiagnostics:
                     token_logprobs=old.token_logps).cpu())
 
 
-def variant_updates(model, copies, forwards, base: BaseDiagnostics, batch, correct, question_id, config) -> dict:
-    """{variant: (per-token advantages, scaled tokens, loss, gradients, first-order predicted change [G])}.
-    The variants differ on the incorrect rows only, so they share backwards (group_gradients), and the
+def method_updates(model, copies, forwards, base: BaseDiagnostics, batch, correct, question_id, config) -> dict:
+    """{method: (per-token advantages, scaled tokens, loss, gradients, first-order predicted change [G])}.
+    The methods differ on the incorrect rows only, so they share backwards (group_gradients), and the
     first-order predictions share one pass over the vocabulary."""
-    weightings = {variant: variant_token_advantages(
-        variant, base.advantages, batch.mask, correct, base.selected, config.eta_policy,
-        seed=question_seed(config.seed, question_id, "random")) for variant in config.variants}
+    weightings = {method: method_token_advantages(
+        method, base.advantages, batch.mask, correct, base.selected, config.eta_policy,
+        seed=question_seed(config.seed, question_id, "random")) for method in config.methods}
     gradients = weighting_gradients(list(copies.compute.parameters()), forwards, base.old.token_logps,
                                     {v: per_token for v, (per_token, _) in weightings.items()}, batch.mask,
                                     clip_eps=config.clip_eps)
     old = base.old
-    # PAPER (theory): first-order change of log pi(y|x) under one gradient step, per variant
+    # PAPER (theory): first-order change of log pi(y|x) under one gradient step, per method
     predictions = first_order_logp_change(old.hidden, output_embedding_weight(model).detach(), batch.tokens,
                                           batch.mask,
-                                          torch.stack([weightings[v][0] for v in config.variants]).to(old.hidden.dtype),
+                                          torch.stack([weightings[v][0] for v in config.methods]).to(old.hidden.dtype),
                                           lr=config.lr, temperature=config.temperature,
                                           token_logprobs=old.token_logps).cpu()
-    return {v: (*weightings[v], *gradients[v], predicted) for v, predicted in zip(config.variants, predictions)}
+    return {v: (*weightings[v], *gradients[v], predicted) for v, predicted in zip(config.methods, predictions)}
 
 
 def _make_optimizer(name: str, parameters, lr: float):
@@ -116,7 +116,7 @@ def pass_rate(task, completions, answer) -> float:
     return sum(task.reward(c.text, answer).reward for c in completions) / len(completions)
 
 
-def variant_row(question_id, variant, base: BaseDiagnostics, correct, logp_after, predicted, scaled, loss,
+def method_row(question_id, method, base: BaseDiagnostics, correct, logp_after, predicted, scaled, loss,
                 batch, config) -> dict:
     """One row of protocol.parquet (PROTOCOL_COLUMNS without the pass rates)."""
     lengths = batch.mask.sum(1)
@@ -124,7 +124,7 @@ def variant_row(question_id, variant, base: BaseDiagnostics, correct, logp_after
     delta = logp_after.double() - base.logp_before.double()   # float64: delta_sum equals the stored difference
     delta_mean = delta / lengths.clamp(min=1)
     return {
-        "question_id": question_id, "variant": variant, "group_size": config.group_size,
+        "question_id": question_id, "method": method, "group_size": config.group_size,
         "n_correct": int(correct.sum()), "p": success_rate(correct),
         # PAPER: Delta(x) = mean over correct y+ of log pi_theta'(y+|x) - log pi_theta(y+|x)
         "delta_sum": float(delta[correct].mean()), "delta_mean": float(delta_mean[correct].mean()),
@@ -138,12 +138,12 @@ def variant_row(question_id, variant, base: BaseDiagnostics, correct, logp_after
     }
 
 
-def response_rows(question_id, variant, group, rewards, correct, base: BaseDiagnostics, logp_after, predicted,
+def response_rows(question_id, method, group, rewards, correct, base: BaseDiagnostics, logp_after, predicted,
                   scaled, batch) -> list[dict]:
-    """The group's rows of responses.parquet for one variant."""
+    """The group's rows of responses.parquet for one method."""
     lengths = batch.mask.sum(1)
     scaled_fraction = (scaled.sum(1).float() / lengths.clamp(min=1)).masked_fill(correct, 0.0)
-    return [{"question_id": question_id, "variant": variant, "response_index": index,
+    return [{"question_id": question_id, "method": method, "response_index": index,
              "correct": bool(correct[index]), "reward": rewards[index].reward, "parsed": rewards[index].parsed,
              "advantage": float(base.advantages[index]), "completion": completion.text,
              "n_tokens": int(lengths[index]), "logp_before": float(base.logp_before[index]),

@@ -1,6 +1,6 @@
 """The paper's per-question LLD protocol (PAPER Sec. 3 and 5.3).
 
-For each question: sample G responses from the base model, keep mixed groups, and for each variant
+For each question: sample G responses from the base model, keep mixed groups, and for each method
 restore the base parameters exactly, apply ONE update on the group's GRPO loss, and measure on the
 same responses the change of log-likelihood (Delta), next to the first-order prediction, NTHR
 selection, GWHES, and a fresh-sample pass rate before vs after the update.
@@ -21,10 +21,10 @@ from ..tasks import format_prompt, get_task
 from .config import ProtocolConfig
 from .precision import ComputeCopy
 from .step_context import KeptGroup, step_context_rows
-from .question import (apply_update, base_forwards, diagnose, pass_rate, question_seed, response_rows, token_rows,
-                       variant_row, variant_updates)
+from .question import (apply_update, base_forwards, diagnose, method_row, method_updates, pass_rate, question_seed,
+                       response_rows, token_rows)
 
-PROTOCOL_COLUMNS = ["question_id", "variant", "group_size", "n_correct", "p", "delta_sum", "delta_mean",
+PROTOCOL_COLUMNS = ["question_id", "method", "group_size", "n_correct", "p", "delta_sum", "delta_mean",
                     "delta_incorrect_sum", "predicted_delta", "predicted_delta_incorrect", "gwhes", "tau",
                     "selected_fraction", "nthr_selected_fraction", "pass_rate_before", "pass_rate_after", "loss",
                     "delta_drift_sum"]
@@ -32,12 +32,12 @@ PROTOCOL_COLUMNS = ["question_id", "variant", "group_size", "n_correct", "p", "d
 
 @dataclass
 class ProtocolResult:
-    protocol: pd.DataFrame        # one row per (question, variant)
-    responses: pd.DataFrame       # one row per (question, variant, response)
+    protocol: pd.DataFrame        # one row per (question, method)
+    responses: pd.DataFrame       # one row per (question, method, response)
     tokens: pd.DataFrame          # one row per response token of each kept group
     questions: pd.DataFrame       # one row per sampled question (kept or dropped)
     config: ProtocolConfig
-    step_context: pd.DataFrame | None = None   # with step_groups > 1: one row per (question, variant)
+    step_context: pd.DataFrame | None = None   # with step_groups > 1: one row per (question, method)
 
 
 class _GroupSampler:
@@ -128,7 +128,7 @@ def run_protocol(config: ProtocolConfig, *, model=None, tokenizer=None, progress
 
 def _measure_question(model, tokenizer, copies, base_state, sampler, question, group, rewards, correct, config,
                       tables, warm=None):
-    """One mixed group: diagnostics at the base parameters, then per variant one update and its Delta. From warm
+    """One mixed group: diagnostics at the base parameters, then per method one update and its Delta. From warm
     moments also the drift: Delta of the correct responses under the step the moments alone make (no gradient).
     Returns the group with its gradients when steps are measured (step_groups > 1)."""
     batch = build_group_batch([c.prompt_ids for c in group], [c.completion_ids for c in group],
@@ -136,7 +136,7 @@ def _measure_question(model, tokenizer, copies, base_state, sampler, question, g
     forwards, old = base_forwards(model, copies, batch, correct, config.temperature)
     base = diagnose(model, old, batch, correct, config)
     pass_before = sampler.pass_rate(question)
-    updates = variant_updates(model, copies, forwards, base, batch, correct, question.question_id, config)
+    updates = method_updates(model, copies, forwards, base, batch, correct, question.question_id, config)
     del forwards
     drift = math.nan
     if warm is not None:
@@ -145,19 +145,19 @@ def _measure_question(model, tokenizer, copies, base_state, sampler, question, g
                                       batch.mask)
         drift = float((logp_drift.double() - base.logp_before.double())[correct].mean())
     kept = {}
-    for variant in config.variants:
-        per_token, scaled, loss, gradients, predicted = updates.pop(variant)
+    for method in config.methods:
+        per_token, scaled, loss, gradients, predicted = updates.pop(method)
         apply_update(model, copies, base_state, gradients, config, warm)
         if config.step_groups > 1:
-            kept[variant] = gradients
+            kept[method] = gradients
         del gradients
         logp_after = sequence_logprob(score_group(model, batch, temperature=config.temperature).token_logps.cpu(),
                                       batch.mask)
-        row = variant_row(question.question_id, variant, base, correct, logp_after, predicted, scaled, loss, batch,
+        row = method_row(question.question_id, method, base, correct, logp_after, predicted, scaled, loss, batch,
                           config)
         tables["protocol"].append({**row, "pass_rate_before": pass_before,
                                    "pass_rate_after": sampler.pass_rate(question), "delta_drift_sum": drift})
-        tables["responses"] += response_rows(question.question_id, variant, group, rewards, correct, base,
+        tables["responses"] += response_rows(question.question_id, method, group, rewards, correct, base,
                                              logp_after, predicted, scaled, batch)
     model.load_state_dict(base_state)
     copies.sync()

@@ -20,7 +20,7 @@ from .question import apply_update
 @dataclass
 class KeptGroup:
     """What a step needs of one kept group: its layout, correctness, likelihoods before, and every
-    variant's gradient (a list per parameter; None where no row contributes)."""
+    method's gradient (a list per parameter; None where no row contributes)."""
     question_id: str
     batch: object
     correct: torch.Tensor
@@ -52,19 +52,19 @@ def _deltas(model, group: KeptGroup, temperature: float) -> torch.Tensor:
 
 
 def step_context_rows(model, copies, base_state, groups: list[KeptGroup], step_index: int, config, warm=None) -> list:
-    """Per variant and group: Delta(x) and the lazy correct responses under its own share alone and under the
+    """Per method and group: Delta(x) and the lazy correct responses under its own share alone and under the
     whole step of `groups`; the model is left at the base parameters."""
     total = sum(group.tokens for group in groups)
     shares = [group.tokens / total for group in groups]
     rows = []
-    for variant in config.variants:
-        step = _weighted_sum([group.gradients[variant] for group in groups], shares)
+    for method in config.methods:
+        step = _weighted_sum([group.gradients[method] for group in groups], shares)
         apply_update(model, copies, base_state, step, config, warm)
         in_step = [_deltas(model, group, config.temperature) for group in groups]
         for group, share, whole in zip(groups, shares, in_step):
-            apply_update(model, copies, base_state, _weighted_sum([group.gradients[variant]], [share]), config, warm)
+            apply_update(model, copies, base_state, _weighted_sum([group.gradients[method]], [share]), config, warm)
             own = _deltas(model, group, config.temperature)
-            rows.append({"question_id": group.question_id, "variant": variant, "step_index": step_index,
+            rows.append({"question_id": group.question_id, "method": method, "step_index": step_index,
                          "step_groups": len(groups), "token_share": share, "n_correct": int(group.correct.sum()),
                          # PAPER: Delta(x) = mean over correct y+ of the log-likelihood change
                          "delta_own_sum": float(own.mean()), "delta_step_sum": float(whole.mean()),

@@ -66,7 +66,7 @@ def _owner(model, name: str):
 @dataclass
 class WarmState:
     """A checkpoint's optimizer state, mapped onto a model's parameters; `optimizer(lr)` gives a fresh AdamW
-    holding a copy of the moments (each variant's step starts from the same state)."""
+    holding a copy of the moments (each method's step starts from the same state)."""
     checkpoint: Path
     groups: list             # [[Parameter]] in the saved state's numbering
     state_dict: dict         # the saved optimizer state (never stepped)

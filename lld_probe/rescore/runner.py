@@ -214,8 +214,11 @@ class _Plan:
             tokens = self.tokens(window)
             candidates = [{"row": i, "group": i // size, "correct": bool(correct[i]),
                            "question_id": str(rows["question_id"].iloc[i]), "prompt_ids": tokens.prompt_ids[i],
-                           "completion_ids": tokens.completion_ids[i], "logp_before": math.nan}
-                          for i in range(len(rows)) if tokens.completion_ids[i]]
+                           "completion_ids": tokens.completion_ids[i],
+                           "measured": tokens.measured[i] if tokens.measured else None, "logp_before": math.nan}
+                          for i in range(len(rows))
+                          if tokens.completion_ids[i] and (not tokens.measured or tokens.measured[i] is None
+                                                           or any(tokens.measured[i]))]
             items = draw_probe_set(candidates, self.settings.probe_set_size, size)
             if items:
                 return items

@@ -129,9 +129,9 @@ def read_trl(path: Path, *, correct_reward=None, correct_threshold=None, checkpo
         raise ValueError(f"{path}: no training_args.bin in the output_dir or its checkpoints (TRL writes it with "
                          f"every checkpoint: train with save_steps)")
     group_size = int(args.num_generations)
-    dump = path / TOKEN_DUMP_DIR
+    dump, dump_warnings = path / TOKEN_DUMP_DIR, []
     if dump.is_dir() and any(dump.glob("step=*.parquet")):
-        frame = read_token_dump(dump, group_size)
+        frame = read_token_dump(dump, group_size, dump_warnings)
         kind_note = "token ids from the token dump"
     else:
         frame = _read_completions(path, correct_reward, correct_threshold)
@@ -144,7 +144,7 @@ def read_trl(path: Path, *, correct_reward=None, correct_threshold=None, checkpo
         steps[int(step)] = _consecutive_groups(rows.reset_index(drop=True), group_size, f"{path} step {step}")
     return LoggedRun("trl", path, steps, checkpoints, _span(args), group_size, float(args.temperature),
                      args.max_completion_length, bool(getattr(args, "mask_truncated_completions", False)),
-                     warnings=[kind_note])
+                     warnings=[kind_note, *dump_warnings])
 
 
 def _read_completions(path: Path, correct_reward, correct_threshold) -> pd.DataFrame:
@@ -167,8 +167,11 @@ def _read_completions(path: Path, correct_reward, correct_threshold) -> pd.DataF
     return responses
 
 
-def read_token_dump(folder: Path, group_size: int | None = None) -> pd.DataFrame:
-    """The TRL token dump (one file per step and rank) in global row order."""
+def read_token_dump(folder: Path, group_size: int | None = None, warnings: list | None = None) -> pd.DataFrame:
+    """The TRL token dump (one file per step, and per process on several: step=NNNNNN.rank=RRRRR) in global row
+    order. A step with fewer shards than its processes (a killed run's last step) is skipped with a warning
+    (appended to `warnings`); rows written twice (files of two launches with different process counts) are refused."""
+    warnings = [] if warnings is None else warnings
     files = {}
     for file in folder.glob("step=*.parquet"):
         parsed = parse_step_file(file.name)
@@ -176,6 +179,18 @@ def read_token_dump(folder: Path, group_size: int | None = None) -> pd.DataFrame
             files[(parsed[0], -1 if parsed[1] is None else parsed[1])] = file
     frames = read_parquet_files([files[key] for key in sorted(files)], [])
     frame = pd.concat(frames, ignore_index=True).sort_values(["step", "row"], kind="stable").reset_index(drop=True)
+    shards = pd.Series([key[0] for key in files]).value_counts()
+    for step, rows in frame.groupby("step", sort=True):
+        if not rows["row"].is_unique:
+            names = sorted(file.name for (at, _), file in files.items() if at == step)
+            raise ValueError(f"{folder}: step {step} holds some rows twice ({', '.join(names)}): the dumps of two "
+                             f"launches with different process counts; keep one launch's files")
+        expected = int(rows["world_size"].iloc[0]) if "world_size" in rows.columns else 1
+        if shards[step] < expected:
+            warnings.append(f"{folder.name} step {step}: {shards[step]} of {expected} processes' files (a killed "
+                            f"run?): skipped")
+            frame = frame[frame["step"] != step]
+    frame = frame.reset_index(drop=True)
     frame["prompt_text"] = [message_text(p) for p in frame["prompt"]]
     frame["prompt"] = [_messages(p) for p in frame["prompt"]]
     frame["prompt_ids"] = [list(map(int, ids)) for ids in frame["prompt_ids"]]
@@ -183,6 +198,22 @@ def read_token_dump(folder: Path, group_size: int | None = None) -> pd.DataFrame
     if "question_id" not in frame.columns:
         frame["question_id"] = [_question_id(p) for p in frame["prompt_text"]]
     return frame
+
+
+def _store_span(path: Path, meta: dict, responses) -> int:
+    """Optimizer steps one generation batch of our store spans, as re-scoring needs it: every batch the same
+    span w, sampled after a multiple of w steps (the responses' window_steps and steps say; stores without
+    window_steps: meta.json's delta_spans_optimizer_steps). Anything else is refused."""
+    recorded = responses[responses["window_steps"].notna()] if len(responses) else responses
+    if not len(recorded):
+        return int(meta.get("delta_spans_optimizer_steps", 1))
+    spans = sorted({int(w) for w in recorded["window_steps"]})
+    if len(spans) > 1 or any(int(step) % spans[0] for step in recorded["step"].unique()):
+        raise ValueError(f"{path}: its generation batches span {spans} optimizer steps (the responses' "
+                         f"window_steps), not one span from a multiple of it: re-scoring from checkpoints needs "
+                         f"gradient_accumulation_steps to be a multiple or a divisor of steps_per_generation x "
+                         f"num_iterations")
+    return spans[0]
 
 
 def read_store(path: Path, *, correct_reward=None, correct_threshold=None, checkpoints: dict | None = None) -> LoggedRun:
@@ -195,21 +226,23 @@ def read_store(path: Path, *, correct_reward=None, correct_threshold=None, check
         from ..analysis.run import Run
         responses["reward"] = responses["reward"].astype(float)
         responses = _with_correctness(Run("store", path, responses), correct_reward, correct_threshold)
-    ids = {}
+    ids, flags = {}, {}
     if len(store.tokens):
         for key, rows in store.tokens.sort_values("position").groupby(["group_id", "response_index"], sort=False):
             ids[key] = rows["token_id"].astype(int).tolist()
-    exact = [ids.get((g, int(i))) if len(ids.get((g, int(i)), [])) == int(n) and not t else None
+            flags[key] = rows["measured"].astype(bool).tolist()     # n_tokens counts the measured ones
+    exact = [(g, int(i)) if (g, int(i)) in ids and sum(flags[(g, int(i))]) == int(n) and not t else None
              for g, i, n, t in zip(responses["group_id"], responses["response_index"], responses["n_tokens"],
                                    responses["truncated"])]
-    responses["completion_ids"] = exact
+    responses["completion_ids"] = [ids[key] if key else None for key in exact]
+    responses["measured"] = [None if not key or all(flags[key]) else flags[key] for key in exact]
     steps = {}
     for step, rows in responses.groupby("step", sort=True):
         rows = rows.assign(_g=[int(g.split(":")[1]) for g in rows["group_id"]])
         steps[int(step)] = rows.sort_values(["_g", "response_index"], kind="stable").drop(columns="_g") \
             .reset_index(drop=True)
     meta = store.meta
-    return LoggedRun("store", path, steps, checkpoints, int(meta.get("delta_spans_optimizer_steps", 1)),
+    return LoggedRun("store", path, steps, checkpoints, _store_span(path, meta, store.responses),
                      meta.get("group_size"), meta.get("temperature"), meta.get("max_completion_length"))
 
 

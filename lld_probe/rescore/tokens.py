@@ -23,6 +23,7 @@ class StepTokens:
     tokenization: list        # "ids" | "text"
     roundtrip_ok: list        # bool
     truncated: list           # bool: cut at the length limit and masked out of the loss (TRL mask_truncated_completions)
+    measured: list = None     # per response: one flag per completion token (False: a tool's output), or None: all
 
 
 def prompt_token_ids(tokenizer, prompt) -> list[int]:
@@ -36,16 +37,22 @@ def prompt_token_ids(tokenizer, prompt) -> list[int]:
 
 def step_tokens(rows: pd.DataFrame, tokenizer, *, max_completion_length: int | None, mask_truncated: bool = False,
                 vocab_size: int | None = None, where: str = "") -> StepTokens:
-    prompts, completions, kinds, oks, cut = [], [], [], [], []
+    prompts, completions, kinds, oks, cut, measured = [], [], [], [], [], []
     eos = tokenizer.eos_token_id
     has_ids = "completion_ids" in rows.columns
+    has_flags = "measured" in rows.columns      # recorded with the ids (multi-turn tools), else every token counts
     for index, row in enumerate(rows.itertuples(index=False)):
         recorded = getattr(row, "completion_ids", None) if has_ids else None
         prompt_ids = getattr(row, "prompt_ids", None) if "prompt_ids" in rows.columns else None
         prompt_ids = list(prompt_ids) if prompt_ids is not None else prompt_token_ids(tokenizer, row.prompt)
         truncated = bool(getattr(row, "truncated", False)) if "truncated" in rows.columns else False
+        flags = None
         if recorded is not None:
             ids, kind, ok = list(recorded), "ids", True
+            flags = getattr(row, "measured", None) if has_flags else None
+            flags = None if flags is None or (isinstance(flags, float) and flags != flags) else [bool(f) for f in flags]
+            if flags is not None and len(flags) != len(ids):
+                raise ValueError(f"{where}: response {index} has {len(flags)} measured flags for {len(ids)} tokens")
         else:
             ids = list(tokenizer(text=str(row.completion), add_special_tokens=False)["input_ids"])
             ok = tokenizer.decode(ids, skip_special_tokens=True) == str(row.completion)
@@ -57,7 +64,7 @@ def step_tokens(rows: pd.DataFrame, tokenizer, *, max_completion_length: int | N
             if not ok:
                 ids = []
         if truncated:
-            ids = []
+            ids, flags = [], None
         if vocab_size is not None and any(i >= vocab_size or i < 0 for i in list(prompt_ids) + ids):
             raise ValueError(f"{where}: response {index} has token ids outside the model's vocabulary of "
                              f"{vocab_size}: the checkpoints do not belong to this log")
@@ -66,7 +73,8 @@ def step_tokens(rows: pd.DataFrame, tokenizer, *, max_completion_length: int | N
         kinds.append(kind)
         oks.append(ok)
         cut.append(truncated)
-    return StepTokens(prompts, completions, kinds, oks, cut)
+        measured.append(flags)
+    return StepTokens(prompts, completions, kinds, oks, cut, measured)
 
 
 def check_tokenizer(tokens: StepTokens, tokenizer_source: str, step: int) -> None:

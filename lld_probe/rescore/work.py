@@ -45,7 +45,7 @@ def generation_batch(step: int, rows: pd.DataFrame, tokens: StepTokens, *, group
                          f"(and/or --correct-reward)")
     correct = torch.tensor(correct.astype(bool).to_numpy())
     return GenerationBatch(
-        step=step, batch=build_group_batch(tokens.prompt_ids, tokens.completion_ids, pad_id),
+        step=step, batch=build_group_batch(tokens.prompt_ids, tokens.completion_ids, pad_id, tokens.measured),
         layout=RowLayout(0, 1, count, group_size), rewards=torch.tensor(rows["reward"].to_numpy(dtype=float)).float(),
         correct=correct, group_correct={g: correct[g * group_size: (g + 1) * group_size]
                                         for g in range(count // group_size)},
@@ -84,14 +84,14 @@ def score_before(model, generation: GenerationBatch, settings: ProbeSettings, *,
 def score_after(model, generation: GenerationBatch, *, temperature: float, max_tokens: int) -> pd.DataFrame:
     """The checkpoint after the step, on the responses with measured tokens (the recorder's finish_step)."""
     batch = generation.batch
-    rescored = (generation.rescored & batch.mask.any(1)).nonzero().flatten()
+    rescored = (generation.rescored & batch.measured.any(1)).nonzero().flatten()
     logp_after = torch.full((batch.size,), math.nan, dtype=torch.float64)
     token_logps = torch.full(batch.mask.shape, math.nan)
     if len(rescored):
         sub = batch.select(rescored)
         after = score_group(model, sub, temperature=temperature, max_tokens=max_tokens)
         token_logps[rescored] = after.token_logps.float().cpu()
-        logp_after[rescored] = sequence_logprob(after.token_logps, sub.mask).double().cpu()
+        logp_after[rescored] = sequence_logprob(after.token_logps, sub.measured).double().cpu()
     return pd.DataFrame({"logp_after": logp_after.numpy(), "token_logps": _rows_of(token_logps, batch.mask)})
 
 

@@ -208,6 +208,8 @@ def read_run_store(path) -> RunStore:
     for column, value in OPTIONAL_TOKEN_COLUMNS.items():
         if column not in tokens.columns:
             tokens[column] = value
+        elif tokens[column].isna().any():     # a resumed store: steps written before the column have none
+            tokens[column] = tokens[column].astype(object).fillna(value).astype(type(value))
     frames = {}
     for name, columns in (("probe_set", PROBE_SET_COLUMNS), ("scalars", SCALAR_COLUMNS)):
         legacy = path / f"{name}.parquet"         # schema version 1

@@ -22,20 +22,31 @@ from pathlib import Path
 SCHEMA_VERSION = 2
 
 # scaled: the method multiplied the token's advantage by eta (nthr: NTHR's selection; random: the random
-# control's draw); nthr_selected: NTHR's selection, whatever the method (logged by every method)
+# control's draw); nthr_selected: NTHR's selection, whatever the method (logged by every method).
+# step: the optimizer step after which logp_after was measured; window_steps: the optimizer steps its Delta
+# spans, from the old policy (logp_before: the parameters the response was generated with, after optimizer step
+# step - window_steps) to logp_after. A step's file holds every generation batch that step finished (a batch is
+# finished at the first optimizer step after its last use), their groups numbered on from one batch to the next.
 RESPONSE_COLUMNS = ["step", "question_id", "group_id", "response_index", "prompt", "completion", "reward",
                     "correct", "advantage", "n_tokens", "logp_before", "logp_after", "scaled_fraction",
-                    "nthr_selected_fraction", "truncated"]
+                    "nthr_selected_fraction", "truncated", "window_steps"]
+# n_tokens: the response's measured tokens (those its logp sums), the completion's tokens less any tool or
+# environment output inside it.
+# token rows: every completion token of a re-scored response; measured False marks a token in the sequence as
+# context only (a tool's or environment's output, TRL's tool_mask / env_mask 0): outside logp_before/logp_after,
+# NTHR's M+, anchors, tau and selection, the random control and every metric; its logp_before, logp_after,
+# nthr_score and entropy are NaN. Stores written before this column measured every token (a reader fills True).
 TOKEN_COLUMNS = ["step", "group_id", "response_index", "token_id", "position", "logp_before", "logp_after",
-                 "nthr_score", "scaled", "nthr_selected", "entropy"]
+                 "nthr_score", "scaled", "nthr_selected", "entropy", "measured"]
 PROBE_SET_COLUMNS = ["step", "probe_id", "kind", "question_id", "n_tokens", "logp"]
 SCALAR_COLUMNS = ["step", "name", "value"]
 # columns older stores may lack (a reader fills them with NaN / False)
 OPTIONAL_RESPONSE_COLUMNS = {"nthr_selected_fraction": float("nan"), "truncated": False}
-OPTIONAL_TOKEN_COLUMNS = {"nthr_selected": False}
+OPTIONAL_TOKEN_COLUMNS = {"nthr_selected": False, "measured": True}
 # columns of schema version 1 under their current names (a reader renames them)
 RENAMED_COLUMNS = {"selected": "scaled", "selected_fraction": "scaled_fraction"}
-# columns of a store re-scored from checkpoints (lld_probe.rescore; docs/rescore.md), in no probed run's store:
+# columns of a store re-scored from checkpoints (lld_probe.rescore; docs/rescore.md), all but window_steps in no
+# probed run's store:
 #   window_steps       optimizer steps between the two checkpoints that give logp_before and logp_after
 #   checkpoint_before  the optimizer step of the checkpoint that gave logp_before (0: the initial model)
 #   checkpoint_after   the optimizer step of the checkpoint that gave logp_after
@@ -43,8 +54,23 @@ RENAMED_COLUMNS = {"selected": "scaled", "selected_fraction": "scaled_fraction"}
 #   roundtrip_ok       False: the re-tokenised response does not decode back to its text (left unmeasured)
 RESCORE_RESPONSE_COLUMNS = ["window_steps", "checkpoint_before", "checkpoint_after", "tokenization", "roundtrip_ok"]
 TOKEN_DUMP_DIR = "lld_tokens"        # the token dump a trainer without probes writes into its output_dir (step files)
+# the token dump: per sampled response what a run without the probes needs for an exact re-scoring, written by
+# TRL runs (integrations/trl/token_dump.py: Parquet step files in TOKEN_DUMP_DIR, with step, row, prompt,
+# completion, truncated, reward columns) and verl runs (integrations/verl/rollout_dump.py: keys of verl's own
+# rollout dump rows, {step}.jsonl in trainer.rollout_data_dir); built by store.token_dump.dump_columns only:
+#   uid               the framework's group id (verl's uid; absent for TRL, whose groups are consecutive rows)
+#   prompt_ids        the prompt's token ids (no padding)
+#   completion_ids    the completion's measured token ids (what the loss scored)
+#   advantage         the trainer's advantage of the response (before any method of the probes changed it)
+#   sampler_logps     the sampler's per-token log-probs (vLLM's; verl's rollout_log_probs), where returned
+#   old_policy_logps  the old policy's per-token log-probs (TRL's old_per_token_logps, verl's old_log_probs)
+#   logp_before       the probes' summed log-likelihood at the old policy (RESPONSE_COLUMNS'), probed runs only
+#   logp_after        the same after the update (NaN where the probes did not re-score the response)
+TOKEN_DUMP_COLUMNS = ["uid", "prompt_ids", "completion_ids", "advantage", "sampler_logps", "old_policy_logps",
+                      "logp_before", "logp_after"]
 TOKEN_TEXT_COLUMN = "token"          # a re-scored store's token rows also hold each token's text
-# what a reader fills in for a probed run's store (exact token ids, no checkpoints)
+# what a reader fills in for a probed run's store (exact token ids, no checkpoints; stores written before
+# window_steps was a response column: NaN windows, see meta.json's delta_spans_optimizer_steps)
 OPTIONAL_RESPONSE_COLUMNS.update({"window_steps": float("nan"), "checkpoint_before": float("nan"),
                                   "checkpoint_after": float("nan"), "tokenization": "ids", "roundtrip_ok": True})
 
@@ -56,9 +82,9 @@ def group_id(step: int, group_index: int) -> str:
     return f"{int(step)}:{int(group_index)}"
 
 
-def protocol_group_id(question_id, variant: str) -> str:
-    """The id of a protocol group: one question's sampled group under one variant's update, "QUESTION|VARIANT"."""
-    return f"{question_id}|{variant}"
+def protocol_group_id(question_id, method: str) -> str:
+    """The id of a protocol group: one question's sampled group under one method's update, "QUESTION|METHOD"."""
+    return f"{question_id}|{method}"
 
 
 def step_path(folder, step: int, rank: int | None = None) -> Path:
@@ -77,5 +103,7 @@ def parse_step_file(name: str) -> tuple[int, int | None] | None:
 # a protocol folder: protocol.parquet (one row per question and method), responses.parquet, tokens.parquet,
 # questions.parquet (one row per sampled question; `mixed`: kept for the experiment) and meta.json
 PROTOCOL_TABLES = ("protocol", "responses", "tokens", "questions")
-# columns of protocol folders written before schema version 2 under their current names
-PROTOCOL_RENAMED_COLUMNS = {"kept": "mixed", "selected": "nthr_selected", "selected_fraction": "scaled_fraction"}
+# columns of older protocol folders under their current names (a reader renames them): `variant` was the
+# column of the method (grpo, pos_only, random, nthr) in protocol, responses and step_context tables
+PROTOCOL_RENAMED_COLUMNS = {"kept": "mixed", "selected": "nthr_selected", "selected_fraction": "scaled_fraction",
+                            "variant": "method"}

@@ -119,6 +119,7 @@ def run_rank(rank: int, world_size: int, port: int, out_dir: str, method: str) -
     if rank == 0:
         torch.save(weights, out / "weights.pt")
         (out / "metrics.json").write_text(json.dumps(metrics))
-    torch.save({"advantages": scored[ADVANTAGES_KEY], "rows": len(mine)}, out / f"rank{rank}.pt")
+    torch.save({"advantages": scored[ADVANTAGES_KEY], "rows": len(mine), "step_rows": probes.step_rows()},
+               out / f"rank{rank}.pt")
     torch.distributed.barrier()
     torch.distributed.destroy_process_group()

@@ -93,3 +93,7 @@ def test_engine_probes_equal_single_process_scoring(tmp_path, world_size, method
     assert not torch.allclose(measured_after, before, atol=1e-3), "the update must move the likelihoods"
     assert torch.allclose(measured_after, expected_after, atol=1e-4, rtol=0)
     assert {"lld/rate", "lld/delta_correct"} <= set(store.scalars["name"])
+    # what each rank hands the driver for the rollout dump (its rows, in rank order): the store's values
+    handed = [torch.load(tmp_path / "verl" / f"rank{r}.pt")["step_rows"] for r in range(world_size)]
+    for key in ("logp_before", "logp_after"):
+        assert sum((rank[key] for rank in handed), []) == responses[key].tolist()

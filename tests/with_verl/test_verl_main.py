@@ -44,3 +44,15 @@ def test_task_runner_maps_the_actor_to_the_worker_extension():
     assert worker_class is LLDActorRolloutRefWorker
     [mapped] = runner.role_worker_mapping.values()
     assert issubclass(mapped.__ray_metadata__.modified_class, LLDActorRolloutRefWorker)
+
+
+def test_probes_false_keeps_verls_worker_and_refuses_the_v1_trainer():
+    from lld_probe.integrations.verl.main import _task_runner, run
+    from lld_probe.integrations.verl.worker import LLDActorRolloutRefWorker
+    with pytest.raises(ValueError, match="token dump runs on verl's RayPPOTrainer"):
+        run(_config("+lld.probes=false"))
+    runner = _task_runner(probes=False).__ray_metadata__.modified_class()
+    worker_class, _ = runner.add_actor_rollout_worker(_config("trainer.use_v1=false"))
+    assert not issubclass(worker_class, LLDActorRolloutRefWorker)
+    [mapped] = runner.role_worker_mapping.values()
+    assert not issubclass(mapped.__ray_metadata__.modified_class, LLDActorRolloutRefWorker)

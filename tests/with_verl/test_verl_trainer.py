@@ -6,6 +6,9 @@ actor's."""
 
 from __future__ import annotations
 
+import json
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -37,6 +40,7 @@ class StandInWorkers:
         self.model, _ = load_model("tiny")
         self.recorder = ProbeRecorder(ProbeSettings(method=method, probe_set_size=0, seed=3), folder,
                                       temperature=TEMPERATURE, pad_id=0)
+        self.recorder.begin_run({"method": method, "source": "verl"})
         self.calls, self.scored_prompts, self.updated_advantages, self.finish_scalars = [], None, None, None
 
     def lld_score_old_policy(self, data):
@@ -63,9 +67,14 @@ class StandInWorkers:
         return TensorDict({}, batch_size=[]).set_non_tensor("metrics", {"pg_loss": [0.5, 0.25], "mfu": 0.1})
 
     def lld_finish_step(self, scalars):
+        """As two ranks answer: the same metrics, each its half of the rows' logp_before / logp_after."""
         self.calls.append("finish")
         self.finish_scalars = scalars
-        return [{"lld/rate": 0.5}, {"lld/rate": 0.5}]       # one per rank, identical
+        responses = self.recorder.finish_step(self.model).responses
+        half = len(responses) // 2
+        return [{"metrics": {"lld/rate": 0.5},
+                 "rows": {key: responses[key].iloc[part].tolist() for key in ("logp_before", "logp_after")}}
+                for part in (slice(0, half), slice(half, None))]
 
 
 def _config():
@@ -124,3 +133,101 @@ def test_group_order_refuses_groups_of_the_wrong_size():
     assert group_order(["a", "b", "a", "b"], 2).tolist() == [0, 2, 1, 3]
     with pytest.raises(ValueError, match="rollout.n=2"):
         group_order(["a", "b", "a"], 2)
+
+
+def _with_logps(batch):
+    """The old policy's and the sampler's per-token log-probs verl's batch holds (made-up values, 0 past the end)."""
+    mask = batch.batch["response_mask"].float()
+    generator = torch.Generator().manual_seed(5)
+    batch.batch["old_log_probs"] = -torch.rand(mask.shape, generator=generator) * mask
+    batch.batch["rollout_log_probs"] = (batch.batch["old_log_probs"] - 0.01) * mask
+    return batch
+
+
+def _dumped_rows(trainer, batch, folder, step):
+    trainer.tokenizer = load_model("tiny")[1]
+    trainer.global_steps = step
+    trainer._init_dump_executor()
+    trainer._log_rollout_data(batch, {"acc": [1.0] * len(batch)}, {}, str(folder))
+    trainer._shutdown_dump_executor()
+    return [json.loads(line) for line in (folder / f"{step}.jsonl").read_text().splitlines()]
+
+
+def _check_row_by_row(rows, batch, verl_advantages):
+    """Each dump row holds its own row of verl's batch: uid, unpadded token ids, per-token log-probs, advantage."""
+    data = batch.batch
+    width = data["prompts"].shape[1]
+    for row, entry in enumerate(rows):
+        length = int(data["response_mask"][row].sum())
+        assert entry["uid"] == batch.non_tensor_batch["uid"][row]
+        assert entry["completion_ids"] == data["responses"][row, :length].tolist()
+        assert entry["prompt_ids"] == data["prompts"][row][data["attention_mask"][row, :width].bool()].tolist()
+        assert entry["old_policy_logps"] == pytest.approx(data["old_log_probs"][row, :length].tolist(), abs=1e-7)
+        assert entry["sampler_logps"] == pytest.approx(data["rollout_log_probs"][row, :length].tolist(), abs=1e-7)
+        assert entry["advantage"] == pytest.approx(float(verl_advantages[row]), abs=1e-7)
+        assert entry["acc"] == 1.0                          # verl's own extra columns are kept
+
+
+def test_a_probed_step_dumps_the_token_columns_equal_to_the_store(tmp_path):
+    """LLDRayPPOTrainer: verl's own _log_rollout_data after the probed update writes rows with the token dump's
+    columns; the reader (groups by uid) gives the store's logp_before / logp_after / advantage per response."""
+    from lld_probe.analysis.read_verl import read_verl_dumps
+    from lld_probe.store.run_store import read_run_store
+    from lld_probe.store.schema import TOKEN_DUMP_COLUMNS
+    permutation = torch.tensor([5, 0, 11, 3, 8, 1, 6, 10, 2, 9, 4, 7])
+    batch = _with_logps(_scattered_batch(permutation))
+    verl_advantages = sequence_advantages(batch.batch["advantages"], batch.batch["response_mask"]).clone()
+    trainer = object.__new__(LLDRayPPOTrainer)
+    workers = StandInWorkers(tmp_path / "store", "nthr")
+    trainer.config, trainer.actor_rollout_wg, trainer.global_steps = _config(), workers, 1
+    trainer.lld_step = ProbeStep(workers, group_size=GROUP_SIZE)
+    trainer._update_actor(batch)
+    rows = _dumped_rows(trainer, batch, tmp_path / "dump", 1)
+    assert len(rows) == 12 and set(TOKEN_DUMP_COLUMNS) <= set(rows[0])
+    _check_row_by_row(rows, batch, verl_advantages)
+    dumped = read_verl_dumps(tmp_path / "dump").responses
+    store = read_run_store(tmp_path / "store")
+    both = dumped.merge(store.responses, on=["step", "group_id", "response_index"], suffixes=("_d", "_s"),
+                        validate="one_to_one")
+    assert len(both) == 12 and both["logp_before_d"].notna().all()
+    np.testing.assert_array_equal(both["logp_before_d"], both["logp_before_s"])
+    np.testing.assert_array_equal(both["logp_after_d"], both["logp_after_s"])
+    np.testing.assert_allclose(both["advantage_d"], both["advantage_s"], rtol=0, atol=1e-7)
+    for row in both.itertuples():                   # the store's token rows are the dump's completion ids
+        tokens = store.tokens[(store.tokens["group_id"] == row.group_id) &
+                              (store.tokens["response_index"] == row.response_index)].sort_values("position")
+        if len(tokens):
+            assert tokens["token_id"].tolist() == list(row.completion_ids)
+
+
+def test_without_probes_the_dump_carries_the_sampled_tokens(tmp_path):
+    """TokenDumpRayPPOTrainer: the same columns for a run without the probes (logp_before / logp_after null)."""
+    from lld_probe.analysis.read_verl import read_verl_dumps
+    from lld_probe.integrations.verl.trainer import TokenDumpRayPPOTrainer
+    permutation = torch.tensor([5, 0, 11, 3, 8, 1, 6, 10, 2, 9, 4, 7])
+    batch = _with_logps(_scattered_batch(permutation))
+    trainer = object.__new__(TokenDumpRayPPOTrainer)
+    rows = _dumped_rows(trainer, batch, tmp_path / "dump", 3)
+    _check_row_by_row(rows, batch, sequence_advantages(batch.batch["advantages"], batch.batch["response_mask"]))
+    assert all(entry["logp_before"] is None and entry["logp_after"] is None for entry in rows)
+    dumped = read_verl_dumps(tmp_path / "dump").responses
+    for _, group in dumped.groupby("group_id"):
+        assert group["uid"].nunique() == 1 and len(group) == GROUP_SIZE
+        assert len({tuple(ids) for ids in group["prompt_ids"]}) == 1
+    # advantages that vary within a response (a critic's GAE) have no per-response value: NaN, and the dump runs
+    batch.batch["advantages"] = torch.rand(batch.batch["advantages"].shape) * batch.batch["response_mask"]
+    rows = _dumped_rows(trainer, batch, tmp_path / "dump-gae", 4)
+    assert all(math.isnan(entry["advantage"]) for entry in rows) and rows[0]["completion_ids"]
+
+
+def test_the_dump_refuses_multi_turn_rollouts_at_construction(monkeypatch):
+    from verl.trainer.ppo.ray_trainer import RayPPOTrainer
+    from lld_probe.integrations.verl.trainer import TokenDumpRayPPOTrainer
+
+    def verl_init(self, config):
+        self.config = config
+    monkeypatch.setattr(RayPPOTrainer, "__init__", verl_init)
+    config = OmegaConf.create({"trainer": {"rollout_data_dir": "/tmp/dump"},
+                               "actor_rollout_ref": {"rollout": {"multi_turn": {"enable": True}}}})
+    with pytest.raises(ValueError, match="multi_turn.enable"):
+        TokenDumpRayPPOTrainer(config)

@@ -10,7 +10,8 @@ TRL internals this relies on, each pinned by tests/test_trl_pins.py with a messa
 _calculate_rewards (gathered rewards per function), _generate_and_score_completions (the generation batch: G
 consecutive rows per prompt, this process's contiguous slice of it), _compute_loss and the
 _get_per_token_logps_and_entropies call it makes before reading inputs["advantages"], log, the `_step`
-counter of micro-steps and the `_metrics` store of logged values.
+counter of micro-steps (with _prepare_inputs' generation schedule: batch_windows.py) and the `_metrics` store
+of logged values.
 """
 
 from __future__ import annotations
@@ -29,20 +30,37 @@ from ...probes.evaluation import greedy_accuracy
 from ...scoring import capture_backbone_hidden, output_embedding_weight, score_group
 from ...scoring.precision import probe_precision
 from ...store.provenance import provenance
+from .advantage_sign import check_advantage_sign_applies
+from .batch_windows import batch_end, run_windows
 from .handoff import TRLHandoff
 from .old_policy_source import decide_old_policy_source
+from .sampler import leave_out_sampler_masked, with_sampler_side
 
 
 def completion_rows(completion_ids: torch.Tensor, completion_mask: torch.Tensor) -> list[list[int]]:
-    """TRL's right-padded completions -> token lists. TRL's completion mask is a prefix (ones up to and
+    """TRL's right-padded completions -> token lists (every token in the sequence, a tool's output included:
+    TRL marks that in tool_mask, see measured_flags). TRL's completion mask is a prefix (ones up to and
     including EOS); anything else is refused."""
     completion_mask = completion_mask.bool()
     lengths = completion_mask.sum(1)
     prefix = torch.arange(completion_mask.shape[1], device=completion_mask.device)[None, :] < lengths[:, None]
     if not torch.equal(prefix, completion_mask):
-        raise ValueError("completion_mask is not a prefix mask (masked tokens inside a completion, e.g. tool "
-                         "outputs): the probes do not support it")
+        raise ValueError("completion_mask is not a prefix mask (masked tokens inside a completion that TRL's "
+                         "tool_mask does not carry): the probes do not support it")
     return [row[: int(n)].tolist() for row, n in zip(completion_ids, lengths)]
+
+
+def measured_flags(tool_mask: torch.Tensor | None, completions: list[list[int]]) -> list[list[bool]] | None:
+    """TRL's tool_mask [B, T] (1 on the policy's tokens, 0 on a tool's or an environment's output: `tools=`,
+    environment_factory, or a rollout_func's env_mask) -> per completion, one flag per token (True: measured);
+    None without a tool mask (every token measured). The loss multiplies completion_mask by it."""
+    if tool_mask is None:
+        return None
+    flags = tool_mask.detach().cpu().bool()
+    if flags.dim() != 2 or flags.shape[0] != len(completions) or flags.shape[1] < max(map(len, completions), default=0):
+        raise ValueError(f"tool_mask has shape {tuple(flags.shape)}, the batch {len(completions)} completions of up "
+                         f"to {max(map(len, completions), default=0)} tokens")
+    return [row[: len(ids)].tolist() for row, ids in zip(flags, completions)]
 
 
 def _dataset_description(dataset) -> str:
@@ -135,7 +153,7 @@ class LikelihoodProbeMixin:
         output = super()._generate_and_score_completions(inputs)
         if not self.model.training:
             return output
-        generation = self._lld_begin_batch(inputs, output)
+        generation = with_sampler_side(self._lld_begin_batch(inputs, output), output)
         if self.old_policy_source == "training_forward":
             # scored by TRL's loss forward (_get_per_token_logps_and_entropies); the row index survives TRL's shuffle
             self._lld_handoff.awaiting_loss = generation
@@ -184,7 +202,8 @@ class LikelihoodProbeMixin:
 
     # --- the generation batch -> the recorder ---------------------------------------------------------
     def _lld_begin_batch(self, inputs, output):
-        """TRL's generation batch (this process's rows) -> the recorder's GenerationBatch."""
+        """TRL's generation batch (this process's rows) -> the recorder's GenerationBatch; TRL is done with it
+        after a known micro-step (batch_windows.py), when the callback takes its record."""
         rewards_per_func = self._lld_handoff.take_rewards().float().cpu()        # all processes' rows
         logged = (rewards_per_func * self.reward_weights.float().cpu()[None, :]).nansum(dim=1)   # TRL's reward
         count = output["completion_ids"].shape[0]
@@ -192,16 +211,38 @@ class LikelihoodProbeMixin:
         prompt_ids = [row[mask.bool()].tolist() for row, mask in zip(output["prompt_ids"].cpu(),
                                                                      output["prompt_mask"].cpu())]
         completion_ids, truncated, texts = self._lld_completions(output)
-        return self.recorder.begin_batch(
+        completion_ids, truncated = leave_out_sampler_masked(output, completion_ids, truncated)   # sampler.py
+        prompts, question_ids = self._lld_prompts(inputs, prompt_ids)
+        generation = self.recorder.begin_batch(
             self.state.global_step + 1, prompt_ids, completion_ids, rewards=logged[offset: offset + count],
             deciding_rewards=self._lld_deciding_rewards(rewards_per_func, logged), advantages=output["advantages"],
-            group_size=self.num_generations, prompts=[x["prompt"] for x in inputs], completions=texts,
-            question_ids=[x.get("question_id", _prompt_id(x["prompt"])) for x in inputs], truncated=truncated)
+            group_size=self.num_generations, prompts=prompts, completions=texts, question_ids=question_ids,
+            truncated=truncated, measured=measured_flags(output.get("tool_mask"), completion_ids))
+        self._lld_handoff.batch_ends.append(batch_end(self._step, self.args.steps_per_generation * self.num_iterations))
+        return generation
+
+    def _lld_prompts(self, inputs, prompt_ids) -> tuple[list, list]:
+        """(prompts, question ids) of the rows. With environment_factory the prompt is what TRL generated from
+        (its prompt tokens, decoded: the data set's prompt, if any, plus what env.reset() returned); the question
+        id is the data set's question_id, else the environment's (an attribute question_id after reset), else a
+        digest of the prompt."""
+        environments = getattr(self, "environments", None)
+        if not environments:
+            return [x["prompt"] for x in inputs], [x.get("question_id", _prompt_id(x["prompt"])) for x in inputs]
+        prompts = self.processing_class.batch_decode(prompt_ids, skip_special_tokens=False)
+        question_ids = []
+        for x, environment, prompt in zip(inputs, environments, prompts, strict=True):
+            given = x.get("question_id", getattr(environment, "question_id", None))
+            question_ids.append(given if given is not None else _prompt_id(prompt))
+        return prompts, question_ids
 
     def _lld_deciding_rewards(self, rewards_per_func, logged):
         """The reward correctness is read from: one reward function's (correct_reward) or TRL's weighted sum."""
         name = self.probe_settings.correct_reward
         if name is None:
+            check_advantage_sign_applies(logged, threshold=self.probe_settings.correct_threshold,
+                                         aggregation=self.multi_objective_aggregation,
+                                         reward_count=len(self.reward_funcs))
             return logged
         names = list(self.reward_func_names)
         if name not in names:
@@ -209,17 +250,18 @@ class LikelihoodProbeMixin:
         return rewards_per_func[:, names.index(name)]
 
     def _lld_completions(self, output):
-        """(measured completion token lists, truncated flags, texts). With mask_truncated_completions, TRL masks
-        a completion cut at the length limit out of the loss: it is kept as text, with no measured tokens."""
+        """(completion token lists, truncated flags, texts). With mask_truncated_completions, TRL masks a
+        completion cut at the length limit out of the loss: it is kept as text, with no tokens. A tool's output
+        inside a completion stays in its token list (context for later tokens); measured_flags marks it."""
         ids, mask = output["completion_ids"].cpu(), output["completion_mask"].cpu()
         masked_out = ~mask.bool().any(1) if getattr(self, "mask_truncated_completions", False) else \
             torch.zeros(ids.shape[0], dtype=torch.bool)
         pad = self.processing_class.pad_token_id
         full = [row[row != pad].tolist() if pad is not None else row.tolist() for row in ids]
-        measured = completion_rows(ids, mask)
-        texts = self.processing_class.batch_decode([f if cut else m for f, m, cut in zip(full, measured, masked_out)],
+        present = completion_rows(ids, mask)
+        texts = self.processing_class.batch_decode([f if cut else m for f, m, cut in zip(full, present, masked_out)],
                                                    skip_special_tokens=True)
-        return measured, masked_out.tolist(), texts
+        return present, masked_out.tolist(), texts
 
     def _lld_old_policy_from_loss(self, inputs, logps, entropies, hidden, completion_width: int) -> None:
         """The loss forward of the whole generation batch (rows in TRL's shuffled order) -> the recorder,
@@ -241,11 +283,14 @@ class LikelihoodProbeMixin:
 
     # --- the callback's work -------------------------------------------------------------------------
     def _lld_after_step(self) -> None:
-        """After the optimizer step that used the pending generation batch: the recorder's record, its
-        metrics into TRL's (so report_to sees them), the progress bar."""
-        if self.recorder.pending is None:
+        """After an optimizer step: the record of every generation batch TRL is now done with (usually none or
+        one; several when generations fall inside one optimizer step), its metrics into TRL's (so report_to sees
+        them), the progress bar."""
+        finished = self._lld_handoff.take_finished(self._step)
+        if not finished:
             return
-        record = self.recorder.finish_step(self._lld_model(), eval_accuracy=self.eval_accuracy)
+        record = self.recorder.finish_step(self._lld_model(), eval_accuracy=self.eval_accuracy,
+                                           step=self.state.global_step, batches=finished)
         for name, value in record.metrics.items():
             self._metrics["train"][name].append(value)
         self._show_progress(float(record.probed.generation.rewards.mean()), record.metrics.get("lld/rate", float("nan")))
@@ -266,6 +311,8 @@ class LikelihoodProbeMixin:
 
     def _lld_meta(self) -> dict:
         settings = self.probe_settings
+        windows = run_windows(self.args.steps_per_generation, self.num_iterations,
+                              self.args.gradient_accumulation_steps)
         return {**provenance(), "method": settings.method, "probe": asdict(settings),
                 "nthr_beta": settings.nthr_beta, "nthr_eta": settings.nthr_eta, "nthr_vocab": settings.nthr_vocab,
                 "nthr_anchor_self": settings.nthr_anchor_self, "group_size": self.num_generations,
@@ -281,9 +328,9 @@ class LikelihoodProbeMixin:
                                        self.args.fp16 else probe_precision(self._lld_model())),
                 "model": getattr(self._lld_model().config, "_name_or_path", None) or type(self._lld_model()).__name__,
                 "task": _dataset_description(self.train_dataset),
-                # logp_after is measured once per generation batch, after all the optimizer steps that use it
-                "delta_spans_optimizer_steps": max(1, self.args.steps_per_generation * self.num_iterations
-                                                   // self.args.gradient_accumulation_steps),
+                # logp_after is measured once per generation batch, after all the optimizer steps that use it;
+                # each response's window_steps says how many; the one number here only when every batch's is alike
+                **({"delta_spans_optimizer_steps": windows.pop()} if len(windows) == 1 else {}),
                 "correct_reward": settings.correct_reward, "correct_threshold": settings.correct_threshold,
                 "start_time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), **settings.extra_meta}
 
@@ -302,7 +349,11 @@ class _ProbeCallback(TrainerCallback):
         self.trainer._lld_train_begin()
 
     def on_step_end(self, args, state, control, **kwargs):
-        trainer = self.trainer
-        # the generation batch is finished once the steps that reuse it are done
-        if trainer._step % (trainer.args.steps_per_generation * trainer.num_iterations) == 0:
-            trainer._lld_after_step()
+        self.trainer._lld_after_step()      # records the generation batches TRL is done with, if any
+
+    def on_train_end(self, args, state, control, **kwargs):
+        unfinished = len(self.trainer._lld_handoff.batch_ends)
+        if unfinished:
+            warnings.warn(f"training stopped inside the micro-steps of {unfinished} generation batch(es) "
+                          f"(max_steps * gradient_accumulation_steps is not a multiple of steps_per_generation * "
+                          f"num_iterations): they are not recorded in the run store")

@@ -6,7 +6,8 @@ when TRL's loss forward is the source)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -14,6 +15,17 @@ class TRLHandoff:
     rewards_per_func: object = None       # [N, F] gathered rewards of every process, from _calculate_rewards
     awaiting_loss: object = None          # GenerationBatch whose old-policy scores TRL's loss forward will give
     loss_inputs: dict | None = None       # the inputs of the _compute_loss call that scores it
+    # per generation batch awaiting its record, oldest first: the micro-step count (TRL's _step) at which TRL is
+    # done with it (its buffered slices all used, num_iterations times); the recorder's pending batches in order
+    batch_ends: deque = field(default_factory=deque)
+
+    def take_finished(self, micro_steps: int) -> int:
+        """How many of the oldest batches TRL is done with after `micro_steps` micro-steps (and forget them)."""
+        done = 0
+        while self.batch_ends and self.batch_ends[0] <= micro_steps:
+            self.batch_ends.popleft()
+            done += 1
+        return done
 
     def take_rewards(self):
         rewards, self.rewards_per_func = self.rewards_per_func, None

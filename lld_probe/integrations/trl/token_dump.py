@@ -5,8 +5,10 @@
     trainer.train()
 
 Each generation batch leaves OUTPUT_DIR/lld_tokens/step=NNNNNN[.rank=RRRRR].parquet: one row per response
-of this process with the prompt and completion token ids (the completion's measured tokens, as TRL's
-completion mask has them), the text, TRL's rewards (weighted sum and per function) and advantage, the sampler's token
+of this process (`row`: its index in the global generation batch; `world_size`: the processes, one file each) with
+the prompt and completion token ids (the completion's tokens, as TRL's completion mask has them; with multi-turn
+tools also `measured`: per token, False on a tool's or environment's output, TRL's tool_mask), the text, TRL's
+rewards (weighted sum and per function) and advantage, the sampler's token
 log-probs where the generator returns them (vLLM), and TRL's old-policy log-probs where it computes them. Its cost: the batch's ids copied to the
 CPU and one Parquet file per generation batch; no forward. A TrainerCallback cannot do this (callbacks
 receive no batch), so it wraps two TRL methods: _calculate_rewards (the gathered rewards per function) and
@@ -22,7 +24,8 @@ import torch
 
 from ...store.atomic import write_parquet
 from ...store.schema import TOKEN_DUMP_DIR, step_path
-from .adapter import completion_rows
+from ...store.token_dump import dump_columns
+from .adapter import completion_rows, measured_flags
 
 
 def _rows(values: torch.Tensor | None, mask: torch.Tensor) -> list | None:
@@ -38,8 +41,8 @@ def dump_generation_batch(trainer, inputs, output, rewards_per_func, folder: Pat
     masked_out = ~mask.any(1) if getattr(trainer, "mask_truncated_completions", False) else torch.zeros(count, dtype=torch.bool)
     pad = trainer.processing_class.pad_token_id
     full = [row[row != pad].tolist() if pad is not None else row.tolist() for row in ids]
-    measured = completion_rows(ids, mask)
-    texts = trainer.processing_class.batch_decode([f if cut else m for f, m, cut in zip(full, measured, masked_out)],
+    present = completion_rows(ids, mask)
+    texts = trainer.processing_class.batch_decode([f if cut else m for f, m, cut in zip(full, present, masked_out)],
                                                   skip_special_tokens=True)
     rank, world = trainer.accelerator.process_index, trainer.accelerator.num_processes
     offset = rank * count
@@ -47,16 +50,19 @@ def dump_generation_batch(trainer, inputs, output, rewards_per_func, folder: Pat
     weights = trainer.reward_weights.float().cpu()
     advantages = output["advantages"].detach().float().cpu()
     sampler, old = output.get("sampling_per_token_logps"), output.get("old_per_token_logps")
+    columns = dump_columns(
+        prompt_ids=[row[m.bool()].tolist() for row, m in zip(output["prompt_ids"].cpu(), output["prompt_mask"].cpu())],
+        completion_ids=present, advantage=(advantages if advantages.dim() == 1 else advantages[:, 0]).tolist(),
+        sampler_logps=_rows(sampler, mask),          # vLLM's, when it returns them
+        old_policy_logps=_rows(old, mask))           # TRL's, when it computes them
     frame = pd.DataFrame({
-        "step": trainer.state.global_step + 1, "row": range(offset, offset + count),
-        "prompt": [x["prompt"] for x in inputs],
-        "prompt_ids": [row[m.bool()].tolist() for row, m in zip(output["prompt_ids"].cpu(), output["prompt_mask"].cpu())],
-        "completion_ids": measured, "truncated": masked_out.numpy(), "completion": texts,
-        "reward": (rewards * weights[None, :]).nansum(dim=1).double().numpy(),
-        "advantage": (advantages if advantages.dim() == 1 else advantages[:, 0]).double().numpy(),
-        "sampler_logps": _rows(sampler, mask) if sampler is not None else None,        # vLLM's, when it returns them
-        "old_policy_logps": _rows(old, mask) if old is not None else None,       # TRL's, when it computes them
+        "step": trainer.state.global_step + 1, "row": range(offset, offset + count), "world_size": world,
+        "prompt": [x["prompt"] for x in inputs], "truncated": masked_out.numpy(), "completion": texts,
+        "reward": (rewards * weights[None, :]).nansum(dim=1).double().numpy(), **columns,
     })
+    flags = measured_flags(output.get("tool_mask"), present)
+    if flags is not None:               # multi-turn tools: the tool outputs inside completions are not measured
+        frame["measured"] = flags
     for index, name in enumerate(trainer.reward_func_names):
         frame[f"reward_{name}"] = rewards[:, index].double().numpy()
     if "question_id" in inputs[0]:

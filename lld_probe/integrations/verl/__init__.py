@@ -1,4 +1,4 @@
-"""lld_probe on verl (0.9.x, engine workers): the probes and the advantage variants with no change to verl.
+"""lld_probe on verl (0.9.x, engine workers): the probes and the four methods with no change to verl.
 
 - EngineProbes (engine_probes.py): what runs on every data-parallel rank of the actor: the old policy's
   hidden states captured inside verl's infer_batch, the recorder's NTHR scoring and advantages, the re-score

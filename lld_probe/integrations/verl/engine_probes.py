@@ -110,6 +110,12 @@ class EngineProbes:
         self.recorder.store.append_scalars(step, {**(scalars or {}), **record.metrics})
         return dict(record.metrics)
 
+    def step_rows(self) -> dict:
+        """This rank's rows of the last finished step, in order: {"logp_before": [...], "logp_after": [...]}
+        (summed log-likelihoods, the store's values; NaN where not measured)."""
+        responses = self.recorder.last.responses
+        return {key: responses[key].astype(float).tolist() for key in ("logp_before", "logp_after")}
+
     def _texts(self, token_ids) -> list[str]:
         if self.tokenizer is None:
             return [" ".join(map(str, ids)) for ids in token_ids]

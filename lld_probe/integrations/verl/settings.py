@@ -15,7 +15,7 @@ from ...probes import ProbeSettings
 # outside verl's sharded engine and are not offered
 ALLOWED = ("method", "nthr_beta", "nthr_eta", "nthr_vocab", "nthr_anchor_self", "seed", "probe_response_fraction",
            "probe_token_rows", "correct_threshold")
-EXTRA = ("store_dir",)
+EXTRA = ("store_dir", "probes")       # probes=false: no probes, only the rollout token dump (TokenDumpRayPPOTrainer)
 
 
 def _plain(block) -> dict:
@@ -41,6 +41,7 @@ def probe_settings_from_config(lld, *, seed: int = 0) -> tuple[ProbeSettings, st
             hint = (" (the probe set and greedy evaluation are not available on verl)" if key in known else "")
             raise ValueError(f"lld.{key} is not a setting of the verl probes{hint}; known: {', '.join(ALLOWED + EXTRA)}")
     store_dir = values.pop("store_dir", None)
+    values.pop("probes", None)
     beta = float(values.get("nthr_beta", 1.0))
     if math.isnan(beta) or beta == math.inf:
         raise ValueError(f"lld.nthr_beta must be a finite number or -inf, got {beta}")
@@ -48,8 +49,15 @@ def probe_settings_from_config(lld, *, seed: int = 0) -> tuple[ProbeSettings, st
     return ProbeSettings(probe_set_size=0, eval_every=0, **values), store_dir
 
 
-def check_verl_config(config) -> None:
-    """verl settings the probes cannot follow, refused before the workers start (config: verl's whole config)."""
+def probes_enabled(lld) -> bool:
+    """False when the `lld` block says probes=false (a run with the rollout token dump only)."""
+    value = _plain(lld).get("probes", True)
+    if not isinstance(value, bool):
+        raise ValueError(f"lld.probes must be true or false, got {value!r}")
+    return value
+
+
+def _getter(config):
     def get(path, default=None):
         node = config
         for part in path.split("."):
@@ -57,6 +65,22 @@ def check_verl_config(config) -> None:
             if node is None:
                 return default
         return node
+    return get
+
+
+def check_dump_config(config) -> None:
+    """verl settings the rollout token dump without the probes cannot follow, refused before the workers start."""
+    get = _getter(config)
+    if get("trainer.use_v1", False):
+        raise ValueError("trainer.use_v1=true: the token dump runs on verl's RayPPOTrainer; set trainer.use_v1=false")
+    if get("actor_rollout_ref.rollout.multi_turn.enable", False):
+        raise ValueError("actor_rollout_ref.rollout.multi_turn.enable=true: the token dump supports single-turn "
+                         "responses only")
+
+
+def check_verl_config(config) -> None:
+    """verl settings the probes cannot follow, refused before the workers start (config: verl's whole config)."""
+    get = _getter(config)
     if get("trainer.use_v1", False):
         raise ValueError("trainer.use_v1=true: the probes run on verl's RayPPOTrainer; set trainer.use_v1=false")
     for key in ("actor_rollout_ref.actor.ulysses_sequence_parallel_size",

@@ -7,7 +7,9 @@
    method's advantages, written back into the batch in verl's own row order;
 3. verl's update runs on the batch (balanced as verl laid it out);
 4. the worker group re-scores after the update and writes the run store; the step's `lld/` metrics join the
-   actor's, so verl's tracking (console, W&B, TensorBoard, ...) logs them.
+   actor's, so verl's tracking (console, W&B, TensorBoard, ...) logs them; each row's verl advantage (before the
+   method changed it), logp_before and logp_after join the batch's non-tensor fields, in verl's row order, for the
+   rollout dump (rollout_dump.py).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import torch
 
 from .engine_probes import (ADVANTAGES_KEY, ALL_REWARDS_KEY, GROUP_SIZE_KEY, REWARD_KEY, STEP_KEY,
                             encode_rewards)
+from .layout import sequence_advantages
+from .rollout_dump import ADVANTAGE_FIELD, LOGP_AFTER_FIELD, LOGP_BEFORE_FIELD
 
 
 def group_order(uids, group_size: int) -> torch.Tensor:
@@ -65,16 +69,20 @@ class ProbeStep:
         advantages = torch.as_tensor(scored[ADVANTAGES_KEY]).to(batch.batch["advantages"].dtype)
         restored = torch.empty_like(advantages)
         restored[order] = advantages                     # back to verl's row order
+        batch.non_tensor_batch[ADVANTAGE_FIELD] = sequence_advantages(batch.batch["advantages"],
+                                                                      batch.batch["response_mask"]).double().numpy()
         batch.batch["advantages"] = restored
         output = update(batch)
         actor_metrics = output.meta_info.get("metrics", {})
         scalars = {name: float(np.mean(value)) for name, value in actor_metrics.items()
                    if isinstance(value, (int, float, list, np.ndarray)) and np.size(value)}
-        metrics = _first(self.worker_group.lld_finish_step(scalars))
-        output.meta_info["metrics"] = {**actor_metrics, **metrics}
+        ranks = self.worker_group.lld_finish_step(scalars)
+        ranks = list(ranks) if isinstance(ranks, (list, tuple)) else [ranks]
+        for field, key in ((LOGP_BEFORE_FIELD, "logp_before"), (LOGP_AFTER_FIELD, "logp_after")):
+            # rank r's rows are rows [r * B_local, (r + 1) * B_local) of the group order
+            values = np.concatenate([np.asarray(rank["rows"][key], dtype=np.float64) for rank in ranks])
+            restored_values = np.empty_like(values)
+            restored_values[order.numpy()] = values
+            batch.non_tensor_batch[field] = restored_values
+        output.meta_info["metrics"] = {**actor_metrics, **ranks[0]["metrics"]}       # the same on every rank
         return output
-
-
-def _first(results):
-    """A ONE_TO_ALL call's per-rank results (identical) -> one."""
-    return results[0] if isinstance(results, (list, tuple)) else results

@@ -1,6 +1,10 @@
-"""The trainer extension: verl's RayPPOTrainer with the probes and the advantage variant around
-`_update_actor` (the only override), the run store begun once the workers exist, and verl's own tracking
-receiving the `lld/` metrics with the actor's. The actor's worker group must be LLDActorRolloutRefWorker's.
+"""The trainer extensions.
+
+- TokenDumpRayPPOTrainer: verl's RayPPOTrainer whose rollout dump rows (trainer.rollout_data_dir) carry the token
+  dump's columns (rollout_dump.py): uid, token ids, old-policy and sampler log-probs, advantages. No probes.
+- LLDRayPPOTrainer: that, plus the probes and the method's advantages around `_update_actor`, the run store begun
+  once the workers exist, and verl's own tracking receiving the `lld/` metrics with the actor's; its dump rows
+  also carry the probes' logp_before / logp_after. The actor's worker group must be LLDActorRolloutRefWorker's.
 """
 
 from __future__ import annotations
@@ -10,11 +14,25 @@ from dataclasses import asdict
 from verl.trainer.ppo.ray_trainer import RayPPOTrainer
 
 from ...store.provenance import provenance
+from .rollout_dump import rollout_dump_columns
 from .settings import check_verl_config, probe_settings_from_config
 from .step import ProbeStep
 
 
-class LLDRayPPOTrainer(RayPPOTrainer):
+class TokenDumpRayPPOTrainer(RayPPOTrainer):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        rollout = self.config.actor_rollout_ref.rollout
+        if self.config.trainer.get("rollout_data_dir") and rollout.get("multi_turn", {}).get("enable", False):
+            raise ValueError("actor_rollout_ref.rollout.multi_turn.enable=true: the token dump of "
+                             "trainer.rollout_data_dir supports single-turn responses only")
+
+    def _log_rollout_data(self, batch, reward_extra_infos_dict, timing_raw, rollout_data_dir):
+        columns = rollout_dump_columns(batch)
+        return super()._log_rollout_data(batch, {**reward_extra_infos_dict, **columns}, timing_raw, rollout_data_dir)
+
+
+class LLDRayPPOTrainer(TokenDumpRayPPOTrainer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         check_verl_config(self.config)

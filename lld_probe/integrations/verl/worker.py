@@ -4,7 +4,8 @@ own dispatch so that the driver calls them on the actor's worker group like comp
     lld_begin_run(settings, store_dir, meta, temperature)   every rank: an EngineProbes on its actor engine
     lld_score_old_policy(data)                               data split over the data-parallel ranks as verl
                                                              splits compute_log_prob's; returns lld_advantages
-    lld_finish_step(scalars)                                 every rank: logp_after, the store, the metrics
+    lld_finish_step(scalars)                                 every rank: logp_after, the store; returns the
+                                                             metrics and this rank's rows' logp_before/after
 
 Select it in a verl launch through lld_probe.integrations.verl.main (or map Role.ActorRollout to
 ray.remote(LLDActorRolloutRefWorker) in your own task runner).
@@ -40,4 +41,5 @@ class LLDActorRolloutRefWorker(ActorRolloutRefWorker):
 
     @register(dispatch_mode=Dispatch.ONE_TO_ALL)
     def lld_finish_step(self, scalars: dict):
-        return self.lld.finish_step(scalars)
+        metrics = self.lld.finish_step(scalars)
+        return {"metrics": metrics, "rows": self.lld.step_rows()}
