@@ -5,6 +5,9 @@ Runs are alternated (plain, probed, plain, probed, ...). Reported: the wall-time
 median and from the fastest run of each kind (noise on a shared machine only adds time), and the
 probed trainer's own clock of the time spent inside the probes, as a share of the rest of its run
 (the step time without probes, measured in the same run).
+
+With bf16=True both trainers train under TRL's bf16 autocast while the probes' forwards run in float32
+(lld_probe.scoring.precision): the figure is the price of float32 probe numbers in a bf16 run.
 """
 
 from __future__ import annotations
@@ -45,13 +48,13 @@ def relaunch(nproc: int, argv: list) -> int:
 
 
 def run_probe_overhead(model: str = "tiny", steps: int = 10, prompts_per_step: int = 4, repeats: int = 2,
-                       method: str = "grpo", out=None) -> dict:
+                       method: str = "grpo", out=None, bf16: bool = False) -> dict:
     from .integrations.trl.run import TrainSettings
     from .probes import ProbeSettings
     plain_times, probed_times, probe_seconds = [], [], []
     with tempfile.TemporaryDirectory() as folder:
         base = TrainSettings(out=folder, model=model, probe=ProbeSettings(method=method), steps=steps,
-                             prompts_per_step=prompts_per_step, progress=False)
+                             prompts_per_step=prompts_per_step, progress=False, bf16=bf16)
         for repeat in range(repeats):
             plain_times.append(_timed_run(replace(base, probes=False, out=f"{folder}/plain{repeat}"))[0])
             seconds, in_probes = _timed_run(replace(base, out=f"{folder}/probed{repeat}"))
@@ -60,6 +63,7 @@ def run_probe_overhead(model: str = "tiny", steps: int = 10, prompts_per_step: i
     plain, probed = statistics.median(plain_times), statistics.median(probed_times)
     in_probes = statistics.median(probe_seconds)
     result = {"model": model, "method": method, "steps": steps, "prompts_per_step": prompts_per_step,
+              "training_precision": "bf16 autocast" if bf16 else "float32", "probe_precision": "float32",
               "plain_s": plain, "probed_s": probed, "overhead": probed / plain - 1,
               "overhead_fastest": min(probed_times) / min(plain_times) - 1,
               "probe_s": in_probes, "probe_share_of_probed": in_probes / probed,
@@ -69,7 +73,9 @@ def run_probe_overhead(model: str = "tiny", steps: int = 10, prompts_per_step: i
               "nthr_bytes_per_split_group": statistics.median(_EXCHANGE) if _EXCHANGE else 0.0}
     if _rank() != 0:
         return result
-    print(f"{model} {method}: {steps} steps x {prompts_per_step} prompts x G=8, {result['processes']} process(es), "
+    precision = "bf16 autocast training, float32 probe forwards" if bf16 else "float32"
+    print(f"{model} {method} ({precision}): {steps} steps x {prompts_per_step} prompts x G=8, "
+          f"{result['processes']} process(es), "
           f"{result['nthr_bytes_per_split_group']:.0f} bytes sent per split group | plain GRPOTrainer {plain:.1f} s | "
           f"with probes {probed:.1f} s | wall overhead {100 * result['overhead']:+.1f}% (median), "
           f"{100 * result['overhead_fastest']:+.1f}% (fastest runs) | time inside the probes {in_probes:.1f} s = "

@@ -26,7 +26,7 @@ def _bench_probes(args) -> int:
     if args.nproc > 1 and "WORLD_SIZE" not in os.environ:
         return relaunch(args.nproc, _without_option(sys.argv[1:], "--nproc"))
     run_probe_overhead(model=args.model, steps=args.steps, prompts_per_step=args.prompts_per_step,
-                       repeats=args.repeats, method=args.method, out=args.json)
+                       repeats=args.repeats, method=args.method, out=args.json, bf16=args.bf16)
     return 0
 
 
@@ -229,6 +229,8 @@ def _add_bench_commands(commands) -> None:
     probes.add_argument("--nproc", type=int, default=1,
                         help="processes (torchrun, gloo on CPU); prompts per step are split over them")
     probes.add_argument("--json", default=None)
+    probes.add_argument("--bf16", action="store_true",
+                        help="both trainers train under bf16 autocast; the probes' forwards stay float32")
     probes.set_defaults(func=_bench_probes)
     rescore = bench_kinds.add_parser("rescore", help="re-scoring a logged step vs the training forward of it")
     rescore.add_argument("--model", default="tiny")

@@ -5,7 +5,11 @@
    Pos Only, Random and NTHR do to them;
 2. the same protocol on SmolLM2-135M-Instruct (full demo only);
 3. a short GRPO vs NTHR training comparison with the likelihood probes (SmolLM2; the tiny model with --quick);
-4. one report (summary.md + figures) over all of it, the testbed first."""
+4. one report (summary.md + figures) over all of it, the testbed first.
+
+Everything runs in float32, on every machine: a bf16 copy (for sampling or for the update) would change the
+sampled responses and the updates, so the demo's numbers would depend on whether the CPU has bf16
+instructions. The same command gives the same numbers everywhere (docs/precision.md)."""
 
 from __future__ import annotations
 
@@ -60,16 +64,14 @@ def _protocol(config, folder: Path, start: float, model=None, tokenizer=None) ->
 def run_demo(*, quick: bool = False, out: Path) -> Path:
     from .analysis.report import write_report
     from .models import load_model
-    from .models.hardware import fast_bf16
     from .integrations.trl.run import TrainSettings, run_training
     from .probes import ProbeSettings
     from .protocol import ProtocolConfig
 
     demo = QUICK if quick else FULL
     out = Path(out)
-    bf16 = fast_bf16()
     start = time.time()
-    _stage(start, f"lld-probe demo (bf16 compute: {bf16}); results in {out}")
+    _stage(start, f"lld-probe demo (float32 throughout); results in {out}")
     runs = []
     model, tokenizer = load_model(TESTBED["model"])
     for optimizer, lr in TESTBED["optimizers"]:
@@ -85,7 +87,7 @@ def run_demo(*, quick: bool = False, out: Path) -> Path:
     if demo.model_protocol:
         _stage(start, f"2/4 LLD protocol on {demo.model!r}, {demo.questions} questions")
         config = ProtocolConfig(model=demo.model, questions=demo.questions, methods=ALL_METHODS,
-                                fresh_samples=0, bf16=bf16)
+                                fresh_samples=0)
         if _protocol(config, out / "protocol", start):
             runs.append(out / "protocol")
     for method in ("grpo", "nthr"):
@@ -94,8 +96,7 @@ def run_demo(*, quick: bool = False, out: Path) -> Path:
         run_dir = out / "train" / f"{method}-seed0"
         run_training(TrainSettings(out=str(run_dir), model=demo.model, steps=demo.train_steps,
                                    prompts_per_step=demo.prompts_per_step, eval_questions=demo.eval_questions,
-                                   probe=ProbeSettings(method=method, eval_every=demo.eval_every, probe_every=2),
-                                   bf16=bf16))
+                                   probe=ProbeSettings(method=method, eval_every=demo.eval_every, probe_every=2)))
         runs.append(run_dir)
     _stage(start, "4/4 report and figures")
     summary = write_report(runs, out / "report")

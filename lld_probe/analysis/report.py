@@ -84,6 +84,27 @@ def rescore_note(run) -> str:
     return "; ".join(parts) + ".\n"
 
 
+def precision_note(run) -> str | None:
+    """For a run scored from low-precision weights: its measured resolution of Delta (lld/delta_resolution) and
+    the share of correct responses whose |Delta| is below it (not evidence of LLD); None for float32 runs."""
+    precision = run.meta.get("probe_precision")
+    resolution = run.scalar("lld/delta_resolution")
+    if resolution.empty and (precision is None or precision in ("float32", "float64")):
+        return None
+    text = f"{run.name}: log-likelihoods computed from {precision or 'low-precision weights'} (float32 cannot be recovered)"
+    if resolution.empty:
+        return text + "; no resolution of Delta was recorded.\n"
+    worst = float(resolution["value"].max())
+    text += f"; resolution of Delta (re-score in another layout at unchanged parameters) up to {worst:.3g} nats"
+    if "logp_after" in run.responses.columns:
+        measured = with_delta(run.responses).dropna(subset=["delta"])
+        correct = measured[measured["correct"].astype(bool)]
+        if len(correct):
+            below = float((correct["delta"].abs() < worst).mean())
+            text += f"; {below:.0%} of correct responses have |Delta| below it (not evidence of LLD)"
+    return text + ".\n"
+
+
 def training_summary(runs) -> str:
     lines = ["# Training runs", "", "## Per run", "", markdown_table(lld_table(runs)), ""]
     logs_only = [run.name for run in runs if "logp_after" not in run.responses.columns]
@@ -93,6 +114,7 @@ def training_summary(runs) -> str:
                   f"docs/rescore.md), or train with lld_probe's probes (LLDGRPOTrainer, or LikelihoodProbeMixin on "
                   f"your GRPOTrainer) to record them.", ""]
     lines += [rescore_note(run) for run in runs if run.meta.get("rescored_from")]
+    lines += [note for note in map(precision_note, runs) if note]
     splits = {run.name: run.meta["eval_split"] for run in runs if run.meta.get("eval_split")}
     for name, split in splits.items():
         lines += [f"Held-out questions of {name}: {split}.", ""]

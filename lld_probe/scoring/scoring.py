@@ -20,6 +20,7 @@ from ..models.adapters import scoring_model
 from ..models.kv_cache import forward_parameters, prefill_repeated, supports_prefill, with_cache
 from .batch import GroupBatch, build_group_batch
 from .hidden import capture_final_hidden
+from .precision import float32_forwards, low_precision_compute
 from .packing import DEFAULT_MAX_TOKENS, attention_bias, pack_rows, packing_unsupported_reason, plan_chunks, prompt_blocks
 
 LAYOUTS = ("auto", "packed", "shared_prompt", "rows")
@@ -52,7 +53,7 @@ def forward_logps(model, batch: GroupBatch, *, temperature: float = 1.0, with_hi
         reason = packing_unsupported_reason(model, batch)
         if reason is not None and layout == "packed":
             raise ValueError(f"packed scoring is not possible here: {reason}")
-        if reason is None and (layout == "packed" or _packing_checked(model, batch, temperature)):
+        if reason is None and (layout == "packed" or _packing_checked(model, batch, temperature, autocast_dtype)):
             return _forward_packed(model, batch, device, temperature, with_hidden, with_entropy, max_tokens, cast)
     if layout in ("auto", "shared_prompt"):
         blocks = [torch.tensor(block) for block in prompt_blocks(batch)]
@@ -135,10 +136,11 @@ def _at_least_float32(values: torch.Tensor) -> torch.Tensor:
     return values if values.dtype == torch.float64 else values.float()
 
 
-def _packing_checked(model, batch: GroupBatch, temperature: float) -> bool:
+def _packing_checked(model, batch: GroupBatch, temperature: float, autocast_dtype=None) -> bool:
     """Once per model: packed scoring of a few rows against full rows. A model whose layers mix rows in
     a way the attention mask does not control (recurrent layers, position biases computed from the mask)
-    fails it and is scored in padded rows from then on (one shared-prompt forward per prompt), with a warning."""
+    fails it and is scored in padded rows from then on (one shared-prompt forward per prompt), with a warning.
+    Its forwards run as the scoring forwards do (same autocast), at the tolerance of their precision."""
     verified = packing_verified(model)
     if verified is not None:
         return verified
@@ -147,11 +149,13 @@ def _packing_checked(model, batch: GroupBatch, temperature: float) -> bool:
     model.eval()
     try:
         with torch.no_grad():
-            packed = forward_logps(model, sample, temperature=temperature, layout="packed").token_logps
-            rows = forward_logps(model, sample, temperature=temperature, layout="rows").token_logps
+            packed = forward_logps(model, sample, temperature=temperature, autocast_dtype=autocast_dtype,
+                                   layout="packed").token_logps
+            rows = forward_logps(model, sample, temperature=temperature, autocast_dtype=autocast_dtype,
+                                 layout="rows").token_logps
     finally:
         model.train(was_training)
-    low_precision = next(model.parameters()).dtype.itemsize < 4
+    low_precision = low_precision_compute(model, autocast_dtype)
     difference = float((packed - rows).abs().max()) if sample.mask.any() else 0.0
     ok = difference <= (5e-2 if low_precision else 1e-3)
     if not ok:
@@ -191,11 +195,13 @@ def _forward_shared_prompt(model, batch: GroupBatch, device):
 @torch.no_grad()
 def score_group(model, batch: GroupBatch, *, temperature: float = 1.0, with_hidden: bool = False,
                 with_entropy: bool = False, layout: str = "auto", max_tokens: int = DEFAULT_MAX_TOKENS) -> ScoredGroup:
-    """No-grad scoring in eval mode (dropout off), restoring the model's mode afterwards."""
+    """No-grad scoring in eval mode (dropout off), restoring the model's mode afterwards; in the weights'
+    precision (float32 for float32 weights) under any autocast (lld_probe.scoring.precision)."""
     was_training = model.training
     model.eval()
     try:
-        return forward_logps(model, batch, temperature=temperature, with_hidden=with_hidden,
-                             with_entropy=with_entropy, layout=layout, max_tokens=max_tokens)
+        with float32_forwards(model):
+            return forward_logps(model, batch, temperature=temperature, with_hidden=with_hidden,
+                                 with_entropy=with_entropy, layout=layout, max_tokens=max_tokens)
     finally:
         model.train(was_training)

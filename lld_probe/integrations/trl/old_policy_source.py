@@ -5,7 +5,11 @@ decided once when the trainer is built and recorded in meta.json with its reason
   (steps_per_generation = gradient_accumulation_steps = num_iterations = 1), no bf16/fp16 autocast and no
   dropout, that forward runs at the old policy on the whole generation batch: the probes hook it, and no
   extra forward is needed.
-- "separate_forward": a no-grad forward of the generation batch before the update (always correct).
+- "separate_forward": a no-grad forward of the generation batch before the update (always correct). Under
+  bf16/fp16 autocast it is the only float32 source: TRL's loss forward runs the model under
+  accelerator.autocast(), so its hidden states and log-probs are bf16/fp16-computed (an upcast of the
+  logits at the end does not recover them), while the probes report float32 numbers
+  (lld_probe.scoring.precision); the extra forward is the price of that.
 """
 
 from __future__ import annotations
@@ -42,8 +46,11 @@ def decide_old_policy_source(reuse_training_forward: bool, args, num_iterations:
         return OldPolicySource("separate_forward", f"{settings}: TRL's loss forward sees part of the generation "
                                                    f"batch, or sees it after an update")
     if args.bf16 or args.fp16:
-        return OldPolicySource("separate_forward", f"{'bf16' if args.bf16 else 'fp16'}=True: TRL's loss forward "
-                                                   f"runs under autocast, the probes score in float32")
+        precision = "bf16" if args.bf16 else "fp16"
+        return OldPolicySource("separate_forward", f"{precision}=True: TRL's loss forward computes its hidden states "
+                                                   f"and log-probs in {precision} under autocast, not the float32 "
+                                                   f"numbers the probes report; a float32 forward scores the old "
+                                                   f"policy")
     if has_dropout(model):
         return OldPolicySource("separate_forward", "the model has dropout: its training forward is not the "
                                                    "old policy's")
