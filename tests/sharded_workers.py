@@ -129,3 +129,63 @@ def zero3_worker(rank: int, world_size: int, store_file: str, out_dir: str) -> N
                 "batch": batch}, os.path.join(out_dir, f"zero3_rank{rank}.pt"))
     dist.barrier()
     dist.destroy_process_group()
+
+
+def _accelerate_autocast(model, dtype=torch.bfloat16):
+    """accelerate's mixed-precision wrapper (as Accelerator.prepare_model with bf16 puts it on: TRL bf16=True)."""
+    from types import MethodType
+
+    from accelerate.utils import convert_outputs_to_fp32
+    model._original_forward = model.forward
+    autocast = torch.autocast(device_type="cpu", dtype=dtype)
+    model.forward = MethodType(convert_outputs_to_fp32(autocast(model.forward.__func__)), model)
+    return model
+
+
+def _sharded(model, mesh, **kwargs):
+    from torch.distributed.fsdp import fully_shard
+    for layer in model.model.layers:
+        fully_shard(layer, mesh=mesh, **kwargs)
+    fully_shard(model, mesh=mesh, **kwargs)
+    return model
+
+
+def precision_worker(rank: int, world_size: int, store_file: str, out_dir: str) -> None:
+    """FSDP2 and precision: lockstep scoring under accelerate's bf16 autocast wrapper (float32 numbers), a
+    bf16 MixedPrecisionPolicy (bf16 parameters, labelled), and lld/delta_resolution of bf16 weights."""
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+    import torch.distributed as dist
+    dist.init_process_group("gloo", init_method=f"file://{store_file}", rank=rank, world_size=world_size)
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    from lld_probe.probes import ProbeRecorder, ProbeSettings, TorchDistributed
+    from lld_probe.scoring import build_group_batch
+    from lld_probe.scoring.lockstep import score_in_lockstep
+    from lld_probe.scoring.precision import low_precision_weights, probe_precision
+    mesh, comm, result = init_device_mesh("cpu", (world_size,)), TorchDistributed(), {}
+    batch = build_group_batch([[5, 6, 7]] * 2, [[8, 9, 10] * (1 + 5 * rank), [11, 12]], 0)
+    result["batch"] = batch
+    # accelerate's autocast wrapper on an FSDP2 model of float32 weights
+    model = _accelerate_autocast(_sharded(build_model({"model": "random"}), mesh))
+    result["autocast_logps"] = score_in_lockstep(model, batch, comm, max_tokens=8).token_logps
+    result["autocast_wrapper_kept"] = model.__dict__["forward"] is not model.__dict__["_original_forward"]
+    # FSDP2 mixed precision: float32 weights gathered as bf16 for every forward
+    policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16)
+    model = _sharded(build_model({"model": "random"}), mesh, mp_policy=policy)
+    result["mp_label"], result["mp_low_precision"] = probe_precision(model), low_precision_weights(model)
+    result["mp_stored_dtype"] = next(model.parameters()).dtype
+    result["mp_logps"] = score_in_lockstep(model, batch, comm, max_tokens=8).token_logps
+    # bf16 weights: the resolution of Delta, measured in lockstep
+    model = _sharded(build_model({"model": "random"}).to(torch.bfloat16), mesh)
+    case = {"model": "random", "seed": 0}
+    settings = ProbeSettings(method="nthr", probe_score_max_tokens=24, probe_set_size=4, probe_every=1, seed=0)
+    recorder = ProbeRecorder(settings, os.path.join(out_dir, "store"), temperature=1.0, pad_id=0, comm=comm,
+                             sharded=True)
+    recorder.begin_run({})
+    probed_step(model, recorder, *rows_of(case, rank), rank)
+    result["metrics"] = dict(recorder.last.metrics)
+    torch.save(result, os.path.join(out_dir, f"precision_rank{rank}.pt"))
+    dist.barrier()
+    dist.destroy_process_group()

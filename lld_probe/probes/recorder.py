@@ -27,7 +27,7 @@ from ..core import configured_rule, correct_from_rewards, sequence_logprob
 from ..scoring import build_group_batch, score_group
 from ..scoring.lockstep import score_in_lockstep
 from ..scoring.precision import low_precision_weights
-from ..scoring.resolution import layout_resolution
+from ..scoring.resolution import layout_resolution, layout_resolution_in_lockstep
 from ..store.atomic import write_json
 from ..store.run_store import RunStoreWriter
 from .clock import Clock, timed
@@ -190,10 +190,12 @@ class ProbeRecorder:
         self.store.write_step(step, responses, tokens)
         metrics = step_metrics(finished, deltas, self.comm)
         last_batch = finished[-1].generation.batch
-        if (token_logps_after is None and model is not None and not self.sharded and low_precision_weights(model)
-                and last_batch.mask.any()):
-            # bf16/fp16 weights: a |Delta| below this is rounding, not likelihood displacement (not measured on a
-            # sharded model: its forwards, which differ in number from process to process, would desynchronise)
+        if token_logps_after is None and model is not None and self.sharded and low_precision_weights(model):
+            # every process joins the same forwards (its rows or idle ones); the max over processes
+            metrics["lld/delta_resolution"] = layout_resolution_in_lockstep(
+                model, last_batch, self.comm, temperature=self.temperature)
+        elif token_logps_after is None and model is not None and low_precision_weights(model) and last_batch.mask.any():
+            # bf16/fp16 weights: a |Delta| below this is rounding, not likelihood displacement
             metrics["lld/delta_resolution"] = layout_resolution(model, last_batch, temperature=self.temperature)
         if self.comm.world_size > 1:    # what this process sent for split groups' NTHR so far (0: whole groups)
             metrics["lld/nthr_exchange_bytes"] = float(self.comm.traffic.get("nthr", 0))

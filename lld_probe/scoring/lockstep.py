@@ -8,7 +8,8 @@ of forwards (the most any process needs); a process with fewer real forwards run
 outputs are discarded. The one-time packing check runs on every process at once, on its own rows or on a
 fixed two-row sample when it has none, and the processes keep the check's verdict only if all passed.
 
-The numbers are those of score_group: each chunk of rows is scored by forward_logps, in one forward.
+The numbers are those of score_group: each chunk of rows is scored by forward_logps, in one forward, in the
+weights' precision under any autocast (float32_forwards), the packing check included.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 
 from .batch import GroupBatch, build_group_batch
 from .packing import DEFAULT_MAX_TOKENS, packing_unsupported_reason, plan_chunks
+from .precision import float32_forwards, packing_tolerance
 from .scoring import _PACKING_CHECKS, ScoredGroup, _check_sample, forward_logps, packing_verified
 
 _ONE_FORWARD = 1 << 62        # max_tokens that keeps a chunk in one packed forward
@@ -36,12 +38,11 @@ def score_in_lockstep(model, batch: GroupBatch | None, comm, *, temperature: flo
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), float32_forwards(model):
             packed = _agree_packing(model, batch, comm, temperature)
             chunks = plan_chunks(batch, max_tokens) if batch is not None else []
             layout = "packed" if packed else "rows"
-            forwards = int(comm.all_reduce(torch.tensor([len(chunks)], dtype=torch.long), "max",
-                                           purpose="lockstep")[0])
+            forwards = agree_on_count(comm, len(chunks))
             results = [forward_logps(model, batch.select(rows), temperature=temperature, with_hidden=with_hidden,
                                      with_entropy=with_entropy, layout=layout, max_tokens=_ONE_FORWARD)
                        for rows in chunks]
@@ -57,15 +58,24 @@ def score_in_lockstep(model, batch: GroupBatch | None, comm, *, temperature: flo
 def idle_forward(model) -> None:
     """One forward of a single token, outputs discarded: joins the parameter gathers of the others' forward."""
     device = next(model.parameters()).device
-    model(input_ids=torch.zeros((1, 1), dtype=torch.long, device=device), use_cache=False)
+    with torch.no_grad(), float32_forwards(model):
+        model(input_ids=torch.zeros((1, 1), dtype=torch.long, device=device), use_cache=False)
+
+
+def agree(comm, flag: bool) -> bool:
+    """Whether flag holds on every process (one all-reduce)."""
+    return bool(comm.all_reduce(torch.tensor([int(flag)], dtype=torch.long), "min", purpose="lockstep")[0])
+
+
+def agree_on_count(comm, count: int) -> int:
+    """The largest count of any process (one all-reduce)."""
+    return int(comm.all_reduce(torch.tensor([count], dtype=torch.long), "max", purpose="lockstep")[0])
 
 
 def _agree_packing(model, batch: GroupBatch | None, comm, temperature: float) -> bool:
     """Whether every process scores packed: the model and every process's rows allow it, and the one-time
     packing check (two forwards on every process) passed everywhere."""
-    able = packing_unsupported_reason(model, batch) is None
-    able = bool(comm.all_reduce(torch.tensor([int(able)], dtype=torch.long), "min", purpose="lockstep")[0])
-    if not able:
+    if not agree(comm, packing_unsupported_reason(model, batch) is None):
         return False
     verified = packing_verified(model)
     if verified is None:
@@ -74,11 +84,8 @@ def _agree_packing(model, batch: GroupBatch | None, comm, temperature: float) ->
         packed = forward_logps(model, sample, temperature=temperature, layout="packed",
                                max_tokens=_ONE_FORWARD).token_logps
         rows = forward_logps(model, sample, temperature=temperature, layout="rows").token_logps
-        low_precision = next(model.parameters()).dtype.itemsize < 4
         difference = float((packed - rows).abs().max()) if sample.mask.any() else 0.0
-        local_ok = difference <= (5e-2 if low_precision else 1e-3)
-        verified = bool(comm.all_reduce(torch.tensor([int(local_ok)], dtype=torch.long), "min",
-                                        purpose="lockstep")[0])
+        verified = agree(comm, difference <= packing_tolerance(model))
         if not verified:
             warnings.warn(f"packed scoring of {type(model).__name__} differs from full rows (here by "
                           f"{difference:.3g} in a token log-prob): scoring this model in padded rows instead",

@@ -21,12 +21,35 @@ def _autocast_wrapped(model) -> bool:
     return original is not None and model.__dict__.get("forward") is not original
 
 
-def weights_dtype(model) -> torch.dtype:
-    """The floating dtype most of the model's parameters hold."""
+def _fsdp2_compute_dtypes(model) -> dict:
+    """id(parameter) -> the dtype FSDP2 casts it to for forwards (fully_shard's MixedPrecisionPolicy
+    param_dtype, which accelerate sets for mixed_precision bf16/fp16); parameters without a cast are absent."""
+    casts = {}
+    for module in model.modules():
+        get_state = getattr(module, "_get_fsdp_state", None)       # an FSDPModule (torch's fully_shard)
+        if get_state is None:
+            continue
+        state = get_state()
+        param_dtype = getattr(getattr(state, "_mp_policy", None), "param_dtype", None)
+        group = getattr(state, "_fsdp_param_group", None)
+        if param_dtype is not None and group is not None:
+            casts.update({id(fsdp_param.sharded_param): param_dtype for fsdp_param in group.fsdp_params})
+    return casts
+
+
+def _dtype_counts(model, casts: dict) -> dict:
     counts: dict = {}
     for parameter in model.parameters():
         if parameter.is_floating_point():
-            counts[parameter.dtype] = counts.get(parameter.dtype, 0) + parameter.numel()
+            dtype = casts.get(id(parameter), parameter.dtype)
+            counts[dtype] = counts.get(dtype, 0) + parameter.numel()
+    return counts
+
+
+def weights_dtype(model) -> torch.dtype:
+    """The floating dtype most of the model's parameters compute with in a forward: the dtype they hold, or
+    the one FSDP2's mixed precision casts them to when gathered."""
+    counts = _dtype_counts(model, _fsdp2_compute_dtypes(model))
     return max(counts, key=counts.get) if counts else torch.float32
 
 
@@ -37,10 +60,20 @@ def low_precision_weights(model) -> bool:
 
 def probe_precision(model) -> str:
     """What the probes' log-likelihoods are computed in, for meta.json: "float32" (float64 for a float64
-    model), or "<dtype> weights" where the weights themselves are low precision."""
+    model), "<dtype> weights" where the weights themselves are low precision, or "<dtype> parameters (FSDP2
+    mixed precision)" where FSDP2 casts float32 weights to <dtype> for every forward, the probes' included."""
     dtype = weights_dtype(model)
     name = str(dtype).removeprefix("torch.")
-    return name if dtype.itemsize >= 4 else f"{name} weights"
+    if dtype.itemsize >= 4:
+        return name
+    stored = _dtype_counts(model, {})
+    return f"{name} weights" if max(stored, key=stored.get) == dtype else f"{name} parameters (FSDP2 mixed precision)"
+
+
+def packing_tolerance(model, autocast_dtype=None) -> float:
+    """The largest |difference| in a token log-prob between packed and padded-row forwards that the packing
+    check accepts: float rounding of the precision the forwards compute in here (call it where they run)."""
+    return 5e-2 if low_precision_compute(model, autocast_dtype) else 1e-3
 
 
 def low_precision_compute(model, autocast_dtype=None) -> bool:

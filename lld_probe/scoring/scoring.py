@@ -20,7 +20,7 @@ from ..models.adapters import scoring_model
 from ..models.kv_cache import forward_parameters, prefill_repeated, supports_prefill, with_cache
 from .batch import GroupBatch, build_group_batch
 from .hidden import capture_final_hidden
-from .precision import float32_forwards, low_precision_compute
+from .precision import float32_forwards, packing_tolerance
 from .packing import DEFAULT_MAX_TOKENS, attention_bias, pack_rows, packing_unsupported_reason, plan_chunks, prompt_blocks
 
 LAYOUTS = ("auto", "packed", "shared_prompt", "rows")
@@ -155,9 +155,8 @@ def _packing_checked(model, batch: GroupBatch, temperature: float, autocast_dtyp
                                  layout="rows").token_logps
     finally:
         model.train(was_training)
-    low_precision = low_precision_compute(model, autocast_dtype)
     difference = float((packed - rows).abs().max()) if sample.mask.any() else 0.0
-    ok = difference <= (5e-2 if low_precision else 1e-3)
+    ok = difference <= packing_tolerance(model, autocast_dtype)
     if not ok:
         warnings.warn(f"packed scoring of {type(model).__name__} differs from full rows by {difference:.3g} in a "
                       f"token log-prob: scoring this model in padded rows instead", stacklevel=3)
