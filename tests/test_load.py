@@ -189,6 +189,7 @@ def test_protocol_folder(tmp_path):
     assert (run.responses["step"] == 0).all()
 
 
+@pytest.mark.integration
 def test_a_protocol_folder_written_with_the_variant_column_reads_under_method(tmp_path):
     """Protocol folders written before the column was named `method` call it `variant` (and `mixed` `kept`):
     load, the report and the step-context section read them under the current names."""

@@ -104,6 +104,7 @@ def test_method_advantages():
     assert sorted(random[1].tolist()) == [-0.5, -0.5, -0.25, -0.25]
 
 
+@pytest.mark.integration
 def test_same_seed_gives_identical_protocol(run, tiny):
     model, tokenizer = tiny
     again = run_protocol(CONFIG, model=model, tokenizer=tokenizer, progress=False)

@@ -65,6 +65,7 @@ def _merged(a, b, on=KEY):
     return a.merge(b, on=on, suffixes=("_r", "_p"), validate="one_to_one")
 
 
+@pytest.mark.integration
 def test_rescored_plain_run_equals_the_probed_run_per_response(runs):
     rescored, probed = read_run_store(runs["text"]), runs["probed"]
     assert sorted(rescored.responses["step"].unique()) == list(range(1, STEPS + 1))
@@ -90,6 +91,7 @@ def test_rescored_plain_run_equals_the_probed_run_per_response(runs):
     np.testing.assert_allclose(probe["logp_r"], probe["logp_p"], rtol=0, atol=1e-4)
 
 
+@pytest.mark.integration
 def test_logp_after_against_an_independent_float64_forward(runs):
     """Step 2's responses at checkpoint-2 in float64, full rows: the state at t-1 predicts token t."""
     from transformers import AutoModelForCausalLM
@@ -111,6 +113,7 @@ def test_logp_after_against_an_independent_float64_forward(runs):
         assert tokens["token_id"].tolist() == completion
 
 
+@pytest.mark.integration
 def test_token_dump_gives_the_sampled_ids_and_the_same_numbers(runs):
     folder = _run_folder(runs, "with-dump", range(1, STEPS + 1), completions=False, dump=True)
     out = runs["tmp"] / "dump-store"
@@ -125,6 +128,7 @@ def test_token_dump_gives_the_sampled_ids_and_the_same_numbers(runs):
     assert {"prompt_ids", "completion_ids", "advantage", "reward", "reward_correct", "sampler_logps", "old_policy_logps"} <= set(dump.columns)
 
 
+@pytest.mark.integration
 def test_a_checkpoint_every_two_steps_gives_windows_of_two(runs):
     folder = _run_folder(runs, "every-two", [2, 4])
     out = runs["tmp"] / "every-two-store"
@@ -153,6 +157,7 @@ def test_plan_windows_rules():
     assert [w.step for w in windows] == [2] and "initial" in skipped[1]
 
 
+@pytest.mark.integration
 def test_text_that_does_not_round_trip_is_reported_and_left_unmeasured(runs, tmp_path):
     folder = _run_folder(runs, "not-roundtrip", range(1, STEPS + 1))
     file = folder / "completions" / "completions_00002.parquet"
@@ -172,6 +177,7 @@ def test_text_that_does_not_round_trip_is_reported_and_left_unmeasured(runs, tmp
     assert "do not round-trip" in text
 
 
+@pytest.mark.integration
 def test_a_killed_rescore_resumes_and_redoes_nothing(runs, monkeypatch):
     from lld_probe.rescore import runner
     folder = _run_folder(runs, "killed", range(1, STEPS + 1))
@@ -198,6 +204,7 @@ def test_a_killed_rescore_resumes_and_redoes_nothing(runs, monkeypatch):
     assert resumed.meta["restarts"] == 1
 
 
+@pytest.mark.integration
 @pytest.mark.distributed
 def test_two_processes_equal_one(runs):
     out = runs["tmp"] / "two-processes"
@@ -223,6 +230,7 @@ def _cli_error(capsys, *argv) -> str:
     return errors[0]
 
 
+@pytest.mark.integration
 def test_bad_input_is_one_line_naming_it(runs, capsys):
     tmp = runs["tmp"]
     folder = _run_folder(runs, "bad", range(1, STEPS + 1))
@@ -257,6 +265,7 @@ def test_bad_input_is_one_line_naming_it(runs, capsys):
     assert "already holds a run store" in message
 
 
+@pytest.mark.integration
 def test_report_and_figures_read_a_rescored_run(runs, tmp_path):
     from lld_probe.analysis import load
     from lld_probe.analysis.report import write_report
@@ -278,6 +287,7 @@ def test_bench_prints_one_line(capsys):
     assert result["responses"] == 8 and result["responses_per_s"] > 0 and result["ratio_to_forward"] > 0
 
 
+@pytest.mark.integration
 def test_our_store_rescored_with_a_checkpoint_pattern(runs):
     """The probed run's own store (its token ids) with the plain run's checkpoints (the same trajectory)."""
     out = runs["tmp"] / "from-store"
@@ -290,6 +300,7 @@ def test_our_store_rescored_with_a_checkpoint_pattern(runs):
     np.testing.assert_allclose(both["logp_after_r"], both["logp_after_p"], rtol=0, atol=1e-5)
 
 
+@pytest.mark.integration
 def test_verl_dumps_with_a_checkpoint_pattern(runs):
     """verl's rollout dumps ({step}.jsonl: input, output, score) and HF checkpoint folders by pattern."""
     import json
@@ -335,6 +346,7 @@ def two_step_generations(tmp_path_factory):
     return tmp
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("source", ["ids", "text"])
 def test_steps_per_generation_two_brackets_each_batch_by_its_two_optimizer_steps(two_step_generations, source):
     from transformers import AutoModelForCausalLM
@@ -389,6 +401,7 @@ def _group_order(group_id: str) -> int:
     return int(str(group_id).split(":")[1])
 
 
+@pytest.mark.integration
 def test_verl_token_dump_rows_are_read_by_uid_and_rescored_from_their_ids(runs):
     """verl rollout dump rows with the token dump's columns (as lld_probe.integrations.verl's trainers write them:
     store.token_dump.dump_columns), rows scattered as verl's balance_batch leaves them: the reader groups them by
