@@ -272,6 +272,11 @@ def test_logit_transforms_of_other_heads_and_a_head_with_a_bias_is_refused_befor
                                           intermediate_size=32, dim_model_base=16, scale_depth=1.0)
     assert getattr(minicpm, "logits_scaling", None) not in (None, 1.0)
     assert logit_transform_of(transformers.AutoModelForCausalLM.from_config(minicpm)) == LogitTransform()
+    # Falcon-H1 multiplies lm_head's output by lm_head_multiplier
+    falcon = transformers.FalconH1Config(vocab_size=32, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                         num_key_value_heads=1, intermediate_size=32, mamba_d_ssm=32, mamba_n_heads=2,
+                                         mamba_d_head=16, mamba_d_state=8, mamba_n_groups=1, lm_head_multiplier=0.25)
+    assert logit_transform_of(transformers.AutoModelForCausalLM.from_config(falcon)) == LogitTransform(scale=0.25)
     head = model.lm_head
     model.lm_head = torch.nn.Linear(head.in_features, head.out_features, bias=True)
     with pytest.raises(ValueError, match="output layer has a bias"):

@@ -16,6 +16,7 @@ import torch
 
 from ..core import (interaction_scores, nthr_threshold, nthr_token_scores, positive_aggregate, response_anchors,
                     scores_from_aggregate, select_above, sequence_logprob)
+from ..scoring.logit_transform import check_head_follows
 from .records import GenerationBatch, OldPolicyScores
 from .settings import ProbeSettings
 
@@ -28,6 +29,9 @@ def score_old_policy(generation: GenerationBatch, token_logps, entropy, hidden, 
     model's (lld_probe.scoring.logit_transform_of; None: logits = W h)."""
     batch = generation.batch
     measured = batch.measured
+    # the scores below recompute pi from (h, W, f): refuse a model whose log-probs do not follow from them
+    check_head_follows(hidden, unembed, batch.tokens, measured & batch.mask, token_logps, temperature=temperature,
+                       transform=logit_transform)
     token_logps = token_logps.float().cpu().masked_fill(~measured, 0.0)
     hidden = hidden.float().to(unembed.device)
     scores = torch.zeros_like(token_logps)

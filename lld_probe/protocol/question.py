@@ -12,6 +12,7 @@ import torch
 from ..core import (NTHRScores, first_order_logp_change, group_advantages, gwhes, method_token_advantages,
                     nthr_threshold, nthr_token_scores, select_above, sequence_logprob, success_rate)
 from ..scoring import ScoredGroup, logit_transform_of, output_embedding_weight, score_group
+from ..scoring.logit_transform import check_head_follows
 from .group_gradients import merge_scores, subset_forwards, weighting_gradients
 
 
@@ -51,6 +52,8 @@ def diagnose(model, old, batch, correct, config) -> BaseDiagnostics:
     """NTHR scores, selection and tau, GWHES and the group's advantages at the base parameters. The
     vocabulary passes run on the model's device; every result is on the CPU, like `old` and `batch`."""
     unembed = output_embedding_weight(model).detach()
+    check_head_follows(old.hidden, unembed, batch.tokens, batch.mask, old.token_logps, temperature=config.temperature,
+                       transform=logit_transform_of(model))
     scores = nthr_token_scores(old.hidden, unembed, batch.tokens, batch.mask, correct,
                                temperature=config.temperature, vocab=config.nthr_vocab,
                                anchor_self=config.nthr_anchor_self, token_logprobs=old.token_logps,
