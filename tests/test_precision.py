@@ -136,18 +136,71 @@ def test_packing_check_compares_like_with_like_under_an_explicit_autocast_dtype(
     assert packing_verified(model) is True
 
 
+def test_float32_forwards_use_full_precision_matmuls_and_put_the_setting_back():
+    """TF32 (torch.set_float32_matmul_precision("high"), the Trainer's tf32=True) rounds float32 matmuls to a
+    10-bit mantissa: the probes' forwards run at "highest" and leave the training's setting as it was."""
+    model, _ = _fresh_tiny()
+    before = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("high")
+        seen = []
+        handle = model.register_forward_pre_hook(lambda module, args: seen.append(torch.get_float32_matmul_precision()))
+        with torch.no_grad(), float32_forwards(model):
+            model(input_ids=torch.tensor([[1, 2, 3]]))
+        handle.remove()
+        assert seen == ["highest"] and torch.get_float32_matmul_precision() == "high"
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
+def test_flash_attention_gives_way_to_sdpa_for_float32_forwards_only(monkeypatch):
+    """flash-attention kernels take bf16/fp16 only: with float32 weights the probes' float32 forwards run sdpa
+    (the same numbers as a plain sdpa model), and the model gets its flash-attention back after the block;
+    bf16 weights keep it. (No flash-attention on this CPU: transformers' availability check is bypassed, and
+    no forward runs with flash-attention.)"""
+    import transformers
+    check = transformers.PreTrainedModel._check_and_adjust_attn_implementation
+
+    def flash_without_the_package(self, implementation, *args, **kwargs):
+        return implementation if "flash" in str(implementation) else check(self, implementation, *args, **kwargs)
+
+    monkeypatch.setattr(transformers.PreTrainedModel, "_check_and_adjust_attn_implementation",
+                        flash_without_the_package)
+    model, tokenizer = _fresh_tiny()
+    batch = _group(tokenizer)
+    reference = score_group(model, batch).token_logps
+    model.set_attn_implementation("flash_attention_2")
+    assert model.config._attn_implementation == "flash_attention_2"
+    seen = []
+    handle = model.register_forward_pre_hook(lambda module, args: seen.append(module.config._attn_implementation))
+    scored = score_group(model, batch)
+    handle.remove()
+    assert set(seen) == {"sdpa"} and model.config._attn_implementation == "flash_attention_2"
+    assert model.model.config._attn_implementation == "flash_attention_2"
+    torch.testing.assert_close(scored.token_logps, reference, rtol=0, atol=1e-5)
+    low = model.to(torch.bfloat16)
+    with float32_forwards(low):
+        assert low.config._attn_implementation == "flash_attention_2"
+
+
 def test_probe_precision_names_low_precision_weights():
     model, _ = _fresh_tiny()
     assert probe_precision(model) == "float32"
     assert probe_precision(model.to(torch.bfloat16)) == "bfloat16 weights"
+    # a quantized model (transformers sets hf_quantizer; its 4-bit weights are uint8, not floating point)
+    from lld_probe.scoring.precision import low_precision_weights
+    model, _ = _fresh_tiny()
+    model.hf_quantizer, model.config.quantization_config = object(), {"quant_method": "bitsandbytes"}
+    assert probe_precision(model) == "bitsandbytes quantized weights" and low_precision_weights(model)
 
 
 @pytest.mark.integration
-def test_bf16_weights_are_labelled_and_each_step_records_the_resolution_of_delta(tmp_path):
+@pytest.mark.parametrize("autocast", [False, True])       # bf16 weights under bf16=True too (as DeepSpeed's bf16)
+def test_bf16_weights_are_labelled_and_each_step_records_the_resolution_of_delta(tmp_path, autocast):
     from lld_probe.analysis.report import write_report
     model, tokenizer = load_model("tiny", dtype=torch.bfloat16)
     settings = train_settings(out=str(tmp_path / "run"), method="grpo", steps=2, prompts_per_step=2, group_size=4,
-                              eval_every=0, probe_set_size=0, progress=False, bf16=False)
+                              eval_every=0, probe_set_size=0, progress=False, bf16=autocast)
     trainer = run_training(settings, model=model, tokenizer=tokenizer)
     store = read_run_store(tmp_path / "run")
     assert store.meta["probe_precision"] == "bfloat16 weights"
@@ -155,11 +208,9 @@ def test_bf16_weights_are_labelled_and_each_step_records_the_resolution_of_delta
     resolution = store.scalars[store.scalars["name"] == "lld/delta_resolution"]
     assert sorted(resolution["step"]) == [1, 2]
     assert ((resolution["value"] > 0) & (resolution["value"] < 5)).all()     # bf16 rounding, measured
-    # the same two rows at the final parameters, independently: each row alone vs all rows packed together
-    batch = trainer.last_probed.batch
     summary = write_report([tmp_path / "run"], tmp_path / "report").read_text()
     assert "bfloat16 weights" in summary and "resolution of Delta" in summary
-    assert batch.size == 8
+    assert trainer.last_probed.batch.size == 8
 
 
 @pytest.mark.parametrize("quick", [True, False])

@@ -42,8 +42,20 @@ def _dtype_counts(model, casts: dict) -> dict:
     for parameter in model.parameters():
         if parameter.is_floating_point():
             dtype = casts.get(id(parameter), parameter.dtype)
-            counts[dtype] = counts.get(dtype, 0) + parameter.numel()
+            # a ZeRO-3 partitioned parameter is empty outside a forward: ds_numel is its size
+            counts[dtype] = counts.get(dtype, 0) + (getattr(parameter, "ds_numel", None) or parameter.numel())
     return counts
+
+
+def quantization_of(model) -> str | None:
+    """The quantization method of a transformers model loaded quantized (bitsandbytes 4/8-bit, GPTQ, AWQ, ...:
+    its weights are not floating point, so the dtype counts above do not see them), else None."""
+    owner = _transformers_model(model)
+    if owner is None or getattr(owner, "hf_quantizer", None) is None:
+        return None
+    config = getattr(owner.config, "quantization_config", None)
+    method = config.get("quant_method") if isinstance(config, dict) else getattr(config, "quant_method", None)
+    return str(getattr(method, "value", method) or "quantized")
 
 
 def weights_dtype(model) -> torch.dtype:
@@ -54,16 +66,19 @@ def weights_dtype(model) -> torch.dtype:
 
 
 def low_precision_weights(model) -> bool:
-    """Weights of fewer than 32 bits (a model loaded in bf16/fp16): float32 numbers cannot be recovered."""
-    return weights_dtype(model).itemsize < 4
+    """Weights of fewer than 32 bits (a model loaded in bf16/fp16, or quantized): float32 numbers cannot be
+    recovered."""
+    return weights_dtype(model).itemsize < 4 or quantization_of(model) is not None
 
 
 def probe_precision(model) -> str:
     """What the probes' log-likelihoods are computed in, for meta.json: "float32" (float64 for a float64
-    model), "<dtype> weights" where the weights themselves are low precision, or "<dtype> parameters (FSDP2
-    mixed precision)" where FSDP2 casts float32 weights to <dtype> for every forward, the probes' included."""
+    model), "<dtype> weights" where the weights themselves are low precision, "<method> quantized weights", or
+    "<dtype> parameters (FSDP2 mixed precision)" where FSDP2 casts float32 weights to <dtype> for every forward, the probes' included."""
     dtype = weights_dtype(model)
     name = str(dtype).removeprefix("torch.")
+    if quantization_of(model) is not None:
+        return f"{quantization_of(model)} quantized weights"
     if dtype.itemsize >= 4:
         return name
     stored = _dtype_counts(model, {})
@@ -84,16 +99,45 @@ def low_precision_compute(model, autocast_dtype=None) -> bool:
             or torch.is_autocast_enabled(device_type))
 
 
+def _transformers_model(model):
+    """The transformers model whose config names the attention implementation (through DDP's .module and a
+    PEFT wrapper), or None."""
+    while not hasattr(model, "set_attn_implementation") and hasattr(model, "module"):
+        model = model.module
+    if hasattr(model, "get_base_model"):
+        model = model.get_base_model()
+    return model if hasattr(model, "set_attn_implementation") else None
+
+
+def half_precision_attention(model) -> str | None:
+    """The model's attention implementation when it computes in bf16/fp16 only (flash-attention kernels),
+    else None."""
+    owner = _transformers_model(model)
+    name = getattr(getattr(owner, "config", None), "_attn_implementation", None)
+    return name if isinstance(name, str) and "flash" in name else None
+
+
 @contextmanager
 def float32_forwards(model):
     """Within the block, calls of the model run its own forward (not accelerate's autocast wrapper) with
-    autocast off: the weights' precision, float32 for float32 weights. The wrapper is put back on exit."""
+    autocast off: the weights' precision, float32 for float32 weights. For float32 weights the block also
+    makes float32 exact where the training may not have it: float32 matmuls at full precision (no TF32), and
+    sdpa attention in place of flash-attention, whose kernels take only bf16/fp16. Everything is put back
+    on exit."""
     wrapped = model.__dict__.get("forward") if _autocast_wrapped(model) else None
     if wrapped is not None:
         model.forward = model.__dict__["_original_forward"]
+    flash = half_precision_attention(model) if not low_precision_weights(model) else None
+    if flash is not None:
+        _transformers_model(model).set_attn_implementation("sdpa")
+    matmul_precision = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
     try:
         with torch.autocast(device_type=next(model.parameters()).device.type, enabled=False):
             yield model
     finally:
+        torch.set_float32_matmul_precision(matmul_precision)
+        if flash is not None:
+            _transformers_model(model).set_attn_implementation(flash)
         if wrapped is not None:
             model.forward = wrapped

@@ -28,7 +28,7 @@ from trl import GRPOTrainer
 from ...probes import ProbeRecorder, ProbeSettings, communicator_for
 from ...probes.evaluation import greedy_accuracy
 from ...scoring import capture_backbone_hidden, logit_transform_of
-from ...scoring.precision import probe_precision
+from ...scoring.precision import low_precision_weights, probe_precision
 from ...store.provenance import provenance
 from .advantage_sign import check_advantage_sign_applies
 from .batch_windows import batch_end, run_windows
@@ -330,8 +330,10 @@ class LikelihoodProbeMixin:
                 # the probes' forwards run outside autocast (lld_probe.scoring.precision): float32 unless the
                 # weights themselves are low precision
                 "probe_precision": probe_precision(self._lld_model()),
-                "training_precision": (f"{'bf16' if self.args.bf16 else 'fp16'} autocast" if self.args.bf16 or
-                                       self.args.fp16 else probe_precision(self._lld_model())),
+                # low-precision weights (DeepSpeed's bf16, FSDP2 mixed precision) are what training computes with
+                "training_precision": (probe_precision(self._lld_model()) if low_precision_weights(self._lld_model())
+                                       else f"{'bf16' if self.args.bf16 else 'fp16'} autocast"
+                                       if self.args.bf16 or self.args.fp16 else probe_precision(self._lld_model())),
                 "model": getattr(self._lld_model().config, "_name_or_path", None) or type(self._lld_model()).__name__,
                 "task": _dataset_description(self.train_dataset),
                 # logp_after is measured once per generation batch, after all the optimizer steps that use it;
