@@ -78,6 +78,30 @@ def test_trainer_state_the_adapter_reads_exists():
         f"TRL {trl.__version__}'s training_step no longer advances _step: update lld_probe/integrations/trl/adapter.py"
 
 
+def test_fsdp1_is_refused_when_the_trainer_is_built():
+    """The trainer reads transformers' Trainer.is_fsdp_enabled and accelerate's fsdp_plugin.fsdp_version."""
+    from types import SimpleNamespace
+
+    import accelerate
+    import transformers
+
+    from lld_probe.integrations.trl.adapter import _refuse_fsdp1
+    source = inspect.getsource(transformers.Trainer)
+    assert 'self.is_fsdp_enabled = getattr(self.accelerator.state, "fsdp_plugin", None) is not None' in source, \
+        f"transformers {transformers.__version__} no longer sets Trainer.is_fsdp_enabled: update _refuse_fsdp1"
+    assert "fsdp_version" in inspect.signature(accelerate.FullyShardedDataParallelPlugin).parameters, \
+        f"accelerate {accelerate.__version__}'s FSDP plugin has no fsdp_version: update _refuse_fsdp1"
+
+    def trainer(version):
+        plugin = None if version is None else SimpleNamespace(fsdp_version=version)
+        return SimpleNamespace(is_fsdp_enabled=plugin is not None,
+                               accelerator=SimpleNamespace(state=SimpleNamespace(fsdp_plugin=plugin)))
+    with pytest.raises(ValueError, match="FSDP1 .* is not supported by the probes.*fsdp_version: 2"):
+        _refuse_fsdp1(trainer(1))
+    _refuse_fsdp1(trainer(2))
+    _refuse_fsdp1(trainer(None))
+
+
 def test_every_trl_method_the_mixin_overrides_is_pinned():
     from lld_probe.integrations.trl import LikelihoodProbeMixin
     overridden = {name for name in vars(LikelihoodProbeMixin) if hasattr(GRPOTrainer, name) and not name.startswith("__")}

@@ -165,7 +165,7 @@ class ProbeRecorder:
         skips it."""
         if batches < 1 or len(self._pending) < batches:
             raise RuntimeError(f"finish_step for {batches} batch(es) with {len(self._pending)} pending: "
-                               f"score_old_policy was never called for it (the loss did not run on the batch?)")
+                               f"call score_old_policy for each generation batch before the update that uses it")
         if token_logps_after is not None and batches != 1:
             raise ValueError(f"token_logps_after re-scores one batch, finish_step was asked for {batches}")
         finished = [self._pending.popleft() for _ in range(batches)]

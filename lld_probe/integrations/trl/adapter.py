@@ -47,7 +47,8 @@ def completion_rows(completion_ids: torch.Tensor, completion_mask: torch.Tensor)
     prefix = torch.arange(completion_mask.shape[1], device=completion_mask.device)[None, :] < lengths[:, None]
     if not torch.equal(prefix, completion_mask):
         raise ValueError("completion_mask is not a prefix mask (masked tokens inside a completion that TRL's "
-                         "tool_mask does not carry): the probes do not support it")
+                         "tool_mask does not carry): not supported; mark tool or environment output with "
+                         "tool_mask / env_mask instead")
     return [row[: int(n)].tolist() for row, n in zip(completion_ids, lengths)]
 
 
@@ -87,6 +88,14 @@ def pad_advantages(advantages: torch.Tensor, width: int) -> torch.Tensor:
     return padded
 
 
+def _refuse_fsdp1(trainer) -> None:
+    """FSDP1 is refused when the trainer is built: transformers' Trainer sets is_fsdp_enabled when accelerate
+    holds an FSDP plugin, whose fsdp_version says which FSDP (1 unless set)."""
+    fsdp_plugin = getattr(trainer.accelerator.state, "fsdp_plugin", None)
+    if trainer.is_fsdp_enabled and getattr(fsdp_plugin, "fsdp_version", 1) == 1:
+        raise ValueError(FSDP1_REFUSAL)
+
+
 def _refuse_vision_language(model) -> None:
     """The probes' own forwards pass token ids only: a vision-language model's likelihoods would be those of
     the text without its images. Refused before training rather than measured wrong."""
@@ -116,9 +125,7 @@ class LikelihoodProbeMixin:
         super().__init__(*args, **kwargs)
         _refuse_vision_language(self.accelerator.unwrap_model(self.model))
         logit_transform_of(self.accelerator.unwrap_model(self.model))    # refuses a head NTHR cannot follow
-        fsdp_plugin = getattr(self.accelerator.state, "fsdp_plugin", None)
-        if self.is_fsdp_enabled and getattr(fsdp_plugin, "fsdp_version", 1) == 1:
-            raise ValueError(FSDP1_REFUSAL)
+        _refuse_fsdp1(self)
         # transformers deprecates the name TRL calls every step; the message says nothing to a user of this run
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         if probe_settings is None:
@@ -275,7 +282,8 @@ class LikelihoodProbeMixin:
         rows = inputs["lld_row"].cpu()
         if not torch.equal(rows.sort().values, torch.arange(generation.size)):
             raise RuntimeError(f"the loss forward holds {len(rows)} of the generation batch's {generation.size} "
-                               f"rows: old-policy scores need the whole batch in one micro-batch")
+                               f"rows: old-policy scores from it need the whole batch in one micro-batch; set "
+                               f"probe_reuse_training_forward=False")
         order = rows.argsort()           # shuffled position of each generation-order row
         width = generation.batch.tokens.shape[1]
         if completion_width < width:
