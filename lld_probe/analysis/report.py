@@ -95,7 +95,8 @@ def precision_note(run) -> str | None:
     if resolution.empty:
         return text + "; no resolution of Delta was recorded.\n"
     worst = float(resolution["value"].max())
-    text += f"; resolution of Delta (re-score in another layout at unchanged parameters) up to {worst:.3g} nats"
+    text += (f"; resolution of Delta (a lower bound of the rounding: a re-score in another layout at unchanged "
+             f"parameters) up to {worst:.3g} nats")
     if "logp_after" in run.responses.columns:
         measured = with_delta(run.responses).dropna(subset=["delta"])
         correct = measured[measured["correct"].astype(bool)]
