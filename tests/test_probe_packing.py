@@ -70,11 +70,17 @@ def test_unsupported_models_are_named_and_auto_falls_back(monkeypatch):
     batch = build_group_batch([[5, 6, 7]] * 2, [[20, 21], [30]], pad_id=0)
     assert packing_unsupported_reason(model, batch) is None
     expected = score_group(model, batch, layout="rows").token_logps
-    model.config._attn_implementation = "flash_attention_2"     # no custom 4D masks
+    low, _ = load_model("tiny", dtype=torch.bfloat16)
+    low.config._attn_implementation = "flash_attention_2"       # no custom 4D masks
+    assert "flash_attention_2" in packing_unsupported_reason(low, batch)
+    with pytest.raises(ValueError, match="packed scoring is not possible here: attention implementation"):
+        score_group(low, batch, layout="packed")
+    # float32 weights: the probes' float32 forwards run sdpa (flash-attention takes no float32), so they pack
+    model.config._attn_implementation = "flash_attention_2"
     try:
-        assert "flash_attention_2" in packing_unsupported_reason(model, batch)
-        with pytest.raises(ValueError, match="packed scoring is not possible here: attention implementation"):
-            score_group(model, batch, layout="packed")
+        torch.testing.assert_close(score_group(model, batch, layout="packed").token_logps, expected,
+                                   rtol=0, atol=1e-5)
+        assert model.config._attn_implementation == "flash_attention_2"
     finally:
         model.config._attn_implementation = "sdpa"
     model.config.layer_types = ["full_attention", "linear_attention", "full_attention", "full_attention"]

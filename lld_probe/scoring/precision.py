@@ -129,7 +129,11 @@ def float32_forwards(model):
         model.forward = model.__dict__["_original_forward"]
     flash = half_precision_attention(model) if not low_precision_weights(model) else None
     if flash is not None:
-        _transformers_model(model).set_attn_implementation("sdpa")
+        owner = _transformers_model(model)
+        configs = {id(module.config): module.config for module in owner.modules()
+                   if hasattr(getattr(module, "config", None), "_attn_implementation")}
+        implementations = [(config, config._attn_implementation) for config in configs.values()]
+        owner.set_attn_implementation("sdpa")
     matmul_precision = torch.get_float32_matmul_precision()
     torch.set_float32_matmul_precision("highest")
     try:
@@ -137,7 +141,8 @@ def float32_forwards(model):
             yield model
     finally:
         torch.set_float32_matmul_precision(matmul_precision)
-        if flash is not None:
-            _transformers_model(model).set_attn_implementation(flash)
+        if flash is not None:          # back as it was (no re-validation of what the model was loaded with)
+            for config, implementation in implementations:
+                config._attn_implementation = implementation
         if wrapped is not None:
             model.forward = wrapped
