@@ -134,6 +134,13 @@ def test_old_policy_needs_a_separate_forward_when_the_loss_forward_is_not_at_the
     assert decide_old_policy_source(True, args, 1, model).reason.startswith("bf16=True")
     args.bf16 = False
     assert decide_old_policy_source(False, args, 1, model).reason == "probe_reuse_training_forward=False"
+    before = torch.get_float32_matmul_precision()
+    try:                        # TF32: the loss forward's float32 matmuls are rounded
+        torch.set_float32_matmul_precision("high")
+        assert decide_old_policy_source(True, args, 1, model).reason.startswith("TF32 matmuls")
+    finally:
+        torch.set_float32_matmul_precision(before)
+    assert decide_old_policy_source(True, args, 1, model).name == "training_forward"
 
 
 def test_the_mixin_alone_on_a_plain_grpo_trainer_takes_the_loss_forward_and_refuses_the_wrong_base_order(tmp_path):

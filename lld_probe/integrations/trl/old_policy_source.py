@@ -2,8 +2,8 @@
 decided once when the trainer is built and recorded in meta.json with its reason:
 
 - "training_forward": TRL's own loss forward. With one optimizer step per generation batch
-  (steps_per_generation = gradient_accumulation_steps = num_iterations = 1), no bf16/fp16 autocast and no
-  dropout, that forward runs at the old policy on the whole generation batch: the probes hook it, and no
+  (steps_per_generation = gradient_accumulation_steps = num_iterations = 1), no bf16/fp16 autocast, no TF32
+  and no dropout, that forward runs at the old policy on the whole generation batch: the probes hook it, and no
   extra forward is needed.
 - "separate_forward": a no-grad forward of the generation batch before the update (always correct). Under
   bf16/fp16 autocast it is the only float32 source: TRL's loss forward runs the model under
@@ -51,6 +51,11 @@ def decide_old_policy_source(reuse_training_forward: bool, args, num_iterations:
                                                    f"and log-probs in {precision} under autocast, not the float32 "
                                                    f"numbers the probes report; a float32 forward scores the old "
                                                    f"policy")
+    if getattr(args, "tf32", None) or torch.get_float32_matmul_precision() != "highest":
+        return OldPolicySource("separate_forward", "TF32 matmuls (tf32=True or float32 matmul precision "
+                                                   f"{torch.get_float32_matmul_precision()!r}): TRL's loss forward "
+                                                   f"rounds float32 matmuls, a full-precision forward scores the "
+                                                   f"old policy")
     if has_dropout(model):
         return OldPolicySource("separate_forward", "the model has dropout: its training forward is not the "
                                                    "old policy's")
