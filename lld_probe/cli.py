@@ -304,6 +304,8 @@ def _rescore(args) -> int:
     if int(os.environ.get("RANK", "0")) == 0:
         for step, why in summary.skipped.items():
             print(f"skipped step {step}: {why}")
+        for warning in summary.warnings:
+            print(f"warning: {warning}")
         print(summary.line())
     return 0
 

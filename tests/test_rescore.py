@@ -442,3 +442,173 @@ def test_verl_token_dump_rows_are_read_by_uid_and_rescored_from_their_ids(runs):
     np.testing.assert_allclose(both["logp_after_r"], both["logp_after_p"], rtol=0, atol=1e-5)
     np.testing.assert_allclose(both["logp_before_r"], both["logp_before_p"], rtol=0, atol=1e-5)
     np.testing.assert_allclose(both["advantage_r"], both["advantage_p"], rtol=0, atol=1e-6)
+
+
+# --- prompts without logged token ids ------------------------------------------------------------------------
+TEMPLATE = ("{% for m in messages %}<bos>{{ m['role'] }}:{% if style is defined %}{{ style }}:{% endif %}"
+            "{{ m['content'] }}<eos>{% endfor %}{% if add_generation_prompt %}<bos>assistant:{% endif %}")
+
+
+def _tiny_tokenizer(template=None):
+    from lld_probe.models import load_model
+    _, tokenizer = load_model("tiny")
+    tokenizer.chat_template = template
+    return tokenizer
+
+
+def _rows(prompt, completion="12", prompt_ids=None):
+    frame = pd.DataFrame({"prompt": [prompt], "completion": [completion]})
+    if prompt_ids is not None:
+        frame["prompt_ids"] = [prompt_ids]
+    return frame
+
+
+def test_a_verl_prompt_that_lost_its_chat_template_tokens_is_marked_and_left_unmeasured():
+    """verl logs decode(prompt_ids, skip_special_tokens=True): with a chat template that renders special
+    tokens, the text lost them and re-tokenising it as plain text would score another prompt."""
+    from lld_probe.rescore.prompts import VERL_FORM, PromptBuilder, PromptRule
+    from lld_probe.rescore.tokens import step_tokens
+    tokenizer = _tiny_tokenizer(TEMPLATE)
+    sampled = tokenizer.apply_chat_template([{"role": "user", "content": "1+1="}], add_generation_prompt=True,
+                                            tokenize=True, return_dict=True)["input_ids"]
+    logged = tokenizer.decode(sampled, skip_special_tokens=True)             # what verl writes
+    assert logged == "user:1+1=assistant:"
+    prompts = PromptBuilder(tokenizer, PromptRule(VERL_FORM))
+    tokens = step_tokens(_rows(logged), tokenizer, prompts, max_completion_length=None)
+    assert tokens.prompt_ok == [False] and tokens.completion_ids == [[]] and tokens.roundtrip_ok == [True]
+    assert "skip_special_tokens=True" in next(iter(prompts.problems))
+    # no chat template (nothing special to lose): plain text, checked by its round trip, scored
+    plain = step_tokens(_rows(logged), _tiny_tokenizer(), PromptBuilder(_tiny_tokenizer(), PromptRule(VERL_FORM)),
+                        max_completion_length=None)
+    assert plain.prompt_ok == [True] and plain.prompt_ids[0] == tokenizer(text=logged)["input_ids"]
+    # logged prompt ids are taken as they are
+    exact = step_tokens(_rows(logged, prompt_ids=sampled), tokenizer, prompts, max_completion_length=None)
+    assert exact.prompt_ok == [True] and exact.prompt_ids == [list(sampled)] and exact.completion_ids[0]
+
+
+def test_trl_conversations_take_the_runs_chat_template_kwargs_and_tools_mark_them():
+    from lld_probe.rescore.prompts import TRL_FORM, PromptBuilder, PromptRule
+    from lld_probe.rescore.tokens import step_tokens
+    tokenizer = _tiny_tokenizer(TEMPLATE)
+    messages = [{"role": "user", "content": "2+2="}]
+    trained = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True,
+                                            style="short")["input_ids"]          # as TRL with chat_template_kwargs
+    rule = PromptRule(TRL_FORM, {"style": "short"})
+    tokens = step_tokens(_rows(messages), tokenizer, PromptBuilder(tokenizer, rule), max_completion_length=None)
+    assert tokens.prompt_ids == [list(trained)] and tokens.prompt_ok == [True]
+    with_tools = PromptRule(TRL_FORM, {"style": "short"}, conversation_unverifiable="tools")
+    tokens = step_tokens(_rows(messages), tokenizer, PromptBuilder(tokenizer, with_tools), max_completion_length=None)
+    assert tokens.prompt_ok == [False] and tokens.completion_ids == [[]]
+    # a text prompt is tokenised as is (TRL) and checked by its round trip
+    text = step_tokens(_rows("3+3="), tokenizer, PromptBuilder(tokenizer, rule), max_completion_length=None)
+    assert text.prompt_ok == [True] and text.prompt_ids == [tokenizer(text="3+3=")["input_ids"]]
+
+
+def test_a_stored_conversation_is_rebuilt_from_its_ids_or_marked():
+    """Our stores keep the prompt's printed form in `prompt`; the ids (prompt_ids) are what is re-scored, and a
+    store without them cannot say how the conversation was tokenised."""
+    from lld_probe.rescore.prompts import TRL_FORM, PromptBuilder, PromptRule
+    from lld_probe.rescore.tokens import step_tokens
+    tokenizer = _tiny_tokenizer(TEMPLATE)
+    messages = [{"role": "user", "content": "2+2="}]
+    printed = str(messages)
+    builder = PromptBuilder(tokenizer, PromptRule(TRL_FORM, printed_conversations=True))
+    old = step_tokens(_rows(printed), tokenizer, builder, max_completion_length=None)
+    assert old.prompt_ok == [False] and old.completion_ids == [[]]
+    ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                        return_dict=True)["input_ids"]
+    new = step_tokens(_rows(printed, prompt_ids=ids), tokenizer, builder, max_completion_length=None)
+    assert new.prompt_ok == [True] and new.prompt_ids == [list(ids)]
+
+
+def _store_copy(runs, name, change) -> Path:
+    """The probed run's store copied, each responses file changed by `change(frame)`."""
+    folder = runs["tmp"] / name
+    shutil.copytree(runs["tmp"] / "probed", folder, ignore=shutil.ignore_patterns("checkpoint-*"))
+    for file in sorted((folder / "responses").glob("*.parquet")):
+        change(pd.read_parquet(file)).to_parquet(file)
+    return folder
+
+
+def _printed_conversation(frame):
+    frame["prompt"] = [str([{"role": "user", "content": p}]) for p in frame["prompt"]]
+    return frame
+
+
+@pytest.mark.integration
+def test_a_stores_conversational_prompts_are_rescored_from_their_ids_and_its_scalars_copied(runs):
+    """A conversation's prompt column holds its printed form: the re-scoring takes the stored prompt ids (the
+    probed run's numbers); a store without them marks every such prompt. The scalars (per-step files) come along."""
+    pattern = str(runs["plain"] / "checkpoint-{step}")
+    probed = runs["probed"]
+    assert probed.responses["prompt_ids"].map(len).gt(0).all()
+    store = _store_copy(runs, "store-conversation", _printed_conversation)
+    summary = rescore(store, runs["tmp"] / "store-conversation-out", initial_model="tiny", checkpoints=pattern,
+                      progress=False)
+    rescored = read_run_store(runs["tmp"] / "store-conversation-out")
+    assert summary.prompt_not_verified == 0 and rescored.responses["prompt_ok"].all()
+    both = _merged(rescored.responses, probed.responses)
+    np.testing.assert_allclose(both["logp_after_r"], both["logp_after_p"], rtol=0, atol=1e-5)
+    assert len(probed.scalars)
+    copied = rescored.scalars.merge(probed.scalars, on=["step", "name"], suffixes=("_r", "_p"))
+    assert len(copied) == len(probed.scalars)
+    np.testing.assert_array_equal(copied["value_r"], copied["value_p"])
+    # a store written before prompt ids were recorded: the printed conversation cannot be re-tokenised
+    old = _store_copy(runs, "store-conversation-old", lambda f: _printed_conversation(f).drop(columns="prompt_ids"))
+    summary = rescore(old, runs["tmp"] / "store-conversation-old-out", initial_model="tiny", checkpoints=pattern,
+                      progress=False)
+    marked = read_run_store(runs["tmp"] / "store-conversation-old-out").responses
+    assert summary.prompt_not_verified == len(marked) == len(probed.responses)
+    assert not marked["prompt_ok"].any() and marked["logp_after"].isna().all()
+    assert f"{len(marked)} of {len(marked)} prompts not verified" in summary.line()
+    assert any("printed text" in warning for warning in summary.warnings)
+
+
+def _verl_folder(runs, name, score) -> Path:
+    """The plain run's completions as verl rollout dumps ({step}.jsonl), each response's score from score(frame)."""
+    import json
+    folder = runs["tmp"] / name
+    folder.mkdir()
+    for file in sorted((runs["plain"] / "completions").glob("*.parquet")):
+        frame = pd.read_parquet(file)
+        step = int(frame["step"].iloc[0])
+        lines = [json.dumps({"input": p, "output": c, "score": float(s), "step": step})
+                 for p, c, s in zip(frame["prompt"], frame["completion"], score(frame))]
+        (folder / f"{step}.jsonl").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+@pytest.mark.integration
+def test_non_binary_rewards_take_the_probes_advantage_sign_rule(runs):
+    """No --correct-threshold: correct = reward above its group's mean (core.correctness), recorded in meta."""
+    from lld_probe.core.correctness import DEFAULT_RULE
+    graded = _verl_folder(runs, "verl-graded", lambda f: f["correct"].astype(float) * 0.5 +
+                          np.arange(len(f)) % 3 * 0.25)         # exact in binary: means without rounding
+    out = runs["tmp"] / "verl-graded-store"
+    rescore(graded, out, initial_model="tiny", checkpoints=str(runs["plain"] / "checkpoint-{step}"), progress=False)
+    store = read_run_store(out)
+    assert store.meta["correctness_rule"] == DEFAULT_RULE
+    responses = store.responses
+    assert not set(responses["reward"].unique()) <= {0.0, 1.0}
+    expected = responses["reward"] > responses.groupby(["step", "group_id"])["reward"].transform("mean")
+    assert (responses["correct"].astype(bool) == expected).all() and 0 < expected.sum() < len(expected)
+
+
+@pytest.mark.integration
+def test_steps_dropped_by_the_reader_are_printed_and_recorded(runs, capsys):
+    """A verl dump whose last line is cut (a run still writing it): the step is named on the command line, one
+    line per warning, and in meta.json's skipped_steps."""
+    from lld_probe.cli import main
+    folder = _verl_folder(runs, "verl-cut", lambda f: f["correct"])
+    last = folder / f"{STEPS}.jsonl"
+    last.write_text(last.read_text()[:-20])
+    out = runs["tmp"] / "verl-cut-store"
+    assert main(["rescore", str(folder), "--out", str(out), "--initial-model", "tiny", "--no-progress",
+                 "--checkpoints", str(runs["plain"] / "checkpoint-{step}")]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert any(line.startswith(f"skipped step {STEPS}: {STEPS}.jsonl: truncated last line") for line in printed)
+    assert any(line.startswith("warning: ") and "truncated last line" in line for line in printed)
+    meta = read_run_store(out).meta
+    assert "truncated last line" in meta["skipped_steps"][str(STEPS)]
+    assert any("truncated last line" in warning for warning in meta["rescore_warnings"])
+    assert sorted(read_run_store(out).responses["step"].unique()) == list(range(1, STEPS))

@@ -81,6 +81,10 @@ def rescore_note(run) -> str:
                      f"({failed / len(text):.1%}) do not round-trip and are left out (unmeasured)")
     else:
         parts.append("token ids from the log")
+    unverified = int((~responses["prompt_ok"].astype(bool)).sum()) if "prompt_ok" in responses.columns else 0
+    if unverified:
+        parts.append(f"{unverified} of {len(responses)} ({unverified / len(responses):.1%}) prompts rebuilt from the "
+                     f"logged text could not be verified and are left out (unmeasured)")
     return "; ".join(parts) + ".\n"
 
 

@@ -35,7 +35,13 @@ def response_rows(probed: ProbedBatch, logp_after: torch.Tensor, *, step: int | 
         "scaled_fraction": (probed.scaled.sum(1).float() / lengths.clamp(min=1)).double().numpy(),
         "nthr_selected_fraction": (old.nthr_selected.sum(1).float() / lengths.clamp(min=1)).double().numpy(),
         "truncated": generation.truncated.numpy(), "window_steps": int(window_steps),
+        "prompt_ids": prompt_token_lists(generation.batch),
     })
+
+
+def prompt_token_lists(batch) -> list[list[int]]:
+    """Each row's prompt token ids (no padding), as scored."""
+    return [batch.input_ids[row, : int(batch.prompt_lengths[row])].tolist() for row in range(batch.size)]
 
 
 def token_rows(probed: ProbedBatch, token_logps_after: torch.Tensor, *, step: int | None = None,

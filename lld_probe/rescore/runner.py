@@ -25,9 +25,10 @@ from ..probes.probe_set import draw_probe_set, probe_set_rows, score_probe_set
 from ..scoring.packing import DEFAULT_MAX_TOKENS
 from ..store.atomic import write_json, write_parquet
 from ..store.provenance import provenance
-from ..store.run_store import RunStoreWriter
+from ..store.run_store import RunStoreWriter, read_run_store
 from ..store.schema import step_path
 from .checkpoints import load_checkpoint, load_tokenizer, model_location, vocabulary_size
+from .prompts import PromptBuilder
 from .sources import LoggedRun, read_source
 from .tokens import StepTokens, check_tokenizer, step_tokens
 from .windows import Window, plan_windows
@@ -53,8 +54,8 @@ class RescoreSettings(NTHRSettings):
     temperature: float | None = setting(None, "sampling temperature (default: the run's; 1.0 for verl)")
     correct_reward: str | None = setting(None, "the reward function (column) that decides correctness (default: "
                                                "the weighted reward)")
-    correct_threshold: float | None = setting(None, "correct when the deciding reward >= this (default: rewards "
-                                                    "must be binary)")
+    correct_threshold: float | None = setting(None, "correct when the deciding reward >= this (default: the "
+                                                    "probes' rule: binary rewards == 1, else above the group's mean)")
     max_tokens: int = setting(DEFAULT_MAX_TOKENS, "packed tokens per scoring forward (raise it on a GPU)")
     dtype: str = setting("float32", "weights' dtype: float32 | bfloat16 (log-likelihoods are float32 either way)")
     device: str | None = setting(None, "default: this process's GPU (LOCAL_RANK) if there is one, else cpu")
@@ -86,12 +87,16 @@ class RescoreSummary:
     wall_seconds: float
     world_size: int = 1
     warnings: list = field(default_factory=list)
+    prompt_not_verified: int = 0    # prompts rebuilt from text that could not be verified (left unmeasured)
 
     def line(self) -> str:
         rate = self.responses_scored / self.scoring_seconds if self.scoring_seconds else float("nan")
         skipped = f", {len(self.skipped)} logged step(s) skipped" if self.skipped else ""
         inexact = (f"; {self.not_roundtrip} of {self.text_responses} re-tokenised responses do not round-trip "
                    f"(left unmeasured)" if self.text_responses else "; token ids from the log")
+        if self.prompt_not_verified:
+            inexact += (f"; {self.prompt_not_verified} of {self.responses} prompts not verified against the log "
+                        f"(left unmeasured)")
         return (f"rescore: {len(self.steps)} steps, {self.responses} responses in {self.out}{skipped}{inexact}; "
                 f"{self.responses_scored} scorings at {self.checkpoints_loaded} checkpoint loads in "
                 f"{self.wall_seconds:.1f} s on {self.world_size} process(es) ({rate:.1f} responses/s per process)")
@@ -163,7 +168,8 @@ class _Plan:
         folders = {int(step): folder for step, folder in logged.checkpoints.items()}
         if settings.initial_model is not None:
             folders[0] = settings.initial_model
-        self.windows, self.skipped = plan_windows(logged.steps, folders, logged.span)
+        self.windows, skipped = plan_windows(logged.steps, folders, logged.span)
+        self.skipped = dict(sorted({**logged.dropped, **skipped}.items()))       # every logged step left out
         if not self.windows:
             reasons = "; ".join(f"step {s}: {why}" for s, why in list(self.skipped.items())[:3])
             raise ValueError(f"{logged.path}: no logged step has checkpoints on both sides ({reasons})")
@@ -175,6 +181,7 @@ class _Plan:
         self.tokenizer_source = str(tokenizer_source)
         self.tokenizer = load_tokenizer(tokenizer_source)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        self.prompts = PromptBuilder(self.tokenizer, logged.prompt_rule)
         self.temperature = settings.temperature or logged.temperature or 1.0
         self.vocab = vocabulary_size(next(iter(self.folders.values())))
         self.group_sizes = {w.step: _group_size(logged, self.rows(w), w.logged_step) for w in self.windows}
@@ -195,7 +202,7 @@ class _Plan:
                 self._cache.pop(next(iter(self._cache)))
             logged = self.logged
             self._cache[window.step] = step_tokens(
-                self.rows(window), self.tokenizer, max_completion_length=logged.max_completion_length,
+                self.rows(window), self.tokenizer, self.prompts, max_completion_length=logged.max_completion_length,
                 mask_truncated=logged.mask_truncated, vocab_size=self.vocab,
                 where=f"{logged.path} step {window.logged_step}")
         return self._cache[window.step]
@@ -257,13 +264,17 @@ def rescore(run, out, settings: RescoreSettings | None = None, **changes) -> Res
         if rank == 0:
             _assemble(plan, out, writer)
             _copy_scalars(logged, writer)
+        warnings = list(logged.warnings) + [f"prompts not verified against the log (left unmeasured): {why}"
+                                            for why in plan.prompts.problems]
         if dist is not None:
             dist.barrier()
-        summary = _summary(plan, out, gathered, time.perf_counter() - started, world)
+        summary = _summary(plan, out, gathered, time.perf_counter() - started, world, warnings)
         if rank == 0:       # the summary joins meta.json (not a restart)
             import json
             meta = json.loads((out / "meta.json").read_text())
-            write_json({**meta, "rescore_summary": summary.line()}, out / "meta.json")
+            write_json({**meta, "rescore_summary": summary.line(), "rescore_warnings": summary.warnings,
+                        "left_unmeasured": {"completion_not_roundtrip": summary.not_roundtrip,
+                                            "prompt_not_verified": summary.prompt_not_verified}}, out / "meta.json")
         return summary
     finally:
         if created:
@@ -279,6 +290,7 @@ def _meta(plan: _Plan, source: Path, world: int) -> dict:
             "group_size": logged.group_size, "delta_spans_optimizer_steps": logged.span,
             "window_steps": sorted({w.window_steps for w in plan.windows}),
             "skipped_steps": {str(s): why for s, why in plan.skipped.items()},
+            "correctness_rule": logged.correctness_rule,
             "nthr_beta": settings.nthr_beta, "nthr_vocab": settings.nthr_vocab,
             "nthr_anchor_self": settings.nthr_anchor_self, "rescore": asdict(settings), "world_size": 1,
             "rescore_processes": world, "start_time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
@@ -347,9 +359,8 @@ def _copy_scalars(logged: LoggedRun, writer: RunStoreWriter) -> None:
         from ..analysis.read_trl import _trainer_state, read_scalars
         state = _trainer_state(logged.path)
         scalars = read_scalars(state) if state else None
-    elif logged.kind == "store":
-        file = logged.path / "scalars.parquet"
-        scalars = pd.read_parquet(file) if file.is_file() else None
+    elif logged.kind == "store":     # the store's own reader: per-step files, or one file in older stores
+        scalars = read_run_store(logged.path).scalars
     else:
         scalars = None
     if scalars is not None and len(scalars):
@@ -357,11 +368,13 @@ def _copy_scalars(logged: LoggedRun, writer: RunStoreWriter) -> None:
             writer.append_scalars(int(step), dict(zip(rows["name"], rows["value"])))
 
 
-def _summary(plan: _Plan, out: Path, gathered: list, wall: float, world: int) -> RescoreSummary:
+def _summary(plan: _Plan, out: Path, gathered: list, wall: float, world: int, warnings: list) -> RescoreSummary:
     files = [step_path(out / "responses", w.step) for w in plan.windows]
     written = [file for file in files if file.is_file()]
-    marks = pd.concat([pd.read_parquet(f, columns=["step", "tokenization", "roundtrip_ok"]) for f in written],
-                      ignore_index=True) if written else pd.DataFrame(columns=["step", "tokenization", "roundtrip_ok"])
+    columns = ["step", "tokenization", "roundtrip_ok", "prompt_ok"]
+    # steps written before prompt_ok was a column had every prompt's ids or did not check them: True
+    marks = pd.concat([pd.read_parquet(f).reindex(columns=columns, fill_value=True) for f in written],
+                      ignore_index=True) if written else pd.DataFrame(columns=columns)
     text = marks[marks["tokenization"] == "text"]
     return RescoreSummary(out=out, steps=sorted(int(s) for s in marks["step"].unique()), skipped=dict(plan.skipped),
                           responses=len(marks), text_responses=len(text),
@@ -369,4 +382,4 @@ def _summary(plan: _Plan, out: Path, gathered: list, wall: float, world: int) ->
                           checkpoints_loaded=sum(c["loaded"] for c in gathered),
                           responses_scored=sum(c["scored"] for c in gathered),
                           scoring_seconds=sum(c["seconds"] for c in gathered), wall_seconds=wall, world_size=world,
-                          warnings=list(plan.logged.warnings))
+                          warnings=list(warnings), prompt_not_verified=int((~marks["prompt_ok"].astype(bool)).sum()))

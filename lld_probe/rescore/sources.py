@@ -20,8 +20,10 @@ from pathlib import Path
 import pandas as pd
 
 from ..analysis.read_trl import message_text
+from ..core.correctness import BINARY_RULE, configured_rule
 from ..store.run_store import is_run_store, read_parquet_files, read_run_store
 from ..store.schema import TOKEN_DUMP_DIR, group_id, parse_step_file
+from .prompts import TRL_FORM, VERL_FORM, PromptRule
 
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
@@ -38,6 +40,9 @@ class LoggedRun:
     max_completion_length: int | None
     mask_truncated: bool = False        # TRL's mask_truncated_completions: cut responses have no measured tokens
     warnings: list = field(default_factory=list)
+    prompt_rule: PromptRule = field(default_factory=lambda: PromptRule(TRL_FORM))   # prompts without token ids
+    dropped: dict = field(default_factory=dict)    # logged step -> why the reader left it out (a killed run's files)
+    correctness_rule: str | None = None            # how `correct` was decided (core.correctness's names)
 
 
 # every step frame holds: step, group_id, response_index, question_id, prompt (as the trainer tokenised it:
@@ -114,12 +119,15 @@ def _question_id(prompt_text: str) -> str:
 
 
 def _with_correctness(run, correct_reward, correct_threshold):
-    """load()'s correctness rule on a Run (lld_probe.analysis.load)."""
+    """The probes' correctness rule (lld_probe.core.correctness, through load()'s correctness_column) on each
+    logged step: reward >= the threshold when one is given, else binary rewards == 1, else a reward above its
+    group's mean (the advantage sign). NaN rewards stay NA."""
     from ..analysis.load import correctness_column, deciding_reward
-    run.responses["correct"] = correctness_column(deciding_reward(run, correct_reward or
-                                                                  run.meta.get("default_correct_reward")),
-                                                  correct_threshold)
-    return run.responses
+    responses = run.responses
+    deciding = deciding_reward(run, correct_reward or run.meta.get("default_correct_reward"))
+    responses["correct"] = correctness_column(deciding, correct_threshold, step=responses["step"],
+                                              group=responses["group_id"])
+    return responses
 
 
 def read_trl(path: Path, *, correct_reward=None, correct_threshold=None, checkpoints: dict | None = None) -> LoggedRun:
@@ -130,26 +138,46 @@ def read_trl(path: Path, *, correct_reward=None, correct_threshold=None, checkpo
                          f"every checkpoint: train with save_steps)")
     group_size = int(args.num_generations)
     dump, dump_warnings = path / TOKEN_DUMP_DIR, []
+    dropped, tool_calls = {}, False
     if dump.is_dir() and any(dump.glob("step=*.parquet")):
-        frame = read_token_dump(dump, group_size, dump_warnings)
-        kind_note = "token ids from the token dump"
+        frame = read_token_dump(dump, group_size, dump_warnings, dropped)
     else:
-        frame = _read_completions(path, correct_reward, correct_threshold)
-        kind_note = "text from completions/ (log_completions=True)"
-    if correct_reward is not None or "correct" not in frame.columns:
-        from ..analysis.run import Run
-        frame = _with_correctness(Run("trl", path, frame), correct_reward, correct_threshold)
+        frame, tool_calls = _read_completions(path, correct_reward, correct_threshold)
+    from ..analysis.run import Run
     steps = {}
     for step, rows in frame.groupby("step", sort=True):
-        steps[int(step)] = _consecutive_groups(rows.reset_index(drop=True), group_size, f"{path} step {step}")
+        rows = _consecutive_groups(rows.reset_index(drop=True), group_size, f"{path} step {step}")
+        steps[int(step)] = _with_correctness(Run("trl", path, rows), correct_reward, correct_threshold)
     return LoggedRun("trl", path, steps, checkpoints, _span(args), group_size, float(args.temperature),
                      args.max_completion_length, bool(getattr(args, "mask_truncated_completions", False)),
-                     warnings=[kind_note, *dump_warnings])
+                     warnings=dump_warnings, prompt_rule=_trl_prompt_rule(args, tool_calls), dropped=dropped)
 
 
-def _read_completions(path: Path, correct_reward, correct_threshold) -> pd.DataFrame:
-    """TRL's completions log through lld_probe.analysis (rewards, weights, correctness), with the prompts
-    as TRL tokenised them (text or messages) read again from the same files."""
+def _trl_prompt_rule(args, tool_calls: bool) -> PromptRule:
+    """How TRL tokenised the logged prompts: the run's chat_template_kwargs (a dict, or JSON text); a run whose
+    completions called tools rendered tool schemas into its prompts, which the log does not hold."""
+    import json
+    kwargs = getattr(args, "chat_template_kwargs", None) or {}
+    if isinstance(kwargs, str):
+        kwargs = json.loads(kwargs)
+    why = ("the run gave the trainer tools, whose schemas the chat template renders into the prompt and the "
+           "completions log does not hold (record the token dump)" if tool_calls else None)
+    return PromptRule(TRL_FORM, dict(kwargs), why)
+
+
+def _calls_tools(completion) -> bool:
+    """Whether a logged completion (text or messages) holds a tool call or a tool's message."""
+    if isinstance(completion, str):
+        return False
+    try:
+        return any(dict(m).get("role") == "tool" or len(dict(m).get("tool_calls") or []) > 0 for m in completion)
+    except (TypeError, ValueError):
+        return False
+
+
+def _read_completions(path: Path, correct_reward, correct_threshold) -> tuple[pd.DataFrame, bool]:
+    """(TRL's completions log through lld_probe.analysis (rewards, weights, correctness), with the prompts
+    as TRL tokenised them (text or messages) read again from the same files; whether a completion called a tool)."""
     from ..analysis.load import load
     files = sorted((path / "completions").glob("completions_*.parquet")) if (path / "completions").is_dir() else []
     if not files:
@@ -157,17 +185,20 @@ def _read_completions(path: Path, correct_reward, correct_threshold) -> pd.DataF
                          f"{TOKEN_DUMP_DIR}/ token dump: no responses to re-score")
     run = load(path, correct_reward=correct_reward, correct_threshold=correct_threshold)
     responses = run.responses
-    raw = pd.concat([frame[["step", "prompt"]] for frame in read_parquet_files(files, [])], ignore_index=True)
+    raw = pd.concat([frame[["step", "prompt", "completion"]] for frame in read_parquet_files(files, [])],
+                    ignore_index=True)
+    tool_calls = any(_calls_tools(c) for c in raw["completion"])
     raw = raw[raw["step"].isin(set(responses["step"]))].reset_index(drop=True)
     if len(raw) != len(responses):
         raise ValueError(f"{path}/completions: {len(raw)} logged rows but the reader kept {len(responses)}")
     responses["prompt_text"] = responses["prompt"]
     responses["prompt"] = [_messages(p) for p in raw["prompt"]]
     responses["question_id"] = [_question_id(p) for p in responses["prompt_text"]]
-    return responses
+    return responses, tool_calls
 
 
-def read_token_dump(folder: Path, group_size: int | None = None, warnings: list | None = None) -> pd.DataFrame:
+def read_token_dump(folder: Path, group_size: int | None = None, warnings: list | None = None,
+                    dropped: dict | None = None) -> pd.DataFrame:
     """The TRL token dump (one file per step, and per process on several: step=NNNNNN.rank=RRRRR) in global row
     order. A step with fewer shards than its processes (a killed run's last step) is skipped with a warning
     (appended to `warnings`); rows written twice (files of two launches with different process counts) are refused."""
@@ -187,8 +218,10 @@ def read_token_dump(folder: Path, group_size: int | None = None, warnings: list 
                              f"launches with different process counts; keep one launch's files")
         expected = int(rows["world_size"].iloc[0]) if "world_size" in rows.columns else 1
         if shards[step] < expected:
-            warnings.append(f"{folder.name} step {step}: {shards[step]} of {expected} processes' files (a killed "
-                            f"run?): skipped")
+            why = f"{shards[step]} of {expected} processes' token dump files in {folder.name}/ (a killed run?)"
+            warnings.append(f"{folder.name} step {step}: {why}: skipped")
+            if dropped is not None:
+                dropped[int(step)] = why
             frame = frame[frame["step"] != step]
     frame = frame.reset_index(drop=True)
     frame["prompt_text"] = [message_text(p) for p in frame["prompt"]]
@@ -225,7 +258,8 @@ def read_store(path: Path, *, correct_reward=None, correct_threshold=None, check
     if correct_reward is not None or correct_threshold is not None:
         from ..analysis.run import Run
         responses["reward"] = responses["reward"].astype(float)
-        responses = _with_correctness(Run("store", path, responses), correct_reward, correct_threshold)
+        responses = _with_correctness(Run("store", path, responses, dict(store.meta)), correct_reward,
+                                      correct_threshold)
     ids, flags = {}, {}
     if len(store.tokens):
         for key, rows in store.tokens.sort_values("position").groupby(["group_id", "response_index"], sort=False):
@@ -242,8 +276,12 @@ def read_store(path: Path, *, correct_reward=None, correct_threshold=None, check
         steps[int(step)] = rows.sort_values(["_g", "response_index"], kind="stable").drop(columns="_g") \
             .reset_index(drop=True)
     meta = store.meta
+    # the store's own correctness unless told otherwise (stores that record no rule took the binary one)
+    told = correct_reward is not None or correct_threshold is not None
+    rule = configured_rule(correct_threshold) if told else meta.get("correctness_rule", BINARY_RULE)
     return LoggedRun("store", path, steps, checkpoints, _store_span(path, meta, store.responses),
-                     meta.get("group_size"), meta.get("temperature"), meta.get("max_completion_length"))
+                     meta.get("group_size"), meta.get("temperature"), meta.get("max_completion_length"),
+                     warnings=list(store.warnings), prompt_rule=PromptRule(TRL_FORM, printed_conversations=True), correctness_rule=rule)
 
 
 def read_verl(path: Path, *, correct_reward=None, correct_threshold=None, checkpoints: dict | None = None) -> LoggedRun:
@@ -251,7 +289,7 @@ def read_verl(path: Path, *, correct_reward=None, correct_threshold=None, checkp
     identical prompts within a step, put in consecutive rows."""
     from ..analysis.load import load
     run = load(path, correct_reward=correct_reward, correct_threshold=correct_threshold)
-    responses = run.responses
+    responses = _with_correctness(run, correct_reward, correct_threshold)
     responses["prompt_text"] = responses["prompt"]
     if "question_id" not in responses.columns:
         responses["question_id"] = [_question_id(p) for p in responses["prompt_text"]]
@@ -260,7 +298,13 @@ def read_verl(path: Path, *, correct_reward=None, correct_threshold=None, checkp
         rows = rows.assign(_g=[int(g.split(":")[1]) for g in rows["group_id"]])
         steps[int(step)] = rows.sort_values(["_g", "response_index"], kind="stable").drop(columns="_g") \
             .reset_index(drop=True)
-    return LoggedRun("verl", path, steps, checkpoints or {}, 1, None, None, None, warnings=list(run.warnings))
+    dropped = {}
+    for warning in run.warnings:
+        match = re.search(r"^(\S+): truncated last line .*step (\d+) skipped$", warning)
+        if match:
+            dropped[int(match.group(2))] = f"{match.group(1)}: truncated last line (the run still writing it?)"
+    return LoggedRun("verl", path, steps, checkpoints or {}, 1, None, None, None, warnings=list(run.warnings),
+                     prompt_rule=PromptRule(VERL_FORM), dropped=dropped)
 
 
 def read_source(path, *, checkpoints: str | None = None, correct_reward=None, correct_threshold=None) -> LoggedRun:
@@ -287,4 +331,6 @@ def read_source(path, *, checkpoints: str | None = None, correct_reward=None, co
         raise ValueError(f"{path}: no checkpoints ({where}): train with save_steps (TRL) or give --checkpoints")
     if not logged.steps:
         raise ValueError(f"{path}: no logged responses to re-score")
+    if logged.correctness_rule is None:          # decided here by core.correctness's rule
+        logged.correctness_rule = configured_rule(correct_threshold)
     return logged

@@ -7,6 +7,10 @@ completion must decode back to the logged text. A completion that does not is ma
 False) and left unmeasured (no tokens: NaN likelihoods, as a truncated response), never scored with
 tokens it did not have. TRL's logged text drops the EOS token its loss scored: it is appended to every
 completion shorter than max_completion_length (generation stops at EOS or at the limit).
+
+A prompt without logged token ids is rebuilt from its text and verified the same way (lld_probe.rescore.prompts:
+the check depends on how the log made the text); a response whose prompt is not verified is marked
+(prompt_ok False) and left unmeasured too: its Delta would be measured under another prompt.
 """
 
 from __future__ import annotations
@@ -15,36 +19,40 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from .prompts import PromptBuilder
+
 
 @dataclass(frozen=True)
 class StepTokens:
     prompt_ids: list          # per response
     completion_ids: list      # per response: the measured tokens ([] when none)
     tokenization: list        # "ids" | "text"
-    roundtrip_ok: list        # bool
+    roundtrip_ok: list        # bool: the completion's tokens are the logged ones, or decode back to its text
     truncated: list           # bool: cut at the length limit and masked out of the loss (TRL mask_truncated_completions)
     measured: list = None     # per response: one flag per completion token (False: a tool's output), or None: all
+    prompt_ok: list = None    # bool: the prompt's tokens are the logged ones, or rebuilt and verified
 
 
-def prompt_token_ids(tokenizer, prompt) -> list[int]:
-    """As TRL's GRPOTrainer: a conversation through the chat template with the generation prompt, text as is."""
-    if isinstance(prompt, str):
-        return list(tokenizer(text=prompt)["input_ids"])
-    ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=True, return_dict=True)
-    ids = ids["input_ids"]
-    return list(ids[0] if ids and isinstance(ids[0], list) else ids)
+def _logged_ids(value):
+    """A row's logged token ids, or None where the log has none (a missing column, None or NaN)."""
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    return [int(i) for i in value]
 
 
-def step_tokens(rows: pd.DataFrame, tokenizer, *, max_completion_length: int | None, mask_truncated: bool = False,
-                vocab_size: int | None = None, where: str = "") -> StepTokens:
-    prompts, completions, kinds, oks, cut, measured = [], [], [], [], [], []
+def step_tokens(rows: pd.DataFrame, tokenizer, prompts: PromptBuilder, *, max_completion_length: int | None,
+                mask_truncated: bool = False, vocab_size: int | None = None, where: str = "") -> StepTokens:
+    prompt_lists, completions, kinds, oks, cut, measured, prompt_oks = [], [], [], [], [], [], []
     eos = tokenizer.eos_token_id
     has_ids = "completion_ids" in rows.columns
     has_flags = "measured" in rows.columns      # recorded with the ids (multi-turn tools), else every token counts
     for index, row in enumerate(rows.itertuples(index=False)):
         recorded = getattr(row, "completion_ids", None) if has_ids else None
-        prompt_ids = getattr(row, "prompt_ids", None) if "prompt_ids" in rows.columns else None
-        prompt_ids = list(prompt_ids) if prompt_ids is not None else prompt_token_ids(tokenizer, row.prompt)
+        prompt_ids = _logged_ids(getattr(row, "prompt_ids", None)) if "prompt_ids" in rows.columns else None
+        prompt_ok = True
+        if prompt_ids is None:
+            rebuilt = prompts(row.prompt)
+            prompt_ids, prompt_ok = rebuilt.ids, rebuilt.verified
         truncated = bool(getattr(row, "truncated", False)) if "truncated" in rows.columns else False
         flags = None
         if recorded is not None:
@@ -63,18 +71,21 @@ def step_tokens(rows: pd.DataFrame, tokenizer, *, max_completion_length: int | N
                 truncated = True
             if not ok:
                 ids = []
+        if not prompt_ok:            # measured under another prompt: left unmeasured
+            ids, flags = [], None
         if truncated:
             ids, flags = [], None
         if vocab_size is not None and any(i >= vocab_size or i < 0 for i in list(prompt_ids) + ids):
             raise ValueError(f"{where}: response {index} has token ids outside the model's vocabulary of "
                              f"{vocab_size}: the checkpoints do not belong to this log")
-        prompts.append(list(prompt_ids))
+        prompt_lists.append(list(prompt_ids))
         completions.append(ids)
         kinds.append(kind)
         oks.append(ok)
         cut.append(truncated)
         measured.append(flags)
-    return StepTokens(prompts, completions, kinds, oks, cut, measured)
+        prompt_oks.append(prompt_ok)
+    return StepTokens(prompt_lists, completions, kinds, oks, cut, measured, prompt_oks)
 
 
 def check_tokenizer(tokens: StepTokens, tokenizer_source: str, step: int) -> None:

@@ -41,8 +41,8 @@ def generation_batch(step: int, rows: pd.DataFrame, tokens: StepTokens, *, group
         raise ValueError(f"step {step}: {count} responses are not whole groups of {group_size}")
     correct = rows["correct"]
     if correct.isna().any():
-        raise ValueError(f"step {step}: rewards are not binary, so correctness is unknown: give --correct-threshold "
-                         f"(and/or --correct-reward)")
+        raise ValueError(f"step {step}: a deciding reward is NaN (no reward function scored the response), so its "
+                         f"correctness is unknown: name another with --correct-reward")
     correct = torch.tensor(correct.astype(bool).to_numpy())
     return GenerationBatch(
         step=step, batch=build_group_batch(tokens.prompt_ids, tokens.completion_ids, pad_id, tokens.measured),
@@ -119,6 +119,7 @@ def assemble_step(generation: GenerationBatch, tokens: StepTokens, before: pd.Da
     responses["checkpoint_after"] = window.after
     responses["tokenization"] = tokens.tokenization
     responses["roundtrip_ok"] = np.asarray(tokens.roundtrip_ok, dtype=bool)
+    responses["prompt_ok"] = np.asarray(tokens.prompt_ok, dtype=bool)
     token_frame = token_rows(probed, token_logps_after)
     if token_frame is not None and len(token_frame):
         text = {int(i): tokenizer.decode([int(i)]) for i in token_frame["token_id"].unique()}

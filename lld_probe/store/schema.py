@@ -29,9 +29,11 @@ SCHEMA_VERSION = 2
 # finished at the first optimizer step after its last use), their groups numbered on from one batch to the next.
 RESPONSE_COLUMNS = ["step", "question_id", "group_id", "response_index", "prompt", "completion", "reward",
                     "correct", "advantage", "n_tokens", "logp_before", "logp_after", "scaled_fraction",
-                    "nthr_selected_fraction", "truncated", "window_steps"]
+                    "nthr_selected_fraction", "truncated", "window_steps", "prompt_ids"]
 # n_tokens: the response's measured tokens (those its logp sums), the completion's tokens less any tool or
-# environment output inside it.
+# environment output inside it. prompt_ids: the prompt's token ids as scored (no padding); `prompt` is its text
+# for reading (a conversation's printed form): a re-scoring takes the ids. Stores written before this column
+# have none (a reader fills None; lld_probe.rescore then rebuilds the prompt from its text and verifies it).
 # token rows: every completion token of a re-scored response; measured False marks a token in the sequence as
 # context only (a tool's or environment's output, TRL's tool_mask / env_mask 0): outside logp_before/logp_after,
 # NTHR's M+, anchors, tau and selection, the random control and every metric; its logp_before, logp_after,
@@ -41,7 +43,7 @@ TOKEN_COLUMNS = ["step", "group_id", "response_index", "token_id", "position", "
 PROBE_SET_COLUMNS = ["step", "probe_id", "kind", "question_id", "n_tokens", "logp"]
 SCALAR_COLUMNS = ["step", "name", "value"]
 # columns older stores may lack (a reader fills them with NaN / False)
-OPTIONAL_RESPONSE_COLUMNS = {"nthr_selected_fraction": float("nan"), "truncated": False}
+OPTIONAL_RESPONSE_COLUMNS = {"nthr_selected_fraction": float("nan"), "truncated": False, "prompt_ids": None}
 OPTIONAL_TOKEN_COLUMNS = {"nthr_selected": False, "measured": True}
 # columns of schema version 1 under their current names (a reader renames them)
 RENAMED_COLUMNS = {"selected": "scaled", "selected_fraction": "scaled_fraction"}
@@ -51,8 +53,11 @@ RENAMED_COLUMNS = {"selected": "scaled", "selected_fraction": "scaled_fraction"}
 #   checkpoint_before  the optimizer step of the checkpoint that gave logp_before (0: the initial model)
 #   checkpoint_after   the optimizer step of the checkpoint that gave logp_after
 #   tokenization       "ids": the sampled token ids (logged); "text": re-tokenised from the logged text
-#   roundtrip_ok       False: the re-tokenised response does not decode back to its text (left unmeasured)
-RESCORE_RESPONSE_COLUMNS = ["window_steps", "checkpoint_before", "checkpoint_after", "tokenization", "roundtrip_ok"]
+#   roundtrip_ok       False: the re-tokenised completion does not decode back to its text (left unmeasured)
+#   prompt_ok          False: the prompt had no logged token ids and its rebuilt tokens could not be verified
+#                      against the logged prompt (lld_probe.rescore.prompts; left unmeasured)
+RESCORE_RESPONSE_COLUMNS = ["window_steps", "checkpoint_before", "checkpoint_after", "tokenization", "roundtrip_ok",
+                            "prompt_ok"]
 TOKEN_DUMP_DIR = "lld_tokens"        # the token dump a trainer without probes writes into its output_dir (step files)
 # the token dump: per sampled response what a run without the probes needs for an exact re-scoring, written by
 # TRL runs (integrations/trl/token_dump.py: Parquet step files in TOKEN_DUMP_DIR, with step, row, prompt,
@@ -72,7 +77,8 @@ TOKEN_TEXT_COLUMN = "token"          # a re-scored store's token rows also hold 
 # what a reader fills in for a probed run's store (exact token ids, no checkpoints; stores written before
 # window_steps was a response column: NaN windows, see meta.json's delta_spans_optimizer_steps)
 OPTIONAL_RESPONSE_COLUMNS.update({"window_steps": float("nan"), "checkpoint_before": float("nan"),
-                                  "checkpoint_after": float("nan"), "tokenization": "ids", "roundtrip_ok": True})
+                                  "checkpoint_after": float("nan"), "tokenization": "ids", "roundtrip_ok": True,
+                                  "prompt_ok": True})
 
 STEP_FILE = re.compile(r"^step=(\d{6,})(?:\.rank=(\d{5}))?\.parquet$")
 
