@@ -40,6 +40,10 @@ from .rows import response_rows, token_rows
 from .settings import ProbeSettings
 from .weighting import method_weighting
 
+# how a TRL run gets another store or continues this one (the error for a folder that already holds a store)
+TRL_RESUME_ADVICE = ("give the trainer another output_dir, or resume from one of its checkpoints "
+                     "(trainer.train(resume_from_checkpoint=True), with checkpoints from save_steps)")
+
 
 class ProbeRecorder:
     def __init__(self, settings: ProbeSettings, store_dir, *, temperature: float, pad_id: int, comm=None,
@@ -72,14 +76,13 @@ class ProbeRecorder:
 
     # --- a run --------------------------------------------------------------------------------------
     @timed
-    def begin_run(self, meta: dict, *, resumed_step: int = 0) -> None:
-        """Write meta.json; a new run refuses a folder that holds a store, a resumed one forgets what came
-        after its checkpoint and picks its probe set up again."""
+    def begin_run(self, meta: dict, *, resumed_step: int = 0, resume_advice: str = TRL_RESUME_ADVICE) -> None:
+        """Write meta.json; a new run refuses a folder that holds a store (the error ends with resume_advice,
+        the trainer's own settings for another folder or a resume), a resumed one forgets what came after its
+        checkpoint and picks its probe set up again."""
         store = self.store
         if resumed_step == 0 and store.has_steps():
-            raise FileExistsError(f"{store.path} already holds a run store: give the trainer another output_dir, "
-                                  f"or resume from one of its checkpoints (trainer.train(resume_from_checkpoint="
-                                  f"True), with checkpoints from save_steps)")
+            raise FileExistsError(f"{store.path} already holds a run store: {resume_advice}")
         if resumed_step > 0:
             store.truncate_after(resumed_step)
             items = store.path / "probe_items.json"

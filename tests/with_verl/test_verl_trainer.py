@@ -106,7 +106,7 @@ def test_trainer_step_scores_in_group_order_and_writes_back(tmp_path, method):
     trainer = object.__new__(LLDRayPPOTrainer)           # no Ray: the fields _update_actor reads
     workers = StandInWorkers(tmp_path / "store", method)
     trainer.config, trainer.actor_rollout_wg, trainer.global_steps = _config(), workers, 1
-    trainer.lld_step = ProbeStep(workers, group_size=GROUP_SIZE)
+    trainer.lld_step, trainer.lld_run_begun = ProbeStep(workers, group_size=GROUP_SIZE), True
     output = trainer._update_actor(batch)
     assert workers.calls == ["score", "update", "finish"]
     # scored in group order: every group's rows share one prompt
@@ -180,7 +180,7 @@ def test_a_probed_step_dumps_the_token_columns_equal_to_the_store(tmp_path):
     trainer = object.__new__(LLDRayPPOTrainer)
     workers = StandInWorkers(tmp_path / "store", "nthr")
     trainer.config, trainer.actor_rollout_wg, trainer.global_steps = _config(), workers, 1
-    trainer.lld_step = ProbeStep(workers, group_size=GROUP_SIZE)
+    trainer.lld_step, trainer.lld_run_begun = ProbeStep(workers, group_size=GROUP_SIZE), True
     trainer._update_actor(batch)
     rows = _dumped_rows(trainer, batch, tmp_path / "dump", 1)
     assert len(rows) == 12 and set(TOKEN_DUMP_COLUMNS) <= set(rows[0])
@@ -231,3 +231,99 @@ def test_the_dump_refuses_multi_turn_rollouts_at_construction(monkeypatch):
                                "actor_rollout_ref": {"rollout": {"multi_turn": {"enable": True}}}})
     with pytest.raises(ValueError, match="multi_turn.enable"):
         TokenDumpRayPPOTrainer(config)
+
+
+class _EngineWithoutModel:
+    """What EngineProbes reads of an engine when it is built (no forward runs)."""
+
+    def forward_step(self, micro_batch, loss_function, forward_only):
+        raise AssertionError("no forward in this test")
+
+    def get_data_parallel_size(self):
+        return 1
+
+
+class _CheckpointedWorkers:
+    """The actor worker group's load_checkpoint (recorded) and the worker extension's own lld_begin_run, run on
+    one worker whose engine has no model."""
+
+    def __init__(self):
+        from types import SimpleNamespace
+        self.worker = SimpleNamespace(actor=SimpleNamespace(engine=_EngineWithoutModel(),
+                                                            model_config=SimpleNamespace(tokenizer=None)))
+        self.calls = []
+
+    def load_checkpoint(self, path, del_local_after_load=False):
+        self.calls.append(("load_checkpoint", path))
+
+    def lld_begin_run(self, *args):
+        from lld_probe.integrations.verl.worker import LLDActorRolloutRefWorker
+        self.calls.append(("lld_begin_run", args[-1]))
+        return LLDActorRolloutRefWorker.lld_begin_run(self.worker, *args)
+
+
+def _trainer_at_start(checkpoints, store, resume_mode="auto"):
+    """LLDRayPPOTrainer as fit() finds it before its first step (workers built, global_steps 0)."""
+    from lld_probe.probes import ProbeSettings
+    trainer = object.__new__(LLDRayPPOTrainer)
+    config = _config()
+    config.merge_with({"trainer": {"resume_mode": resume_mode, "default_local_dir": str(checkpoints),
+                                   "default_hdfs_dir": None, "del_local_ckpt_after_load": False,
+                                   "balance_batch": True},
+                       "algorithm": {"adv_estimator": "grpo"},
+                       "actor_rollout_ref": {"model": {"path": "tiny"}, "actor": {"optim": {"lr": 1e-6}}}})
+    trainer.config, trainer.actor_rollout_wg, trainer.global_steps = config, _CheckpointedWorkers(), 0
+    trainer.use_critic, trainer.train_dataloader, trainer.lld_run_begun = False, [], False
+    trainer.lld_settings, trainer.lld_store_dir = ProbeSettings(method="nthr", probe_set_size=0), str(store)
+    return trainer
+
+
+def _store_with_steps(folder, steps):
+    import pandas as pd
+    from lld_probe.store.run_store import RunStoreWriter
+    from lld_probe.store.schema import RESPONSE_COLUMNS
+    writer = RunStoreWriter(folder)
+    writer.write_meta({"source": "verl"})
+    for step in steps:
+        writer.write_step(step, pd.DataFrame({column: [step] for column in RESPONSE_COLUMNS}))
+        writer.append_scalars(step, {"lld/rate": 0.5})
+
+
+def test_a_resumed_run_goes_on_in_its_store_from_verls_checkpoint_step(tmp_path):
+    """verl's own _load_checkpoint (trainer.resume_mode=auto, the latest global_step_N folder) sets global_steps;
+    the run store begins after it, resumed at that step: the steps after the checkpoint are dropped."""
+    from lld_probe.store.run_store import read_run_store
+    checkpoints, store = tmp_path / "checkpoints", tmp_path / "checkpoints" / "lld_store"
+    (checkpoints / "global_step_2").mkdir(parents=True)
+    (checkpoints / "latest_checkpointed_iteration.txt").write_text("2")
+    _store_with_steps(store, [1, 2, 3])
+    trainer = _trainer_at_start(checkpoints, store)
+    trainer._load_checkpoint()
+    assert trainer.global_steps == 2 and trainer.lld_run_begun
+    assert [call[0] for call in trainer.actor_rollout_wg.calls] == ["load_checkpoint", "lld_begin_run"]
+    assert trainer.actor_rollout_wg.calls[1] == ("lld_begin_run", 2)
+    resumed = read_run_store(store)
+    assert sorted(resumed.responses["step"].unique()) == [1, 2] and sorted(resumed.scalars["step"].unique()) == [1, 2]
+    assert resumed.meta["restarts"] == 1 and resumed.meta["source"] == "verl"
+
+
+@pytest.mark.parametrize("resume_mode", ["auto", "disable"])
+def test_a_new_run_refuses_a_store_in_use_naming_verls_settings(tmp_path, resume_mode):
+    """No checkpoint to resume from (or resume_mode=disable): a store that holds steps is refused, with verl's
+    settings in the advice (not TRL's)."""
+    checkpoints, store = tmp_path / "checkpoints", tmp_path / "store"
+    (checkpoints / "global_step_2").mkdir(parents=True)
+    if resume_mode == "auto":
+        checkpoints = tmp_path / "elsewhere"
+    _store_with_steps(store, [1])
+    trainer = _trainer_at_start(checkpoints, store, resume_mode)
+    with pytest.raises(FileExistsError, match=r"lld\.store_dir.*trainer\.resume_mode") as refusal:
+        trainer._load_checkpoint()
+    assert "resume_from_checkpoint" not in str(refusal.value) and "\n" not in str(refusal.value)
+    assert trainer.global_steps == 0 and not trainer.lld_run_begun
+
+
+def test_the_step_refuses_to_run_before_the_store_is_begun(tmp_path):
+    trainer = _trainer_at_start(tmp_path / "checkpoints", tmp_path / "store")
+    with pytest.raises(RuntimeError, match="_load_checkpoint"):
+        trainer._update_actor(_scattered_batch(torch.arange(12)))

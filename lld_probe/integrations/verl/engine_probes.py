@@ -22,6 +22,7 @@ from ...probes import ProbeRecorder, ProbeSettings, communicator_for
 from ...scoring.logit_transform import logit_transform_of
 from .capture import HIDDEN_KEY, HiddenStateCapture, full_output_embedding
 from .layout import response_values, sequence_advantages, to_response_width, token_lists
+from .settings import VERL_RESUME_ADVICE
 
 # what the driver adds to the batch for the probes: lld_reward per row; per call the step, the group size and
 # every rank's rewards (as JSON text: verl's dispatch would split a list along the rows)
@@ -57,7 +58,9 @@ class EngineProbes:
         self._rows = None            # this rank's rows of the pending batch, for the re-scoring after the update
 
     def begin_run(self, meta: dict, *, resumed_step: int = 0) -> None:
-        self.recorder.begin_run(meta, resumed_step=resumed_step)
+        """resumed_step: verl's global step of the checkpoint the run resumed from (0: a new run); the store's
+        steps after it are dropped and written again."""
+        self.recorder.begin_run(meta, resumed_step=resumed_step, resume_advice=VERL_RESUME_ADVICE)
 
     def _infer(self, data, *, hidden: bool, entropy: bool):
         from verl.utils import tensordict_utils as tu

@@ -16,6 +16,10 @@ from ...probes import ProbeSettings
 ALLOWED = ("method", "nthr_beta", "nthr_eta", "nthr_vocab", "nthr_anchor_self", "seed", "probe_response_fraction",
            "probe_token_rows", "correct_threshold")
 EXTRA = ("store_dir", "probes")       # probes=false: no probes, only the rollout token dump (TokenDumpRayPPOTrainer)
+# how a verl run gets another store or continues this one (the error for a store folder already in use)
+VERL_RESUME_ADVICE = ("give another lld.store_dir (default <trainer.default_local_dir>/lld_store), or resume the "
+                      "run from its checkpoint (trainer.resume_mode=auto or resume_path, checkpoints from "
+                      "trainer.save_freq)")
 
 
 def _plain(block) -> dict:
