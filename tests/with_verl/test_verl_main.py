@@ -26,7 +26,20 @@ def test_launch_refuses_before_ray():
     with pytest.raises(ValueError, match="trainer.use_v1"):
         run(_config("+lld.method=nthr"))                   # verl 0.9.1's default is the v1 trainer
     with pytest.raises(ValueError, match="lld.methd"):
-        run(_config("trainer.use_v1=false", "+lld.methd=nthr"))
+        run(_config("trainer.use_v1=false", "algorithm.adv_estimator=grpo", "actor_rollout_ref.rollout.n=4",
+                    "+lld.methd=nthr"))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ((), "^algorithm.adv_estimator=gae: "),                       # verl's default estimator: a critic's GAE
+    (("algorithm.adv_estimator=grpo",), "^actor_rollout_ref.rollout.n=1: "),     # verl's default n
+    (("algorithm.adv_estimator=reinforce_plus_plus", "algorithm.use_kl_in_reward=true",
+      "actor_rollout_ref.rollout.n=4"), "^algorithm.use_kl_in_reward=true with adv_estimator=reinforce_plus_plus"),
+])
+def test_launch_refuses_per_token_advantages_and_single_responses_before_ray(overrides, message):
+    from lld_probe.integrations.verl.main import run
+    with pytest.raises(ValueError, match=message):
+        run(_config("trainer.use_v1=false", "+lld.method=nthr", *overrides))
 
 
 def test_lld_block_from_the_command_line():

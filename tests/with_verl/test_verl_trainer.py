@@ -220,6 +220,25 @@ def test_without_probes_the_dump_carries_the_sampled_tokens(tmp_path):
     assert all(math.isnan(entry["advantage"]) for entry in rows) and rows[0]["completion_ids"]
 
 
+def test_the_probed_trainer_refuses_a_critics_advantages_at_construction(monkeypatch):
+    """Before init_workers: verl's own ppo_trainer config with adv_estimator=gae (its default) is refused."""
+    from pathlib import Path
+
+    import verl.trainer
+    from hydra import compose, initialize_config_dir
+    from verl.trainer.ppo.ray_trainer import RayPPOTrainer
+
+    def verl_init(self, config):
+        self.config = config
+    monkeypatch.setattr(RayPPOTrainer, "__init__", verl_init)
+    with initialize_config_dir(config_dir=str(Path(verl.trainer.__file__).parent / "config"), version_base=None):
+        config = compose(config_name="ppo_trainer", overrides=["trainer.use_v1=false", "actor_rollout_ref.rollout.n=4"])
+    with pytest.raises(ValueError, match="^algorithm.adv_estimator=gae: "):
+        LLDRayPPOTrainer(config)
+    config.algorithm.adv_estimator = "grpo"
+    assert LLDRayPPOTrainer(config).lld_run_begun is False
+
+
 def test_the_dump_refuses_multi_turn_rollouts_at_construction(monkeypatch):
     from verl.trainer.ppo.ray_trainer import RayPPOTrainer
     from lld_probe.integrations.verl.trainer import TokenDumpRayPPOTrainer
