@@ -83,3 +83,14 @@ def test_lld_probes_false_selects_the_token_dump_alone():
         check_dump_config({"trainer": {"use_v1": True}})
     with pytest.raises(ValueError, match="multi_turn"):
         check_dump_config({"actor_rollout_ref": {"rollout": {"multi_turn": {"enable": True}}}})
+
+
+def test_optimizer_steps_per_verl_batch():
+    """verl's train_mini_batch: one optimizer step per mini-batch of ppo_mini_batch_size x rollout.n responses,
+    ppo_epochs times over."""
+    from lld_probe.integrations.verl.optimizer_steps import optimizer_steps_per_batch
+    assert optimizer_steps_per_batch(64, mini_batch_prompts=8, group_size=8, epochs=1) == 1
+    assert optimizer_steps_per_batch(64, mini_batch_prompts=2, group_size=8, epochs=1) == 4
+    assert optimizer_steps_per_batch(64, mini_batch_prompts=2, group_size=8, epochs=3) == 12
+    with pytest.raises(ValueError, match="^a batch of 60 responses .*ppo_mini_batch_size=2"):
+        optimizer_steps_per_batch(60, mini_batch_prompts=2, group_size=8, epochs=1)

@@ -156,12 +156,14 @@ class ProbeRecorder:
 
     @timed
     def finish_step(self, model, *, eval_accuracy=None, token_logps_after=None, step: int | None = None,
-                    batches: int = 1) -> StepRecord:
+                    batches: int = 1, window_steps: int | None = None) -> StepRecord:
         """After the optimizer step(s) that used the oldest `batches` pending batches: logp_after, the store's
         rows (all of them under one step, group indices following on from one batch to the next), the probe
         set, and the step's metrics (over all of them). step: the optimizer step just taken (default: the one
         the oldest batch was generated for); a response's window_steps = step - generation.step + 1, the
         optimizer steps between its old policy (the parameters it was generated with) and its logp_after.
+        window_steps: that number given, for a trainer whose step counts generation batches (verl's global step,
+        several optimizer steps each).
         eval_accuracy: a callable run every eval_every steps.
         token_logps_after [B, T]: this process's rows already re-scored by the caller (a sharded engine, whose
         forwards every process must run alike; one batch only); model then only scores the probe set, and None
@@ -179,7 +181,7 @@ class ProbeRecorder:
                 raise ValueError(f"finish_step at step {step} for a batch generated for step "
                                  f"{probed.generation.step}: its update is not done yet")
             logp_after, token_logps = self._logp_after(model, probed, token_logps_after)
-            window = step - probed.generation.step + 1
+            window = step - probed.generation.step + 1 if window_steps is None else int(window_steps)
             responses.append(response_rows(probed, logp_after, step=step, first_group=first_group,
                                            window_steps=window))
             if self.settings.probe_token_rows:

@@ -22,7 +22,8 @@ from tensordict import TensorDict  # noqa: E402
 from verl import DataProto  # noqa: E402
 
 from engine_harness import GROUP_SIZE, TEMPERATURE, grpo_token_advantages, make_batch  # noqa: E402
-from lld_probe.integrations.verl.engine_probes import ADVANTAGES_KEY, GROUP_SIZE_KEY, REWARD_KEY  # noqa: E402
+from lld_probe.integrations.verl.engine_probes import (ADVANTAGES_KEY, GROUP_SIZE_KEY, REWARD_KEY,  # noqa: E402
+                                                       WINDOW_STEPS_KEY)
 from lld_probe.integrations.verl.layout import sequence_advantages, to_response_width, token_lists  # noqa: E402
 from lld_probe.integrations.verl.step import ProbeStep, group_order  # noqa: E402
 from lld_probe.integrations.verl.trainer import LLDRayPPOTrainer  # noqa: E402
@@ -49,6 +50,7 @@ class StandInWorkers:
         prompt_ids, completion_ids = token_lists(data["prompts"], data["responses"], data["attention_mask"],
                                                  data["response_mask"])
         self.scored_prompts = prompt_ids
+        self.window_steps = tu.get(data, WINDOW_STEPS_KEY)
         rewards = data[REWARD_KEY]
         generation = self.recorder.begin_batch(
             1, prompt_ids, completion_ids, rewards=rewards, deciding_rewards=rewards,
@@ -63,6 +65,8 @@ class StandInWorkers:
 
     def update_actor(self, data):
         self.calls.append("update")
+        from verl.utils import tensordict_utils as tu
+        self.update_mini_batch, self.update_epochs = tu.get(data, "mini_batch_size"), tu.get(data, "epochs")
         self.updated_advantages = data["advantages"].clone()
         return TensorDict({}, batch_size=[]).set_non_tensor("metrics", {"pg_loss": [0.5, 0.25], "mfu": 0.1})
 
@@ -127,6 +131,22 @@ def test_trainer_step_scores_in_group_order_and_writes_back(tmp_path, method):
     metrics = output.meta_info["metrics"]
     assert metrics["lld/rate"] == 0.5 and "actor/pg_loss" in metrics and "perf/mfu/actor" in metrics
     assert workers.finish_scalars["actor/pg_loss"] == pytest.approx(0.375)
+
+
+@pytest.mark.parametrize("mini_batch_prompts, epochs, window_steps", [(3, 1, 1), (1, 1, 3), (1, 2, 6)])
+def test_the_step_sends_verls_optimizer_steps_as_the_window(tmp_path, mini_batch_prompts, epochs, window_steps):
+    """12 responses in groups of 4: verl's update runs mini-batches of ppo_mini_batch_size x rollout.n responses,
+    ppo_epochs times; the probes are told that many optimizer steps (EngineProbes writes them as window_steps)."""
+    trainer = object.__new__(LLDRayPPOTrainer)
+    workers = StandInWorkers(tmp_path / "store", "grpo")
+    config = _config()
+    config.actor_rollout_ref.actor.ppo_mini_batch_size, config.actor_rollout_ref.actor.ppo_epochs = mini_batch_prompts, epochs
+    trainer.config, trainer.actor_rollout_wg, trainer.global_steps = config, workers, 1
+    trainer.lld_step, trainer.lld_run_begun = ProbeStep(workers, group_size=GROUP_SIZE), True
+    trainer._update_actor(_scattered_batch(torch.arange(12)))
+    assert (workers.update_mini_batch, workers.update_epochs) == (mini_batch_prompts * GROUP_SIZE, epochs)
+    assert 12 // workers.update_mini_batch * workers.update_epochs == window_steps   # verl's train_mini_batch count
+    assert workers.window_steps == window_steps
 
 
 def test_group_order_refuses_groups_of_the_wrong_size():
@@ -286,7 +306,8 @@ def _trainer_at_start(checkpoints, store, resume_mode="auto"):
     from lld_probe.probes import ProbeSettings
     trainer = object.__new__(LLDRayPPOTrainer)
     config = _config()
-    config.merge_with({"trainer": {"resume_mode": resume_mode, "default_local_dir": str(checkpoints),
+    config.merge_with({"data": {"train_batch_size": 3},
+                       "trainer": {"resume_mode": resume_mode, "default_local_dir": str(checkpoints),
                                    "default_hdfs_dir": None, "del_local_ckpt_after_load": False,
                                    "balance_batch": True},
                        "algorithm": {"adv_estimator": "grpo"},
@@ -324,6 +345,7 @@ def test_a_resumed_run_goes_on_in_its_store_from_verls_checkpoint_step(tmp_path)
     resumed = read_run_store(store)
     assert sorted(resumed.responses["step"].unique()) == [1, 2] and sorted(resumed.scalars["step"].unique()) == [1, 2]
     assert resumed.meta["restarts"] == 1 and resumed.meta["source"] == "verl"
+    assert resumed.meta["delta_spans_optimizer_steps"] == 1      # 3 prompts x 4 responses, mini-batches of 3 x 4
 
 
 @pytest.mark.parametrize("resume_mode", ["auto", "disable"])

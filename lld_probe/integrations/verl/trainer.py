@@ -14,6 +14,7 @@ from dataclasses import asdict
 from verl.trainer.ppo.ray_trainer import RayPPOTrainer
 
 from ...store.provenance import provenance
+from .optimizer_steps import optimizer_steps_of_config, optimizer_steps_per_batch
 from .rollout_dump import rollout_dump_columns
 from .settings import check_verl_config, probe_settings_from_config
 from .step import ProbeStep
@@ -67,10 +68,16 @@ class LLDRayPPOTrainer(TokenDumpRayPPOTrainer):
                 "learning_rate": float(config.actor_rollout_ref.actor.optim.lr),
                 "ppo_epochs": int(config.actor_rollout_ref.actor.ppo_epochs),
                 "ppo_mini_batch_size": int(config.actor_rollout_ref.actor.ppo_mini_batch_size),
-                "balance_batch": bool(config.trainer.balance_batch)}
+                "balance_batch": bool(config.trainer.balance_batch),
+                # each store step is one verl global step: one generation batch, this many optimizer steps
+                "delta_spans_optimizer_steps": optimizer_steps_of_config(config)}
 
     def _update_actor(self, batch):
         if not self.lld_run_begun:
             raise RuntimeError("the run store was not begun: LLDRayPPOTrainer begins it after verl's "
                                "_load_checkpoint, which fit() calls before the first step")
-        return self.lld_step.update_actor(batch, super()._update_actor, step=self.global_steps)
+        actor, rollout = self.config.actor_rollout_ref.actor, self.config.actor_rollout_ref.rollout
+        window_steps = optimizer_steps_per_batch(len(batch), mini_batch_prompts=int(actor.ppo_mini_batch_size),
+                                                 group_size=int(rollout.n), epochs=int(actor.ppo_epochs))
+        return self.lld_step.update_actor(batch, super()._update_actor, step=self.global_steps,
+                                          window_steps=window_steps)
