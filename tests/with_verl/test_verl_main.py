@@ -69,3 +69,23 @@ def test_probes_false_keeps_verls_worker_and_refuses_the_v1_trainer():
     assert not issubclass(worker_class, LLDActorRolloutRefWorker)
     [mapped] = runner.role_worker_mapping.values()
     assert not issubclass(mapped.__ray_metadata__.modified_class, LLDActorRolloutRefWorker)
+
+
+def _documented_launch() -> list:
+    """The settings of docs/verl.md's launch command (its fenced block; backslash continuations joined)."""
+    import shlex
+    text = (Path(__file__).resolve().parents[2] / "docs" / "verl.md").read_text()
+    module = "python -m lld_probe.integrations.verl.main "
+    start = text.index("```bash\n" + module) + len("```bash\n")
+    command = text[start: text.index("```", start)].replace("\\\n", " ")
+    return shlex.split(command)[len(module.split()):]
+
+
+def test_the_documented_launch_passes_the_refusals():
+    from lld_probe.integrations.verl.settings import check_verl_config, probe_settings_from_config
+    overrides = _documented_launch()
+    assert "algorithm.adv_estimator=grpo" in overrides and "+lld.method=nthr" in overrides
+    config = _config(*overrides)
+    check_verl_config(config)
+    settings, store = probe_settings_from_config(config.lld)
+    assert (settings.method, settings.correct_threshold, store) == ("nthr", 1.0, "/shared/runs/nthr")
