@@ -10,6 +10,7 @@
 - An example that cannot run here says why in a comment on the line before its block:
   `<!-- not run: needs a GPU -->`; it is reported as skipped with that reason (`pytest -rs`).
   `python tests/test_docs.py` lists every example and what the tests do with it.
+- Code is fenced: a 4-space indented block (which none of this would see) fails `test_code_is_fenced`.
 """
 
 from __future__ import annotations
@@ -224,6 +225,40 @@ def test_relative_links_resolve(page):
     targets = [m.group("target") for m in LINK.finditer(page.read_text()) if "://" not in m.group("target")]
     missing = [target for target in targets if not (page.parent / target).exists()]
     assert not missing, f"{page.name} links to missing files: {missing}"
+
+
+LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s")
+
+
+def indented_code_lines(text: str) -> list:
+    """Line numbers where a 4-space indented code block starts (after a blank line, outside a fence and not in a
+    list item's continuation): code these tests would not see."""
+    lines, fenced, found = text.splitlines(), False, []
+    for index, line in enumerate(lines):
+        if line.strip().startswith("```"):
+            fenced = not fenced
+            continue
+        if fenced or index == 0 or not line.startswith("    ") or not line.strip() or lines[index - 1].strip():
+            continue
+        above = index - 1                   # back to the paragraph this block follows
+        while above >= 0 and (not lines[above].strip() or lines[above].startswith(" ")):
+            above -= 1
+        if above < 0 or not LIST_ITEM.match(lines[above]):
+            found.append(index + 1)
+    return found
+
+
+def test_indented_code_lines_are_found():
+    assert indented_code_lines("Run:\n\n    lld-probe report runs/x\n") == [3]
+    assert indented_code_lines("- an item\n\n    its second paragraph\n") == []
+    assert indented_code_lines("```bash\n\n    lld-probe report runs/x\n```\n") == []
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda path: str(path.relative_to(ROOT)))
+def test_code_is_fenced(page):
+    """Every example is a fenced block (run, or marked not run); an indented block would go unchecked."""
+    lines = indented_code_lines(page.read_text())
+    assert not lines, f"{page.name}: indented code at lines {lines}: fence it (```bash / ```python)"
 
 
 if __name__ == "__main__":

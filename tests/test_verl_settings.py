@@ -30,11 +30,19 @@ def test_lld_block_refusals(block, message):
     ({"actor_rollout_ref": {"actor": {"fsdp_config": {"ulysses_sequence_parallel_size": 2}}}}, "ulysses"),
     ({"actor_rollout_ref": {"actor": {"strategy": "megatron"}}}, "strategy=megatron"),
     ({"actor_rollout_ref": {"rollout": {"multi_turn": {"enable": True}}}}, "multi_turn"),
+    ({"algorithm": {"adv_estimator": "gae"}}, "^algorithm.adv_estimator=gae: [^\n]*$"),
+    ({"algorithm": {"adv_estimator": "optimal_token_baseline"}}, "adv_estimator=optimal_token_baseline"),
+    ({"algorithm": {"adv_estimator": "remax", "use_kl_in_reward": True}}, "algorithm.use_kl_in_reward=true"),
+    ({"algorithm": {"adv_estimator": "reinforce_plus_plus", "gamma": 0.99}}, "algorithm.gamma=0.99"),
+    ({"actor_rollout_ref": {"rollout": {"n": 1}}}, "^actor_rollout_ref.rollout.n=1: [^\n]*$"),
 ])
 def test_verl_settings_refused(config, message):
     with pytest.raises(ValueError, match=message):
         check_verl_config(config)
     check_verl_config({"trainer": {"use_v1": False, "balance_batch": True}})
+    check_verl_config({"algorithm": {"adv_estimator": "grpo", "use_kl_in_reward": True, "gamma": 0.9},
+                       "actor_rollout_ref": {"rollout": {"n": 2}}})
+    check_verl_config({"algorithm": {"adv_estimator": "reinforce_plus_plus", "gamma": 1.0}})
 
 
 def test_token_alignment_from_verl_layout():
@@ -75,3 +83,14 @@ def test_lld_probes_false_selects_the_token_dump_alone():
         check_dump_config({"trainer": {"use_v1": True}})
     with pytest.raises(ValueError, match="multi_turn"):
         check_dump_config({"actor_rollout_ref": {"rollout": {"multi_turn": {"enable": True}}}})
+
+
+def test_optimizer_steps_per_verl_batch():
+    """verl's train_mini_batch: one optimizer step per mini-batch of ppo_mini_batch_size x rollout.n responses,
+    ppo_epochs times over."""
+    from lld_probe.integrations.verl.optimizer_steps import optimizer_steps_per_batch
+    assert optimizer_steps_per_batch(64, mini_batch_prompts=8, group_size=8, epochs=1) == 1
+    assert optimizer_steps_per_batch(64, mini_batch_prompts=2, group_size=8, epochs=1) == 4
+    assert optimizer_steps_per_batch(64, mini_batch_prompts=2, group_size=8, epochs=3) == 12
+    with pytest.raises(ValueError, match="^a batch of 60 responses .*ppo_mini_batch_size=2"):
+        optimizer_steps_per_batch(60, mini_batch_prompts=2, group_size=8, epochs=1)

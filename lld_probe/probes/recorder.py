@@ -40,6 +40,10 @@ from .rows import response_rows, token_rows
 from .settings import ProbeSettings
 from .weighting import method_weighting
 
+# how a TRL run gets another store or continues this one (the error for a folder that already holds a store)
+TRL_RESUME_ADVICE = ("give the trainer another output_dir, or resume from one of its checkpoints "
+                     "(trainer.train(resume_from_checkpoint=True), with checkpoints from save_steps)")
+
 
 class ProbeRecorder:
     def __init__(self, settings: ProbeSettings, store_dir, *, temperature: float, pad_id: int, comm=None,
@@ -72,14 +76,13 @@ class ProbeRecorder:
 
     # --- a run --------------------------------------------------------------------------------------
     @timed
-    def begin_run(self, meta: dict, *, resumed_step: int = 0) -> None:
-        """Write meta.json; a new run refuses a folder that holds a store, a resumed one forgets what came
-        after its checkpoint and picks its probe set up again."""
+    def begin_run(self, meta: dict, *, resumed_step: int = 0, resume_advice: str = TRL_RESUME_ADVICE) -> None:
+        """Write meta.json; a new run refuses a folder that holds a store (the error ends with resume_advice,
+        the trainer's own settings for another folder or a resume), a resumed one forgets what came after its
+        checkpoint and picks its probe set up again."""
         store = self.store
         if resumed_step == 0 and store.has_steps():
-            raise FileExistsError(f"{store.path} already holds a run store: give the trainer another output_dir, "
-                                  f"or resume from one of its checkpoints (trainer.train(resume_from_checkpoint="
-                                  f"True), with checkpoints from save_steps)")
+            raise FileExistsError(f"{store.path} already holds a run store: {resume_advice}")
         if resumed_step > 0:
             store.truncate_after(resumed_step)
             items = store.path / "probe_items.json"
@@ -153,12 +156,14 @@ class ProbeRecorder:
 
     @timed
     def finish_step(self, model, *, eval_accuracy=None, token_logps_after=None, step: int | None = None,
-                    batches: int = 1) -> StepRecord:
+                    batches: int = 1, window_steps: int | None = None) -> StepRecord:
         """After the optimizer step(s) that used the oldest `batches` pending batches: logp_after, the store's
         rows (all of them under one step, group indices following on from one batch to the next), the probe
         set, and the step's metrics (over all of them). step: the optimizer step just taken (default: the one
         the oldest batch was generated for); a response's window_steps = step - generation.step + 1, the
         optimizer steps between its old policy (the parameters it was generated with) and its logp_after.
+        window_steps: that number given, for a trainer whose step counts generation batches (verl's global step,
+        several optimizer steps each).
         eval_accuracy: a callable run every eval_every steps.
         token_logps_after [B, T]: this process's rows already re-scored by the caller (a sharded engine, whose
         forwards every process must run alike; one batch only); model then only scores the probe set, and None
@@ -176,7 +181,7 @@ class ProbeRecorder:
                 raise ValueError(f"finish_step at step {step} for a batch generated for step "
                                  f"{probed.generation.step}: its update is not done yet")
             logp_after, token_logps = self._logp_after(model, probed, token_logps_after)
-            window = step - probed.generation.step + 1
+            window = step - probed.generation.step + 1 if window_steps is None else int(window_steps)
             responses.append(response_rows(probed, logp_after, step=step, first_group=first_group,
                                            window_steps=window))
             if self.settings.probe_token_rows:

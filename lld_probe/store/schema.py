@@ -27,6 +27,7 @@ SCHEMA_VERSION = 2
 # spans, from the old policy (logp_before: the parameters the response was generated with, after optimizer step
 # step - window_steps) to logp_after. A step's file holds every generation batch that step finished (a batch is
 # finished at the first optimizer step after its last use), their groups numbered on from one batch to the next.
+# A verl run's step is verl's global step instead (one generation batch each, window_steps optimizer steps apart).
 RESPONSE_COLUMNS = ["step", "question_id", "group_id", "response_index", "prompt", "completion", "reward",
                     "correct", "advantage", "n_tokens", "logp_before", "logp_after", "scaled_fraction",
                     "nthr_selected_fraction", "truncated", "window_steps", "prompt_ids"]

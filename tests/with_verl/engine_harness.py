@@ -13,6 +13,7 @@ from cpu_shims import enable_cpu, init_gloo
 
 GROUP_SIZE = 4
 TEMPERATURE = 1.0
+MINI_BATCHES = 3          # verl's update takes three optimizer steps on the batch: the store's window_steps
 
 
 def tiny_dir() -> str:
@@ -85,7 +86,7 @@ def run_rank(rank: int, world_size: int, port: int, out_dir: str, method: str) -
     from verl.workers.utils.padding import left_right_2_no_padding
 
     from lld_probe.integrations.verl.engine_probes import (ADVANTAGES_KEY, ALL_REWARDS_KEY, GROUP_SIZE_KEY,
-                                                           REWARD_KEY, STEP_KEY, EngineProbes,
+                                                           REWARD_KEY, STEP_KEY, WINDOW_STEPS_KEY, EngineProbes,
                                                            encode_rewards)
     from lld_probe.integrations.verl.layout import to_response_width
     from lld_probe.probes import ProbeSettings
@@ -103,15 +104,17 @@ def run_rank(rank: int, world_size: int, port: int, out_dir: str, method: str) -
                                       meta_info={"temperature": TEMPERATURE,
                                                  "global_token_num": batch["attention_mask"].sum(-1).tolist()})
     td = left_right_2_no_padding(data.to_tensordict())
-    tu.assign_non_tensor(td, **{STEP_KEY: 1, GROUP_SIZE_KEY: GROUP_SIZE, ALL_REWARDS_KEY: encode_rewards(rewards)})
+    tu.assign_non_tensor(td, **{STEP_KEY: 1, GROUP_SIZE_KEY: GROUP_SIZE, ALL_REWARDS_KEY: encode_rewards(rewards),
+                                WINDOW_STEPS_KEY: MINI_BATCHES})
     mine = tu.chunk_tensordict(td, world_size)[rank]          # what verl's dispatch hands this rank
     scored = probes.score_old_policy(mine)
     old = probes.recorder.pending.old
-    # the update, as update_actor runs it: verl's ppo_loss on the method's advantages
+    # the update, as update_actor runs it: verl's ppo_loss on the method's advantages, MINI_BATCHES optimizer steps
     train = mine.copy()
     train["advantages"] = scored[ADVANTAGES_KEY]
     train["old_log_probs"] = to_response_width(old.token_logps, mine["response_mask"])
-    tu.assign_non_tensor(train, global_batch_size=len(td), mini_batch_size=len(td), epochs=1, seed=1,
+    mini_batch = len(td) // MINI_BATCHES
+    tu.assign_non_tensor(train, global_batch_size=mini_batch, mini_batch_size=mini_batch, epochs=1, seed=1,
                          dataloader_kwargs={"shuffle": False}, compute_loss=True, calculate_entropy=False)
     worker.train_mini_batch(train)
     metrics = probes.finish_step({"actor/loss": 0.0})

@@ -15,7 +15,8 @@ require_verl()
 
 import torch.multiprocessing as mp  # noqa: E402
 
-from engine_harness import GROUP_SIZE, TEMPERATURE, grpo_token_advantages, make_batch, run_rank  # noqa: E402
+from engine_harness import (GROUP_SIZE, MINI_BATCHES, TEMPERATURE, grpo_token_advantages, make_batch,  # noqa: E402
+                            run_rank)
 from lld_probe.integrations.verl.layout import sequence_advantages, to_response_width, token_lists  # noqa: E402
 from lld_probe.models import load_model  # noqa: E402
 from lld_probe.probes import ProbeRecorder, ProbeSettings  # noqa: E402
@@ -69,6 +70,7 @@ def test_engine_probes_equal_single_process_scoring(tmp_path, world_size, method
     responses = store.responses.sort_values(["group_id", "response_index"], key=lambda c: c.map(
         lambda v: tuple(map(int, v.split(":"))) if isinstance(v, str) else v)).reset_index(drop=True)
     assert store.meta["world_size"] == world_size and len(responses) == generation.size
+    assert (responses["window_steps"] == MINI_BATCHES).all()      # the optimizer steps the driver said
     # 12 rows in groups of 4 over 2 processes: group 1 straddles the two (the split-group path)
     assert responses["group_id"].tolist() == [f"1:{row // GROUP_SIZE}" for row in range(generation.size)]
     before = torch.tensor(responses["logp_before"].to_numpy())

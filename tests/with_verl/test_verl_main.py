@@ -26,7 +26,20 @@ def test_launch_refuses_before_ray():
     with pytest.raises(ValueError, match="trainer.use_v1"):
         run(_config("+lld.method=nthr"))                   # verl 0.9.1's default is the v1 trainer
     with pytest.raises(ValueError, match="lld.methd"):
-        run(_config("trainer.use_v1=false", "+lld.methd=nthr"))
+        run(_config("trainer.use_v1=false", "algorithm.adv_estimator=grpo", "actor_rollout_ref.rollout.n=4",
+                    "+lld.methd=nthr"))
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ((), "^algorithm.adv_estimator=gae: "),                       # verl's default estimator: a critic's GAE
+    (("algorithm.adv_estimator=grpo",), "^actor_rollout_ref.rollout.n=1: "),     # verl's default n
+    (("algorithm.adv_estimator=reinforce_plus_plus", "algorithm.use_kl_in_reward=true",
+      "actor_rollout_ref.rollout.n=4"), "^algorithm.use_kl_in_reward=true with adv_estimator=reinforce_plus_plus"),
+])
+def test_launch_refuses_per_token_advantages_and_single_responses_before_ray(overrides, message):
+    from lld_probe.integrations.verl.main import run
+    with pytest.raises(ValueError, match=message):
+        run(_config("trainer.use_v1=false", "+lld.method=nthr", *overrides))
 
 
 def test_lld_block_from_the_command_line():
@@ -56,3 +69,23 @@ def test_probes_false_keeps_verls_worker_and_refuses_the_v1_trainer():
     assert not issubclass(worker_class, LLDActorRolloutRefWorker)
     [mapped] = runner.role_worker_mapping.values()
     assert not issubclass(mapped.__ray_metadata__.modified_class, LLDActorRolloutRefWorker)
+
+
+def _documented_launch() -> list:
+    """The settings of docs/verl.md's launch command (its fenced block; backslash continuations joined)."""
+    import shlex
+    text = (Path(__file__).resolve().parents[2] / "docs" / "verl.md").read_text()
+    module = "python -m lld_probe.integrations.verl.main "
+    start = text.index("```bash\n" + module) + len("```bash\n")
+    command = text[start: text.index("```", start)].replace("\\\n", " ")
+    return shlex.split(command)[len(module.split()):]
+
+
+def test_the_documented_launch_passes_the_refusals():
+    from lld_probe.integrations.verl.settings import check_verl_config, probe_settings_from_config
+    overrides = _documented_launch()
+    assert "algorithm.adv_estimator=grpo" in overrides and "+lld.method=nthr" in overrides
+    config = _config(*overrides)
+    check_verl_config(config)
+    settings, store = probe_settings_from_config(config.lld)
+    assert (settings.method, settings.correct_threshold, store) == ("nthr", 1.0, "/shared/runs/nthr")

@@ -22,7 +22,8 @@ from tensordict import TensorDict  # noqa: E402
 from verl import DataProto  # noqa: E402
 
 from engine_harness import GROUP_SIZE, TEMPERATURE, grpo_token_advantages, make_batch  # noqa: E402
-from lld_probe.integrations.verl.engine_probes import ADVANTAGES_KEY, GROUP_SIZE_KEY, REWARD_KEY  # noqa: E402
+from lld_probe.integrations.verl.engine_probes import (ADVANTAGES_KEY, GROUP_SIZE_KEY, REWARD_KEY,  # noqa: E402
+                                                       WINDOW_STEPS_KEY)
 from lld_probe.integrations.verl.layout import sequence_advantages, to_response_width, token_lists  # noqa: E402
 from lld_probe.integrations.verl.step import ProbeStep, group_order  # noqa: E402
 from lld_probe.integrations.verl.trainer import LLDRayPPOTrainer  # noqa: E402
@@ -49,6 +50,7 @@ class StandInWorkers:
         prompt_ids, completion_ids = token_lists(data["prompts"], data["responses"], data["attention_mask"],
                                                  data["response_mask"])
         self.scored_prompts = prompt_ids
+        self.window_steps = tu.get(data, WINDOW_STEPS_KEY)
         rewards = data[REWARD_KEY]
         generation = self.recorder.begin_batch(
             1, prompt_ids, completion_ids, rewards=rewards, deciding_rewards=rewards,
@@ -63,6 +65,8 @@ class StandInWorkers:
 
     def update_actor(self, data):
         self.calls.append("update")
+        from verl.utils import tensordict_utils as tu
+        self.update_mini_batch, self.update_epochs = tu.get(data, "mini_batch_size"), tu.get(data, "epochs")
         self.updated_advantages = data["advantages"].clone()
         return TensorDict({}, batch_size=[]).set_non_tensor("metrics", {"pg_loss": [0.5, 0.25], "mfu": 0.1})
 
@@ -106,7 +110,7 @@ def test_trainer_step_scores_in_group_order_and_writes_back(tmp_path, method):
     trainer = object.__new__(LLDRayPPOTrainer)           # no Ray: the fields _update_actor reads
     workers = StandInWorkers(tmp_path / "store", method)
     trainer.config, trainer.actor_rollout_wg, trainer.global_steps = _config(), workers, 1
-    trainer.lld_step = ProbeStep(workers, group_size=GROUP_SIZE)
+    trainer.lld_step, trainer.lld_run_begun = ProbeStep(workers, group_size=GROUP_SIZE), True
     output = trainer._update_actor(batch)
     assert workers.calls == ["score", "update", "finish"]
     # scored in group order: every group's rows share one prompt
@@ -127,6 +131,22 @@ def test_trainer_step_scores_in_group_order_and_writes_back(tmp_path, method):
     metrics = output.meta_info["metrics"]
     assert metrics["lld/rate"] == 0.5 and "actor/pg_loss" in metrics and "perf/mfu/actor" in metrics
     assert workers.finish_scalars["actor/pg_loss"] == pytest.approx(0.375)
+
+
+@pytest.mark.parametrize("mini_batch_prompts, epochs, window_steps", [(3, 1, 1), (1, 1, 3), (1, 2, 6)])
+def test_the_step_sends_verls_optimizer_steps_as_the_window(tmp_path, mini_batch_prompts, epochs, window_steps):
+    """12 responses in groups of 4: verl's update runs mini-batches of ppo_mini_batch_size x rollout.n responses,
+    ppo_epochs times; the probes are told that many optimizer steps (EngineProbes writes them as window_steps)."""
+    trainer = object.__new__(LLDRayPPOTrainer)
+    workers = StandInWorkers(tmp_path / "store", "grpo")
+    config = _config()
+    config.actor_rollout_ref.actor.ppo_mini_batch_size, config.actor_rollout_ref.actor.ppo_epochs = mini_batch_prompts, epochs
+    trainer.config, trainer.actor_rollout_wg, trainer.global_steps = config, workers, 1
+    trainer.lld_step, trainer.lld_run_begun = ProbeStep(workers, group_size=GROUP_SIZE), True
+    trainer._update_actor(_scattered_batch(torch.arange(12)))
+    assert (workers.update_mini_batch, workers.update_epochs) == (mini_batch_prompts * GROUP_SIZE, epochs)
+    assert 12 // workers.update_mini_batch * workers.update_epochs == window_steps   # verl's train_mini_batch count
+    assert workers.window_steps == window_steps
 
 
 def test_group_order_refuses_groups_of_the_wrong_size():
@@ -180,7 +200,7 @@ def test_a_probed_step_dumps_the_token_columns_equal_to_the_store(tmp_path):
     trainer = object.__new__(LLDRayPPOTrainer)
     workers = StandInWorkers(tmp_path / "store", "nthr")
     trainer.config, trainer.actor_rollout_wg, trainer.global_steps = _config(), workers, 1
-    trainer.lld_step = ProbeStep(workers, group_size=GROUP_SIZE)
+    trainer.lld_step, trainer.lld_run_begun = ProbeStep(workers, group_size=GROUP_SIZE), True
     trainer._update_actor(batch)
     rows = _dumped_rows(trainer, batch, tmp_path / "dump", 1)
     assert len(rows) == 12 and set(TOKEN_DUMP_COLUMNS) <= set(rows[0])
@@ -220,6 +240,25 @@ def test_without_probes_the_dump_carries_the_sampled_tokens(tmp_path):
     assert all(math.isnan(entry["advantage"]) for entry in rows) and rows[0]["completion_ids"]
 
 
+def test_the_probed_trainer_refuses_a_critics_advantages_at_construction(monkeypatch):
+    """Before init_workers: verl's own ppo_trainer config with adv_estimator=gae (its default) is refused."""
+    from pathlib import Path
+
+    import verl.trainer
+    from hydra import compose, initialize_config_dir
+    from verl.trainer.ppo.ray_trainer import RayPPOTrainer
+
+    def verl_init(self, config):
+        self.config = config
+    monkeypatch.setattr(RayPPOTrainer, "__init__", verl_init)
+    with initialize_config_dir(config_dir=str(Path(verl.trainer.__file__).parent / "config"), version_base=None):
+        config = compose(config_name="ppo_trainer", overrides=["trainer.use_v1=false", "actor_rollout_ref.rollout.n=4"])
+    with pytest.raises(ValueError, match="^algorithm.adv_estimator=gae: "):
+        LLDRayPPOTrainer(config)
+    config.algorithm.adv_estimator = "grpo"
+    assert LLDRayPPOTrainer(config).lld_run_begun is False
+
+
 def test_the_dump_refuses_multi_turn_rollouts_at_construction(monkeypatch):
     from verl.trainer.ppo.ray_trainer import RayPPOTrainer
     from lld_probe.integrations.verl.trainer import TokenDumpRayPPOTrainer
@@ -231,3 +270,101 @@ def test_the_dump_refuses_multi_turn_rollouts_at_construction(monkeypatch):
                                "actor_rollout_ref": {"rollout": {"multi_turn": {"enable": True}}}})
     with pytest.raises(ValueError, match="multi_turn.enable"):
         TokenDumpRayPPOTrainer(config)
+
+
+class _EngineWithoutModel:
+    """What EngineProbes reads of an engine when it is built (no forward runs)."""
+
+    def forward_step(self, micro_batch, loss_function, forward_only):
+        raise AssertionError("no forward in this test")
+
+    def get_data_parallel_size(self):
+        return 1
+
+
+class _CheckpointedWorkers:
+    """The actor worker group's load_checkpoint (recorded) and the worker extension's own lld_begin_run, run on
+    one worker whose engine has no model."""
+
+    def __init__(self):
+        from types import SimpleNamespace
+        self.worker = SimpleNamespace(actor=SimpleNamespace(engine=_EngineWithoutModel(),
+                                                            model_config=SimpleNamespace(tokenizer=None)))
+        self.calls = []
+
+    def load_checkpoint(self, path, del_local_after_load=False):
+        self.calls.append(("load_checkpoint", path))
+
+    def lld_begin_run(self, *args):
+        from lld_probe.integrations.verl.worker import LLDActorRolloutRefWorker
+        self.calls.append(("lld_begin_run", args[-1]))
+        return LLDActorRolloutRefWorker.lld_begin_run(self.worker, *args)
+
+
+def _trainer_at_start(checkpoints, store, resume_mode="auto"):
+    """LLDRayPPOTrainer as fit() finds it before its first step (workers built, global_steps 0)."""
+    from lld_probe.probes import ProbeSettings
+    trainer = object.__new__(LLDRayPPOTrainer)
+    config = _config()
+    config.merge_with({"data": {"train_batch_size": 3},
+                       "trainer": {"resume_mode": resume_mode, "default_local_dir": str(checkpoints),
+                                   "default_hdfs_dir": None, "del_local_ckpt_after_load": False,
+                                   "balance_batch": True},
+                       "algorithm": {"adv_estimator": "grpo"},
+                       "actor_rollout_ref": {"model": {"path": "tiny"}, "actor": {"optim": {"lr": 1e-6}}}})
+    trainer.config, trainer.actor_rollout_wg, trainer.global_steps = config, _CheckpointedWorkers(), 0
+    trainer.use_critic, trainer.train_dataloader, trainer.lld_run_begun = False, [], False
+    trainer.lld_settings, trainer.lld_store_dir = ProbeSettings(method="nthr", probe_set_size=0), str(store)
+    return trainer
+
+
+def _store_with_steps(folder, steps):
+    import pandas as pd
+    from lld_probe.store.run_store import RunStoreWriter
+    from lld_probe.store.schema import RESPONSE_COLUMNS
+    writer = RunStoreWriter(folder)
+    writer.write_meta({"source": "verl"})
+    for step in steps:
+        writer.write_step(step, pd.DataFrame({column: [step] for column in RESPONSE_COLUMNS}))
+        writer.append_scalars(step, {"lld/rate": 0.5})
+
+
+def test_a_resumed_run_goes_on_in_its_store_from_verls_checkpoint_step(tmp_path):
+    """verl's own _load_checkpoint (trainer.resume_mode=auto, the latest global_step_N folder) sets global_steps;
+    the run store begins after it, resumed at that step: the steps after the checkpoint are dropped."""
+    from lld_probe.store.run_store import read_run_store
+    checkpoints, store = tmp_path / "checkpoints", tmp_path / "checkpoints" / "lld_store"
+    (checkpoints / "global_step_2").mkdir(parents=True)
+    (checkpoints / "latest_checkpointed_iteration.txt").write_text("2")
+    _store_with_steps(store, [1, 2, 3])
+    trainer = _trainer_at_start(checkpoints, store)
+    trainer._load_checkpoint()
+    assert trainer.global_steps == 2 and trainer.lld_run_begun
+    assert [call[0] for call in trainer.actor_rollout_wg.calls] == ["load_checkpoint", "lld_begin_run"]
+    assert trainer.actor_rollout_wg.calls[1] == ("lld_begin_run", 2)
+    resumed = read_run_store(store)
+    assert sorted(resumed.responses["step"].unique()) == [1, 2] and sorted(resumed.scalars["step"].unique()) == [1, 2]
+    assert resumed.meta["restarts"] == 1 and resumed.meta["source"] == "verl"
+    assert resumed.meta["delta_spans_optimizer_steps"] == 1      # 3 prompts x 4 responses, mini-batches of 3 x 4
+
+
+@pytest.mark.parametrize("resume_mode", ["auto", "disable"])
+def test_a_new_run_refuses_a_store_in_use_naming_verls_settings(tmp_path, resume_mode):
+    """No checkpoint to resume from (or resume_mode=disable): a store that holds steps is refused, with verl's
+    settings in the advice (not TRL's)."""
+    checkpoints, store = tmp_path / "checkpoints", tmp_path / "store"
+    (checkpoints / "global_step_2").mkdir(parents=True)
+    if resume_mode == "auto":
+        checkpoints = tmp_path / "elsewhere"
+    _store_with_steps(store, [1])
+    trainer = _trainer_at_start(checkpoints, store, resume_mode)
+    with pytest.raises(FileExistsError, match=r"lld\.store_dir.*trainer\.resume_mode") as refusal:
+        trainer._load_checkpoint()
+    assert "resume_from_checkpoint" not in str(refusal.value) and "\n" not in str(refusal.value)
+    assert trainer.global_steps == 0 and not trainer.lld_run_begun
+
+
+def test_the_step_refuses_to_run_before_the_store_is_begun(tmp_path):
+    trainer = _trainer_at_start(tmp_path / "checkpoints", tmp_path / "store")
+    with pytest.raises(RuntimeError, match="_load_checkpoint"):
+        trainer._update_actor(_scattered_batch(torch.arange(12)))

@@ -22,10 +22,13 @@ from ...probes import ProbeRecorder, ProbeSettings, communicator_for
 from ...scoring.logit_transform import logit_transform_of
 from .capture import HIDDEN_KEY, HiddenStateCapture, full_output_embedding
 from .layout import response_values, sequence_advantages, to_response_width, token_lists
+from .settings import VERL_RESUME_ADVICE
 
 # what the driver adds to the batch for the probes: lld_reward per row; per call the step, the group size and
 # every rank's rewards (as JSON text: verl's dispatch would split a list along the rows)
 STEP_KEY, GROUP_SIZE_KEY, ALL_REWARDS_KEY, REWARD_KEY = "lld_step", "lld_group_size", "lld_all_rewards", "lld_reward"
+# per call: the optimizer steps verl's update takes on the batch (optimizer_steps.py), the store's window_steps
+WINDOW_STEPS_KEY = "lld_window_steps"
 ADVANTAGES_KEY = "lld_advantages"
 
 
@@ -57,7 +60,9 @@ class EngineProbes:
         self._rows = None            # this rank's rows of the pending batch, for the re-scoring after the update
 
     def begin_run(self, meta: dict, *, resumed_step: int = 0) -> None:
-        self.recorder.begin_run(meta, resumed_step=resumed_step)
+        """resumed_step: verl's global step of the checkpoint the run resumed from (0: a new run); the store's
+        steps after it are dropped and written again."""
+        self.recorder.begin_run(meta, resumed_step=resumed_step, resume_advice=VERL_RESUME_ADVICE)
 
     def _infer(self, data, *, hidden: bool, entropy: bool):
         from verl.utils import tensordict_utils as tu
@@ -72,7 +77,7 @@ class EngineProbes:
     def score_old_policy(self, data):
         """This rank's rows (verl's no-padding TensorDict: prompts, responses, attention_mask, response_mask,
         input_ids, position_ids, advantages, lld_reward; and lld_step, lld_group_size, lld_all_rewards for the
-        call: see encode_rewards) at the old policy -> a TensorDict with the method's advantages [B, R] (lld_advantages)."""
+        call: see encode_rewards; lld_window_steps, default 1) at the old policy -> a TensorDict with the method's advantages [B, R] (lld_advantages)."""
         from tensordict import TensorDict
         from verl.utils import tensordict_utils as tu
         prompt_ids, completion_ids = token_lists(data["prompts"], data["responses"], data["attention_mask"],
@@ -92,7 +97,7 @@ class EngineProbes:
             completions=self._texts(completion_ids), question_ids=[question_id(p) for p in prompt_ids])
         probed = self.recorder.score_old_policy(generation, parts["log_probs"], parts["entropy"], parts[HIDDEN_KEY],
                                                 unembed, logit_transform_of(self.worker.engine.module))
-        self._rows = (data, prompt_lengths, lengths, width)
+        self._rows = (data, prompt_lengths, lengths, width, int(tu.get(data, WINDOW_STEPS_KEY, 1)))
         advantages = to_response_width(probed.loss_advantages, data["response_mask"])
         return TensorDict({ADVANTAGES_KEY: advantages}, batch_size=[advantages.shape[0]])
 
@@ -101,13 +106,13 @@ class EngineProbes:
         (the same on every rank); scalars (the trainer's metrics of the step) go to the store's scalars."""
         if self._rows is None:
             raise RuntimeError("finish_step without a pending batch: score_old_policy was not called this step")
-        data, prompt_lengths, lengths, width = self._rows
+        data, prompt_lengths, lengths, width, window_steps = self._rows
         self._rows = None
         output = self._infer(data, hidden=False, entropy=False)
         logps = response_values(output["log_probs"].values(), output["log_probs"].offsets(), prompt_lengths,
                                 lengths, width)
         step = self.recorder.pending.generation.step
-        record = self.recorder.finish_step(None, token_logps_after=logps)
+        record = self.recorder.finish_step(None, token_logps_after=logps, window_steps=window_steps)
         self.recorder.store.append_scalars(step, {**(scalars or {}), **record.metrics})
         return dict(record.metrics)
 

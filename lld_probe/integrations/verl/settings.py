@@ -16,6 +16,10 @@ from ...probes import ProbeSettings
 ALLOWED = ("method", "nthr_beta", "nthr_eta", "nthr_vocab", "nthr_anchor_self", "seed", "probe_response_fraction",
            "probe_token_rows", "correct_threshold")
 EXTRA = ("store_dir", "probes")       # probes=false: no probes, only the rollout token dump (TokenDumpRayPPOTrainer)
+# how a verl run gets another store or continues this one (the error for a store folder already in use)
+VERL_RESUME_ADVICE = ("give another lld.store_dir (default <trainer.default_local_dir>/lld_store), or resume the "
+                      "run from its checkpoint (trainer.resume_mode=auto or resume_path, checkpoints from "
+                      "trainer.save_freq)")
 
 
 def _plain(block) -> dict:
@@ -78,6 +82,43 @@ def check_dump_config(config) -> None:
                          "responses only")
 
 
+# verl's advantage estimators whose advantages vary along a response: a critic's values, per-token baselines
+TOKEN_LEVEL_ESTIMATORS = ("gae", "optimal_token_baseline", "tir_optimal_token_baseline")
+# estimators that sum the token rewards from each token to the end: one value per response only while the
+# reward sits on the last token alone (no KL penalty in the reward) and is not discounted
+RETURN_ESTIMATORS = ("reinforce_plus_plus", "remax")
+
+
+def check_outcome_advantages(config) -> None:
+    """The probes need one advantage per response (an outcome estimator such as grpo or rloo); the estimators
+    and settings known to vary it within a response are refused here, before training (the first update checks
+    the advantages themselves, for estimators registered elsewhere)."""
+    get = _getter(config)
+    estimator = get("algorithm.adv_estimator")
+    if estimator is None:
+        return
+    estimator = str(getattr(estimator, "value", estimator))
+    if estimator in TOKEN_LEVEL_ESTIMATORS:
+        raise ValueError(f"algorithm.adv_estimator={estimator}: its advantages vary within a response; the probes "
+                         f"need one per response (an outcome estimator such as grpo or rloo)")
+    if estimator in RETURN_ESTIMATORS and get("algorithm.use_kl_in_reward", False):
+        raise ValueError(f"algorithm.use_kl_in_reward=true with adv_estimator={estimator}: the KL penalty on every "
+                         f"token makes the returns vary within a response; set it to false (or use the actor's "
+                         f"use_kl_loss)")
+    if estimator == "reinforce_plus_plus" and float(get("algorithm.gamma", 1.0)) != 1.0:
+        raise ValueError(f"algorithm.gamma={get('algorithm.gamma')} with adv_estimator=reinforce_plus_plus: "
+                         f"discounted returns vary within a response; set it to 1.0")
+
+
+def check_group_size(config) -> None:
+    """verl samples actor_rollout_ref.rollout.n responses per prompt, one group; the probes compare a group's
+    responses (NTHR's correct ones, the group baselines of the advantages)."""
+    size = _getter(config)("actor_rollout_ref.rollout.n")
+    if size is not None and int(size) < 2:
+        raise ValueError(f"actor_rollout_ref.rollout.n={size}: the probes need groups of at least 2 responses per "
+                         f"prompt; set it to 2 or more")
+
+
 def check_verl_config(config) -> None:
     """verl settings the probes cannot follow, refused before the workers start (config: verl's whole config)."""
     get = _getter(config)
@@ -93,6 +134,8 @@ def check_verl_config(config) -> None:
                          f"support verl's FSDP engine (fsdp, fsdp2)")
     if get("actor_rollout_ref.rollout.multi_turn.enable", False):
         raise ValueError("actor_rollout_ref.rollout.multi_turn.enable=true: the probes support single-turn responses")
-    if (get("algorithm.rollout_correction.bypass_mode", False)):
+    if get("algorithm.rollout_correction.bypass_mode", False):
         raise ValueError("algorithm.rollout_correction.bypass_mode=true: the old policy is then the rollout's, which "
                          "the probes cannot score; set it to false")
+    check_outcome_advantages(config)
+    check_group_size(config)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .engine_probes import (ADVANTAGES_KEY, ALL_REWARDS_KEY, GROUP_SIZE_KEY, REWARD_KEY, STEP_KEY,
-                            encode_rewards)
+                            WINDOW_STEPS_KEY, encode_rewards)
 from .layout import sequence_advantages
 from .rollout_dump import ADVANTAGE_FIELD, LOGP_AFTER_FIELD, LOGP_BEFORE_FIELD
 
@@ -52,9 +52,10 @@ class ProbeStep:
         self.worker_group = worker_group
         self.group_size = group_size
 
-    def update_actor(self, batch, update, *, step: int):
+    def update_actor(self, batch, update, *, step: int, window_steps: int = 1):
         """batch: verl's DataProto after compute_advantage; update: verl's own update (batch -> DataProto whose
-        meta_info["metrics"] holds the actor's metrics). Returns update's result with the lld/ metrics added."""
+        meta_info["metrics"] holds the actor's metrics); window_steps: the optimizer steps update takes on the
+        batch (the store's window_steps). Returns update's result with the lld/ metrics added."""
         from verl.utils import tensordict_utils as tu
         from verl.workers.utils.padding import left_right_2_no_padding
 
@@ -64,7 +65,7 @@ class ProbeStep:
         scoring.batch[REWARD_KEY] = rewards
         data = left_right_2_no_padding(scoring.to_tensordict())
         tu.assign_non_tensor(data, **{STEP_KEY: int(step), GROUP_SIZE_KEY: self.group_size,
-                                      ALL_REWARDS_KEY: encode_rewards(rewards)})
+                                      ALL_REWARDS_KEY: encode_rewards(rewards), WINDOW_STEPS_KEY: int(window_steps)})
         scored = self.worker_group.lld_score_old_policy(data)
         advantages = torch.as_tensor(scored[ADVANTAGES_KEY]).to(batch.batch["advantages"].dtype)
         restored = torch.empty_like(advantages)

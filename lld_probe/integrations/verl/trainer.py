@@ -3,7 +3,7 @@
 - TokenDumpRayPPOTrainer: verl's RayPPOTrainer whose rollout dump rows (trainer.rollout_data_dir) carry the token
   dump's columns (rollout_dump.py): uid, token ids, old-policy and sampler log-probs, advantages. No probes.
 - LLDRayPPOTrainer: that, plus the probes and the method's advantages around `_update_actor`, the run store begun
-  once the workers exist, and verl's own tracking receiving the `lld/` metrics with the actor's; its dump rows
+  once verl has loaded its checkpoint (at verl's global step: a resumed run goes on in the same store), and verl's own tracking receiving the `lld/` metrics with the actor's; its dump rows
   also carry the probes' logp_before / logp_after. The actor's worker group must be LLDActorRolloutRefWorker's.
 """
 
@@ -14,6 +14,7 @@ from dataclasses import asdict
 from verl.trainer.ppo.ray_trainer import RayPPOTrainer
 
 from ...store.provenance import provenance
+from .optimizer_steps import optimizer_steps_of_config, optimizer_steps_per_batch
 from .rollout_dump import rollout_dump_columns
 from .settings import check_verl_config, probe_settings_from_config
 from .step import ProbeStep
@@ -40,13 +41,22 @@ class LLDRayPPOTrainer(TokenDumpRayPPOTrainer):
                                                                   seed=int(self.config.data.get("seed", 0) or 0))
         self.lld_store_dir = store_dir or f"{self.config.trainer.default_local_dir}/lld_store"
         self.lld_step = None
+        self.lld_run_begun = False
 
     def init_workers(self):
         super().init_workers()
-        rollout = self.config.actor_rollout_ref.rollout
-        self.lld_step = ProbeStep(self.actor_rollout_wg, group_size=int(rollout.n))
+        self.lld_step = ProbeStep(self.actor_rollout_wg, group_size=int(self.config.actor_rollout_ref.rollout.n))
+
+    def _load_checkpoint(self):
+        """verl's resume (trainer.resume_mode; fit() calls it before the first step, and it sets global_steps to
+        the checkpoint's step), then the run store begun at that step: a resumed run drops the store's steps
+        after its checkpoint and writes them again, a new one (global step 0) refuses a store in use."""
+        loaded = super()._load_checkpoint()
         self.actor_rollout_wg.lld_begin_run(asdict(self.lld_settings), self.lld_store_dir, self._lld_meta(),
-                                            float(rollout.temperature))
+                                            float(self.config.actor_rollout_ref.rollout.temperature),
+                                            int(self.global_steps))
+        self.lld_run_begun = True
+        return loaded
 
     def _lld_meta(self) -> dict:
         config, settings = self.config, self.lld_settings
@@ -58,7 +68,16 @@ class LLDRayPPOTrainer(TokenDumpRayPPOTrainer):
                 "learning_rate": float(config.actor_rollout_ref.actor.optim.lr),
                 "ppo_epochs": int(config.actor_rollout_ref.actor.ppo_epochs),
                 "ppo_mini_batch_size": int(config.actor_rollout_ref.actor.ppo_mini_batch_size),
-                "balance_batch": bool(config.trainer.balance_batch)}
+                "balance_batch": bool(config.trainer.balance_batch),
+                # each store step is one verl global step: one generation batch, this many optimizer steps
+                "delta_spans_optimizer_steps": optimizer_steps_of_config(config)}
 
     def _update_actor(self, batch):
-        return self.lld_step.update_actor(batch, super()._update_actor, step=self.global_steps)
+        if not self.lld_run_begun:
+            raise RuntimeError("the run store was not begun: LLDRayPPOTrainer begins it after verl's "
+                               "_load_checkpoint, which fit() calls before the first step")
+        actor, rollout = self.config.actor_rollout_ref.actor, self.config.actor_rollout_ref.rollout
+        window_steps = optimizer_steps_per_batch(len(batch), mini_batch_prompts=int(actor.ppo_mini_batch_size),
+                                                 group_size=int(rollout.n), epochs=int(actor.ppo_epochs))
+        return self.lld_step.update_actor(batch, super()._update_actor, step=self.global_steps,
+                                          window_steps=window_steps)

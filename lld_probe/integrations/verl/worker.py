@@ -1,7 +1,9 @@
 """The worker extension: verl's ActorRolloutRefWorker with the probes' three calls, registered with verl's
 own dispatch so that the driver calls them on the actor's worker group like compute_log_prob:
 
-    lld_begin_run(settings, store_dir, meta, temperature)   every rank: an EngineProbes on its actor engine
+    lld_begin_run(settings, store_dir, meta, temperature, resumed_step)
+                                                             every rank: an EngineProbes on its actor engine,
+                                                             the run store begun (resumed after verl's checkpoint)
     lld_score_old_policy(data)                               data split over the data-parallel ranks as verl
                                                              splits compute_log_prob's; returns lld_advantages
     lld_finish_step(scalars)                                 every rank: logp_after, the store; returns the
