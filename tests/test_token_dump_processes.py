@@ -84,7 +84,7 @@ def test_a_missing_shard_skips_its_step_and_a_doubled_row_is_refused(two_process
     warnings = []
     frame = read_token_dump(dump, GROUP, warnings)
     assert sorted(frame["step"].unique()) == [1] and len(frame) == PROMPTS * GROUP
-    assert len(warnings) == 1 and "step 2: 1 of 2 processes' files" in warnings[0]
+    assert len(warnings) == 1 and "step 2: 1 of 2 processes' token dump files" in warnings[0]
     # a one-process launch's file of step 1 next to the two-process shards: every row twice
     pd.concat([pd.read_parquet(dump / f"step=000001.rank={r:05d}.parquet") for r in (0, 1)]) \
         .assign(world_size=1).to_parquet(dump / "step=000001.parquet")
