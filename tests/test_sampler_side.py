@@ -71,7 +71,8 @@ def test_masked_responses_are_left_out_and_the_sampler_gap_is_reported(tmp_path,
     # one process: a response's row in the generation batch from its group's index and its place in it
     responses.index = [int(g.split(":")[1]) * 8 + i for g, i in zip(responses["group_id"], responses["response_index"])]
     for row in trainer.whole_masked:
-        assert bool(responses.loc[row, "truncated"]) and responses.loc[row, "n_tokens"] == 0
+        assert bool(responses.loc[row, "sampler_masked"]) and responses.loc[row, "n_tokens"] == 0
+        assert not responses.loc[row, "truncated"]          # told apart from a cut at the length limit
         assert math.isnan(responses.loc[row, "logp_before"])
     empty = int((trainer.mask.sum(1) == 0).sum())
     assert metrics["lld/left_out"] == len(trainer.whole_masked) + empty

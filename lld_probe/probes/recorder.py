@@ -102,12 +102,14 @@ class ProbeRecorder:
     @timed
     def begin_batch(self, step: int, prompt_ids, completion_ids, *, rewards: torch.Tensor,
                     deciding_rewards: torch.Tensor, advantages: torch.Tensor, group_size: int, prompts, completions,
-                    question_ids, prompt_keys=None, truncated=None, measured=None) -> GenerationBatch:
+                    question_ids, prompt_keys=None, truncated=None, measured=None,
+                    sampler_masked=None) -> GenerationBatch:
         """This process's rows of a generation batch (generation order). rewards [B]: this process's rewards
         as logged; deciding_rewards: the reward that decides correctness for ALL processes' rows in order
         (to know every group's correctness); prompt_keys (one hashable per row, default the prompt) must
         agree within each group; truncated [B]: responses the trainer masked out (their completion_ids are
-        empty: no measured tokens); measured (optional): per completion, one flag per token, False for a token
+        empty: no measured tokens); sampler_masked [B]: responses the trainer's
+        importance sampling took out of the update (completion_ids empty too); measured (optional): per completion, one flag per token, False for a token
         the policy did not write (a tool's or environment's output: context for later tokens, never measured)."""
         count = len(completion_ids)
         if count == 0:
@@ -128,7 +130,8 @@ class ProbeRecorder:
             rewards=rewards.float().cpu(), correct=correct, group_correct=groups,
             advantages=advantages.detach().float().cpu().clone(), prompts=tuple(str(p) for p in prompts),
             completions=tuple(completions), question_ids=tuple(str(q) for q in question_ids), rescored=rescored,
-            truncated=torch.zeros(count, dtype=torch.bool) if truncated is None else torch.as_tensor(truncated))
+            truncated=torch.zeros(count, dtype=torch.bool) if truncated is None else torch.as_tensor(truncated),
+            sampler_masked=None if sampler_masked is None else torch.as_tensor(sampler_masked, dtype=torch.bool))
 
     @timed
     def score_old_policy(self, generation: GenerationBatch, token_logps, entropy, hidden, unembed,

@@ -28,6 +28,7 @@ class GenerationBatch:
     question_ids: tuple
     rescored: torch.Tensor          # [B] bool: re-scored after the step (logp_after measured)
     truncated: torch.Tensor         # [B] bool: cut at the length limit and masked out of the loss (no tokens)
+    sampler_masked: torch.Tensor | None = None        # [B] bool: out of the update by importance sampling (no tokens)
     sampler_token_logps: torch.Tensor | None = None   # [B, T] the sampling engine's log-probs (NaN: none)
     sampler_zeroed_tokens: int = 0  # measured tokens the trainer's importance sampling took out of the update
 

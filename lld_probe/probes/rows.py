@@ -34,7 +34,10 @@ def response_rows(probed: ProbedBatch, logp_after: torch.Tensor, *, step: int | 
         "logp_before": old.logp_before.double().cpu().numpy(), "logp_after": logp_after.numpy(),
         "scaled_fraction": (probed.scaled.sum(1).float() / lengths.clamp(min=1)).double().numpy(),
         "nthr_selected_fraction": (old.nthr_selected.sum(1).float() / lengths.clamp(min=1)).double().numpy(),
-        "truncated": generation.truncated.numpy(), "window_steps": int(window_steps),
+        "truncated": generation.truncated.numpy(),
+        "sampler_masked": (generation.sampler_masked if generation.sampler_masked is not None
+                           else torch.zeros(generation.size, dtype=torch.bool)).numpy(),
+        "window_steps": int(window_steps),
         "prompt_ids": prompt_token_lists(generation.batch),
     })
 

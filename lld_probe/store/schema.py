@@ -30,7 +30,10 @@ SCHEMA_VERSION = 2
 # A verl run's step is verl's global step instead (one generation batch each, window_steps optimizer steps apart).
 RESPONSE_COLUMNS = ["step", "question_id", "group_id", "response_index", "prompt", "completion", "reward",
                     "correct", "advantage", "n_tokens", "logp_before", "logp_after", "scaled_fraction",
-                    "nthr_selected_fraction", "truncated", "window_steps", "prompt_ids"]
+                    "nthr_selected_fraction", "truncated", "sampler_masked", "window_steps", "prompt_ids"]
+# truncated: cut at the length limit and masked out of the loss; sampler_masked: taken out of the update by the
+# trainer's importance-sampling correction of another engine's samples (TRL's vLLM *_mask modes, ratio 0 on every
+# token). Either leaves the response without measured tokens: in no LLD statistic.
 # n_tokens: the response's measured tokens (those its logp sums), the completion's tokens less any tool or
 # environment output inside it. prompt_ids: the prompt's token ids as scored (no padding); `prompt` is its text
 # for reading (a conversation's printed form): a re-scoring takes the ids. Stores written before this column
@@ -44,7 +47,8 @@ TOKEN_COLUMNS = ["step", "group_id", "response_index", "token_id", "position", "
 PROBE_SET_COLUMNS = ["step", "probe_id", "kind", "question_id", "n_tokens", "logp"]
 SCALAR_COLUMNS = ["step", "name", "value"]
 # columns older stores may lack (a reader fills them with NaN / False)
-OPTIONAL_RESPONSE_COLUMNS = {"nthr_selected_fraction": float("nan"), "truncated": False, "prompt_ids": None}
+OPTIONAL_RESPONSE_COLUMNS = {"nthr_selected_fraction": float("nan"), "truncated": False, "sampler_masked": False,
+                             "prompt_ids": None}
 OPTIONAL_TOKEN_COLUMNS = {"nthr_selected": False, "measured": True}
 # columns of schema version 1 under their current names (a reader renames them)
 RENAMED_COLUMNS = {"selected": "scaled", "selected_fraction": "scaled_fraction"}

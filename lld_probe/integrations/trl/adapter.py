@@ -222,13 +222,14 @@ class LikelihoodProbeMixin:
         prompt_ids = [row[mask.bool()].tolist() for row, mask in zip(output["prompt_ids"].cpu(),
                                                                      output["prompt_mask"].cpu())]
         completion_ids, truncated, texts = self._lld_completions(output)
-        completion_ids, truncated = leave_out_sampler_masked(output, completion_ids, truncated)   # sampler.py
+        completion_ids, masked = leave_out_sampler_masked(output, completion_ids)   # sampler.py
         prompts, question_ids = self._lld_prompts(inputs, prompt_ids)
         generation = self.recorder.begin_batch(
             self.state.global_step + 1, prompt_ids, completion_ids, rewards=logged[offset: offset + count],
             deciding_rewards=self._lld_deciding_rewards(rewards_per_func, logged), advantages=output["advantages"],
             group_size=self.num_generations, prompts=prompts, completions=texts, question_ids=question_ids,
-            truncated=truncated, measured=measured_flags(output.get("tool_mask"), completion_ids))
+            truncated=truncated, sampler_masked=masked,
+            measured=measured_flags(output.get("tool_mask"), completion_ids))
         self._lld_handoff.batch_ends.append(batch_end(self._step, self.args.steps_per_generation * self.num_iterations))
         return generation
 

@@ -5,8 +5,8 @@ TRL (vllm_importance_sampling_correction) weights each loss token by importance_
 pi_old - log pi_sampler): [B, T] in the token_* modes, [B, 1] in the sequence_* modes; the *_mask modes set
 it to 0 outside [clip_min, clip_max], which takes the token (or the whole response) out of the update.
 - A response whose ratio is 0 on every loss token (sequence_mask: its one ratio) gets no gradient: the probes
-  leave it out of the LLD statistics as they do a truncated one (no measured tokens, `truncated` True,
-  counted in lld/left_out).
+  leave it out of the LLD statistics as they do a truncated one (no measured tokens, `sampler_masked` True
+  in the responses, counted in lld/left_out).
 - Single tokens with ratio 0 in a response that keeps others (token_mask) stay measured: their likelihood is
   still part of the response's; only their count is reported (lld/sampler_zeroed_tokens).
 - sampling_per_token_logps (vLLM's log-probs of the sampled tokens, after temperature) are kept with the
@@ -41,15 +41,14 @@ def sampler_masked(output) -> tuple[torch.Tensor, torch.Tensor] | None:
     return whole, zero & ~whole[:, None]
 
 
-def leave_out_sampler_masked(output, completion_ids: list, truncated: list) -> tuple[list, list]:
-    """The completions and truncated flags with the responses TRL's importance sampling masks out emptied and
-    flagged, like truncated ones (no measured tokens)."""
+def leave_out_sampler_masked(output, completion_ids: list) -> tuple[list, list]:
+    """(the completions with the responses TRL's importance sampling masks out emptied, like truncated ones: no
+    measured tokens; a flag per response, True for those)."""
     masked = sampler_masked(output)
     if masked is None or not masked[0].any():
-        return completion_ids, truncated
+        return completion_ids, [False] * len(completion_ids)
     whole = masked[0].tolist()
-    return ([[] if out else ids for ids, out in zip(completion_ids, whole)],
-            [bool(cut) or out for cut, out in zip(truncated, whole)])
+    return [[] if out else ids for ids, out in zip(completion_ids, whole)], whole
 
 
 def with_sampler_side(generation, output):
