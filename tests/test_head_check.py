@@ -50,7 +50,7 @@ def tiny():
     return model.eval()
 
 
-def _probe_one_group(model, store):
+def _probe_one_group(model, store, logit_transform=None):
     recorder = ProbeRecorder(ProbeSettings(method="nthr", probe_set_size=0), store, temperature=1.0, pad_id=0)
     rewards = torch.tensor([1.0, 0.0, 1.0, 0.0])
     generation = recorder.begin_batch(1, [[5, 6, 7]] * 4, [[8, 9, 10], [11, 12], [13, 14, 15, 16], [17]],
@@ -59,7 +59,7 @@ def _probe_one_group(model, store):
                                       prompts=["p"] * 4, completions=list("abcd"), question_ids=["q"] * 4)
     scored = score_group(model, generation.batch, with_hidden=True, with_entropy=True)
     return recorder.score_old_policy(generation, scored.token_logps, scored.entropy, scored.hidden,
-                                     output_embedding_weight(model))
+                                     output_embedding_weight(model), logit_transform)
 
 
 def test_a_head_transform_the_config_does_not_name_is_refused_before_scoring(tiny):
@@ -87,21 +87,14 @@ def test_bf16_weights_pass_the_check_at_their_own_precision(tiny):
 def test_the_trainer_refuses_such_a_head_at_its_first_batch_and_keeps_the_store(tmp_path, monkeypatch):
     """A soft-capped Gemma-2 whose cap the reader does not see (as for a head it does not know): TRL trains on
     the capped logits, the probes' NTHR would assume W h, and the run stops at its first batch."""
-    import transformers
+    from test_model_forms import tiny_softcapped_gemma
 
     import lld_probe.integrations.trl.adapter as adapter
     from lld_probe.integrations.trl import LLDConfig, LLDGRPOTrainer
     from lld_probe.integrations.trl.run import build_dataset
     from lld_probe.tasks import get_task
     _, tokenizer = load_model("tiny")
-    torch.manual_seed(0)
-    config = transformers.Gemma2Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
-                                       num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=16,
-                                       final_logit_softcapping=5.0, pad_token_id=tokenizer.pad_token_id,
-                                       eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id)
-    model = transformers.AutoModelForCausalLM.from_config(config)
-    with torch.no_grad():
-        model.get_output_embeddings().weight.mul_(40.0)
+    model = tiny_softcapped_gemma(tokenizer)
     monkeypatch.setattr(adapter, "logit_transform_of", lambda model: LogitTransform())
     task = get_task("arithmetic")
     args = LLDConfig(output_dir=str(tmp_path / "run"), method="nthr", num_generations=4,
@@ -140,15 +133,6 @@ def test_the_transforms_read_from_configs_pass_against_the_models_own_forward(ki
     model = _falcon_h1() if kind == "falcon_h1" else tiny_transformed_model(kind)
     assert not logit_transform_of(model).is_identity
     with tempfile.TemporaryDirectory() as store:
-        recorder = ProbeRecorder(ProbeSettings(method="nthr", probe_set_size=0), store, temperature=1.0, pad_id=0)
-        rewards = torch.tensor([1.0, 0.0, 1.0, 0.0])
-        generation = recorder.begin_batch(1, [[5, 6, 7]] * 4, [[8, 9, 10], [11, 12], [13, 14, 15, 16], [17]],
-                                          rewards=rewards, deciding_rewards=rewards,
-                                          advantages=torch.tensor([1.0, -1.0, 1.0, -1.0]), group_size=4,
-                                          prompts=["p"] * 4, completions=list("abcd"), question_ids=["q"] * 4)
-        scored = score_group(model, generation.batch, with_hidden=True, with_entropy=True)
-        unembed = output_embedding_weight(model)
-        recorder.score_old_policy(generation, scored.token_logps, scored.entropy, scored.hidden, unembed,
-                                  logit_transform_of(model))
+        _probe_one_group(model, store, logit_transform_of(model))
         with pytest.raises(ValueError, match="log-probs are not log softmax"):     # the identity would not pass
-            recorder.score_old_policy(generation, scored.token_logps, scored.entropy, scored.hidden, unembed, None)
+            _probe_one_group(model, store, None)

@@ -204,6 +204,21 @@ def test_nthr_scores_and_log_probs_follow_the_models_logit_transform(kind):
     assert float((plain.scores - brute).abs().max()) > 1e-3 * float(brute.abs().max())
 
 
+def tiny_softcapped_gemma(tokenizer):
+    """A tiny random Gemma-2 (cap 5, logits of several units: the cap bends them) on the tiny model's tokenizer,
+    for a TRL run."""
+    import transformers
+    torch.manual_seed(0)
+    config = transformers.Gemma2Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
+                                       num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=16,
+                                       final_logit_softcapping=5.0, pad_token_id=tokenizer.pad_token_id,
+                                       eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id)
+    model = transformers.AutoModelForCausalLM.from_config(config)
+    with torch.no_grad():
+        model.get_output_embeddings().weight.mul_(40.0)
+    return model
+
+
 @pytest.mark.integration
 def test_the_trainer_scores_nthr_with_the_models_logit_transform(tmp_path):
     """LLDGRPOTrainer on a soft-capped Gemma-2: the recorder gets the model's transform, and its NTHR scores
@@ -216,14 +231,7 @@ def test_the_trainer_scores_nthr_with_the_models_logit_transform(tmp_path):
     from lld_probe.models import load_model
     from lld_probe.tasks import get_task
     _, tokenizer = load_model("tiny")
-    torch.manual_seed(0)
-    config = transformers.Gemma2Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64,
-                                       num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=16,
-                                       final_logit_softcapping=5.0, pad_token_id=tokenizer.pad_token_id,
-                                       eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id)
-    model = transformers.AutoModelForCausalLM.from_config(config)
-    with torch.no_grad():
-        model.get_output_embeddings().weight.mul_(40.0)
+    model = tiny_softcapped_gemma(tokenizer)
     task = get_task("arithmetic")
     args = LLDConfig(output_dir=str(tmp_path / "gemma"), method="nthr", num_generations=4,
                      per_device_train_batch_size=8, max_completion_length=6, max_steps=1, use_cpu=True, bf16=False,

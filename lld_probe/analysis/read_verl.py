@@ -19,11 +19,12 @@ REQUIRED_KEYS = ("input", "output", "score")
 
 def read_verl_dumps(path: Path) -> Run:
     files = step_jsonl_files(path)
-    warnings, frames = [], []
+    warnings, frames, skipped = [], [], {}
     for index, file in enumerate(files):
         is_last = index == len(files) - 1
         rows, truncated = read_jsonl(file, allow_truncated_tail=is_last)
         if truncated:
+            skipped[int(file.stem)] = f"{file.name}: truncated last line (the run still writing it?)"
             warnings.append(f"{file.name}: truncated last line (run still writing?): step {file.stem} skipped")
             continue
         for number, row in enumerate(rows, start=1):
@@ -43,7 +44,7 @@ def read_verl_dumps(path: Path) -> Run:
     meta = {"method": "verl", "source": "verl"}
     if "acc" in responses.columns:          # verl's own correctness: the deciding reward unless one is named
         meta["default_correct_reward"] = "acc"
-    return Run("verl", path, responses, meta, warnings=warnings)
+    return Run("verl", path, responses, meta, warnings=warnings, skipped_steps=skipped)
 
 
 def _has_uid(frame: pd.DataFrame) -> bool:

@@ -24,6 +24,7 @@ class Run:
     probe_set: pd.DataFrame = field(default_factory=pd.DataFrame)
     extra: dict = field(default_factory=dict)        # source-specific tables (protocol: per-method rows)
     warnings: list = field(default_factory=list)
+    skipped_steps: dict = field(default_factory=dict)  # logged step -> why the reader left it out
 
     @property
     def name(self) -> str:

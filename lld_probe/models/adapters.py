@@ -4,6 +4,14 @@ numbers, so that it gets what the base model's forward takes (position ids for p
 from __future__ import annotations
 
 
+def transformers_model(model):
+    """The transformers model inside DDP-like wrappers (`.module`) and a PEFT wrapper: the object whose config
+    names the logit transform, the attention implementation and any quantization."""
+    while getattr(model, "config", None) is None and hasattr(model, "module"):
+        model = model.module
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def scoring_model(model):
     """model itself, or for a PEFT wrapper whose adapters live inside the base model's layers (LoRA and
     its kin: PeftModel.forward only passes through to the base model) the base model, with the adapters

@@ -108,9 +108,9 @@ class ProbeRecorder:
         as logged; deciding_rewards: the reward that decides correctness for ALL processes' rows in order
         (to know every group's correctness); prompt_keys (one hashable per row, default the prompt) must
         agree within each group; truncated [B]: responses the trainer masked out (their completion_ids are
-        empty: no measured tokens); sampler_masked [B]: responses the trainer's
-        importance sampling took out of the update (completion_ids empty too); measured (optional): per completion, one flag per token, False for a token
-        the policy did not write (a tool's or environment's output: context for later tokens, never measured)."""
+        empty: no measured tokens); sampler_masked [B]: responses the trainer's importance sampling took out of
+        the update (completion_ids empty too); measured (optional): per completion, one flag per token, False
+        for a token the policy did not write (a tool's or environment's output: context for later tokens, never measured)."""
         count = len(completion_ids)
         if count == 0:
             raise ValueError("empty generation batch: no responses to probe")

@@ -51,13 +51,13 @@ def base_forwards(model, copies, batch, correct, temperature: float):
 def diagnose(model, old, batch, correct, config) -> BaseDiagnostics:
     """NTHR scores, selection and tau, GWHES and the group's advantages at the base parameters. The
     vocabulary passes run on the model's device; every result is on the CPU, like `old` and `batch`."""
-    unembed = output_embedding_weight(model).detach()
+    unembed, transform = output_embedding_weight(model).detach(), logit_transform_of(model)
     check_head_follows(old.hidden, unembed, batch.tokens, batch.mask, old.token_logps, temperature=config.temperature,
-                       transform=logit_transform_of(model))
+                       transform=transform)
     scores = nthr_token_scores(old.hidden, unembed, batch.tokens, batch.mask, correct,
                                temperature=config.temperature, vocab=config.nthr_vocab,
                                anchor_self=config.nthr_anchor_self, token_logprobs=old.token_logps,
-                               logit_transform=logit_transform_of(model))
+                               logit_transform=transform)
     scores = NTHRScores(scores.scores.cpu(), scores.anchors.cpu())
     tau = nthr_threshold(scores.anchors, correct, config.nthr_beta)
     return BaseDiagnostics(
@@ -65,7 +65,7 @@ def diagnose(model, old, batch, correct, config) -> BaseDiagnostics:
         advantages=group_advantages(correct.float(), config.group_size, std=config.std, eps=config.std_eps),
         scores=scores, selected=select_above(scores.scores, batch.mask, correct, tau), tau=tau,
         gwhes=gwhes(old.hidden, unembed, batch.tokens, batch.mask, correct, temperature=config.temperature,
-                    token_logprobs=old.token_logps, logit_transform=logit_transform_of(model)).cpu())
+                    token_logprobs=old.token_logps, logit_transform=transform).cpu())
 
 
 def method_updates(model, copies, forwards, base: BaseDiagnostics, batch, correct, question_id, config) -> dict:

@@ -281,7 +281,8 @@ def read_store(path: Path, *, correct_reward=None, correct_threshold=None, check
     rule = configured_rule(correct_threshold) if told else meta.get("correctness_rule", BINARY_RULE)
     return LoggedRun("store", path, steps, checkpoints, _store_span(path, meta, store.responses),
                      meta.get("group_size"), meta.get("temperature"), meta.get("max_completion_length"),
-                     warnings=list(store.warnings), prompt_rule=PromptRule(TRL_FORM, printed_conversations=True), correctness_rule=rule)
+                     warnings=list(store.warnings), prompt_rule=PromptRule(TRL_FORM, printed_conversations=True),
+                     correctness_rule=rule)
 
 
 def read_verl(path: Path, *, correct_reward=None, correct_threshold=None, checkpoints: dict | None = None) -> LoggedRun:
@@ -298,13 +299,8 @@ def read_verl(path: Path, *, correct_reward=None, correct_threshold=None, checkp
         rows = rows.assign(_g=[int(g.split(":")[1]) for g in rows["group_id"]])
         steps[int(step)] = rows.sort_values(["_g", "response_index"], kind="stable").drop(columns="_g") \
             .reset_index(drop=True)
-    dropped = {}
-    for warning in run.warnings:
-        match = re.search(r"^(\S+): truncated last line .*step (\d+) skipped$", warning)
-        if match:
-            dropped[int(match.group(2))] = f"{match.group(1)}: truncated last line (the run still writing it?)"
     return LoggedRun("verl", path, steps, checkpoints or {}, 1, None, None, None, warnings=list(run.warnings),
-                     prompt_rule=PromptRule(VERL_FORM), dropped=dropped)
+                     prompt_rule=PromptRule(VERL_FORM), dropped=dict(run.skipped_steps))
 
 
 def read_source(path, *, checkpoints: str | None = None, correct_reward=None, correct_threshold=None) -> LoggedRun:

@@ -5,25 +5,19 @@ from __future__ import annotations
 
 from ..core.logit_check import logprob_recomputation_error
 from ..core.logit_transform import LogitTransform
-from ..models.adapters import scoring_model
+from ..models.adapters import transformers_model
 
 LOGITS_SCALING_MULTIPLIES = {"hyperclovax"}     # logits * logits_scaling (Granite and most others divide)
 LOGITS_SCALING_ON_HIDDEN = {"minicpm3"}         # h / logits_scaling before lm_head: the captured h holds it
 
 
-def _unwrapped(model):
-    model = scoring_model(model)
-    while getattr(model, "config", None) is None and hasattr(model, "module"):    # DDP / FSDP wrappers
-        model = model.module
-    return model
-
-
 def logit_transform_of(model) -> LogitTransform:
     """logits = softcap * tanh(scale * W h / softcap) as the model's causal-LM head computes them:
     final_logit_softcapping (Gemma-2/3) is the softcap; logit_scale (Cohere), output_multiplier and
-    lm_head_multiplier (Falcon-H1) multiply W h, logits_scaling (Granite) divides it. Models with none of them (most) get the identity. Raises
-    ValueError for an output layer with a bias (logits = W h + b), which the NTHR kernel does not follow."""
-    model = _unwrapped(model)
+    lm_head_multiplier (Falcon-H1) multiply W h, logits_scaling (Granite) divides it. Models with none of them
+    (most) get the identity. Raises ValueError for an output layer with a bias (logits = W h + b), which the
+    NTHR kernel does not follow."""
+    model = transformers_model(model)
     config = getattr(model, "config", None)
     getter = getattr(config, "get_text_config", None)
     text = getter() if callable(getter) else config

@@ -14,6 +14,8 @@ from contextlib import contextmanager
 
 import torch
 
+from ..models.adapters import transformers_model
+
 
 def _autocast_wrapped(model) -> bool:
     """Whether model.forward is accelerate's mixed-precision wrapper of its own forward."""
@@ -50,8 +52,8 @@ def _dtype_counts(model, casts: dict) -> dict:
 def quantization_of(model) -> str | None:
     """The quantization method of a transformers model loaded quantized (bitsandbytes 4/8-bit, GPTQ, AWQ, ...:
     its weights are not floating point, so the dtype counts above do not see them), else None."""
-    owner = _transformers_model(model)
-    if owner is None or getattr(owner, "hf_quantizer", None) is None:
+    owner = transformers_model(model)
+    if getattr(owner, "hf_quantizer", None) is None:
         return None
     config = getattr(owner.config, "quantization_config", None)
     method = config.get("quant_method") if isinstance(config, dict) else getattr(config, "quant_method", None)
@@ -74,11 +76,13 @@ def low_precision_weights(model) -> bool:
 def probe_precision(model) -> str:
     """What the probes' log-likelihoods are computed in, for meta.json: "float32" (float64 for a float64
     model), "<dtype> weights" where the weights themselves are low precision, "<method> quantized weights", or
-    "<dtype> parameters (FSDP2 mixed precision)" where FSDP2 casts float32 weights to <dtype> for every forward, the probes' included."""
+    "<dtype> parameters (FSDP2 mixed precision)" where FSDP2 casts float32 weights to <dtype> for every forward,
+    the probes' included."""
     dtype = weights_dtype(model)
     name = str(dtype).removeprefix("torch.")
-    if quantization_of(model) is not None:
-        return f"{quantization_of(model)} quantized weights"
+    quantization = quantization_of(model)
+    if quantization is not None:
+        return f"{quantization} quantized weights"
     if dtype.itemsize >= 4:
         return name
     stored = _dtype_counts(model, {})
@@ -99,21 +103,10 @@ def low_precision_compute(model, autocast_dtype=None) -> bool:
             or torch.is_autocast_enabled(device_type))
 
 
-def _transformers_model(model):
-    """The transformers model whose config names the attention implementation (through DDP's .module and a
-    PEFT wrapper), or None."""
-    while not hasattr(model, "set_attn_implementation") and hasattr(model, "module"):
-        model = model.module
-    if hasattr(model, "get_base_model"):
-        model = model.get_base_model()
-    return model if hasattr(model, "set_attn_implementation") else None
-
-
 def half_precision_attention(model) -> str | None:
     """The model's attention implementation when it computes in bf16/fp16 only (flash-attention kernels),
     else None."""
-    owner = _transformers_model(model)
-    name = getattr(getattr(owner, "config", None), "_attn_implementation", None)
+    name = getattr(getattr(transformers_model(model), "config", None), "_attn_implementation", None)
     return name if isinstance(name, str) and "flash" in name else None
 
 
@@ -129,7 +122,7 @@ def float32_forwards(model):
         model.forward = model.__dict__["_original_forward"]
     flash = half_precision_attention(model) if not low_precision_weights(model) else None
     if flash is not None:
-        owner = _transformers_model(model)
+        owner = transformers_model(model)
         configs = {id(module.config): module.config for module in owner.modules()
                    if hasattr(getattr(module, "config", None), "_attn_implementation")}
         implementations = [(config, config._attn_implementation) for config in configs.values()]

@@ -77,7 +77,8 @@ class EngineProbes:
     def score_old_policy(self, data):
         """This rank's rows (verl's no-padding TensorDict: prompts, responses, attention_mask, response_mask,
         input_ids, position_ids, advantages, lld_reward; and lld_step, lld_group_size, lld_all_rewards for the
-        call: see encode_rewards; lld_window_steps, default 1) at the old policy -> a TensorDict with the method's advantages [B, R] (lld_advantages)."""
+        call: see encode_rewards; lld_window_steps, default 1) at the old policy -> a TensorDict with the
+        method's advantages [B, R] (lld_advantages)."""
         from tensordict import TensorDict
         from verl.utils import tensordict_utils as tu
         prompt_ids, completion_ids = token_lists(data["prompts"], data["responses"], data["attention_mask"],

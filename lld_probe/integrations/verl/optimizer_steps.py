@@ -22,9 +22,11 @@ def optimizer_steps_per_batch(responses: int, *, mini_batch_prompts: int, group_
     return responses // mini_batch * int(epochs)
 
 
-def optimizer_steps_of_config(config) -> int:
-    """The same from verl's whole config, for a batch of data.train_batch_size prompts (what meta.json records)."""
+def optimizer_steps_of_config(config, responses: int | None = None) -> int:
+    """The same from verl's whole config, for a batch of `responses` rows (default: data.train_batch_size
+    prompts' groups, what meta.json records)."""
     actor, rollout = config.actor_rollout_ref.actor, config.actor_rollout_ref.rollout
-    return optimizer_steps_per_batch(int(config.data.train_batch_size) * int(rollout.n),
-                                     mini_batch_prompts=int(actor.ppo_mini_batch_size), group_size=int(rollout.n),
-                                     epochs=int(actor.ppo_epochs))
+    if responses is None:
+        responses = int(config.data.train_batch_size) * int(rollout.n)
+    return optimizer_steps_per_batch(responses, mini_batch_prompts=int(actor.ppo_mini_batch_size),
+                                     group_size=int(rollout.n), epochs=int(actor.ppo_epochs))

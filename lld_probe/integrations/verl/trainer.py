@@ -3,8 +3,8 @@
 - TokenDumpRayPPOTrainer: verl's RayPPOTrainer whose rollout dump rows (trainer.rollout_data_dir) carry the token
   dump's columns (rollout_dump.py): uid, token ids, old-policy and sampler log-probs, advantages. No probes.
 - LLDRayPPOTrainer: that, plus the probes and the method's advantages around `_update_actor`, the run store begun
-  once verl has loaded its checkpoint (at verl's global step: a resumed run goes on in the same store), and verl's own tracking receiving the `lld/` metrics with the actor's; its dump rows
-  also carry the probes' logp_before / logp_after. The actor's worker group must be LLDActorRolloutRefWorker's.
+  once verl has loaded its checkpoint (at verl's global step: a resumed run goes on in the same store), and
+  verl's own tracking receiving the `lld/` metrics with the actor's; its dump rows also carry the probes' logp_before / logp_after. The actor's worker group must be LLDActorRolloutRefWorker's.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import asdict
 from verl.trainer.ppo.ray_trainer import RayPPOTrainer
 
 from ...store.provenance import provenance
-from .optimizer_steps import optimizer_steps_of_config, optimizer_steps_per_batch
+from .optimizer_steps import optimizer_steps_of_config
 from .rollout_dump import rollout_dump_columns
 from .settings import check_verl_config, probe_settings_from_config
 from .step import ProbeStep
@@ -76,8 +76,5 @@ class LLDRayPPOTrainer(TokenDumpRayPPOTrainer):
         if not self.lld_run_begun:
             raise RuntimeError("the run store was not begun: LLDRayPPOTrainer begins it after verl's "
                                "_load_checkpoint, which fit() calls before the first step")
-        actor, rollout = self.config.actor_rollout_ref.actor, self.config.actor_rollout_ref.rollout
-        window_steps = optimizer_steps_per_batch(len(batch), mini_batch_prompts=int(actor.ppo_mini_batch_size),
-                                                 group_size=int(rollout.n), epochs=int(actor.ppo_epochs))
         return self.lld_step.update_actor(batch, super()._update_actor, step=self.global_steps,
-                                          window_steps=window_steps)
+                                          window_steps=optimizer_steps_of_config(self.config, len(batch)))
